@@ -1,0 +1,99 @@
+// Command mlserve is a drop-in replacement for Immich's machine-learning
+// service. `mlserve serve` answers Immich's HTTP API; `mlserve version`
+// prints the build's version. Settings come from the environment (see the
+// config package and the README).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/mlserve/mlserve/api"
+	"github.com/mlserve/mlserve/config"
+	"github.com/mlserve/mlserve/inference"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: mlserve <command>
+
+commands:
+  serve     serve Immich's machine-learning API on IMMICH_HOST:IMMICH_PORT
+  version   print the version
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "mlserve", config.Version)
+		return 0
+	case "serve":
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "mlserve: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	cfg, err := config.FromEnv()
+	if err != nil {
+		fmt.Fprintln(stderr, "mlserve:", err)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, logger); err != nil {
+		logger.Error("mlserve stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+	logger.Info("starting mlserve", "version", config.Version, "addr", cfg.Addr(), "config", cfg)
+	rt, err := inference.New(inference.Options{
+		LibraryPath:       cfg.ORTLibrary,
+		Providers:         cfg.Providers,
+		DeviceID:          cfg.DeviceID,
+		IntraOpThreads:    cfg.IntraOpThreads,
+		InterOpThreads:    cfg.InterOpThreads,
+		DisableArena:      !cfg.Arena,
+		OpenVINOPrecision: cfg.OpenVINOPrecision,
+		Verbose:           cfg.LogLevel <= slog.LevelDebug,
+	}, logger)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+
+	srv := api.New(api.Options{KeepAlive: cfg.KeepAlive, MaxBodyBytes: cfg.MaxUploadBytes}, logger)
+	ln, err := net.Listen("tcp", cfg.Addr())
+	if err != nil {
+		return err
+	}
+	logger.Info("listening", "addr", ln.Addr().String())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(gctx, ln) })
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}

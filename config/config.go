@@ -1,0 +1,362 @@
+// Package config is the one catalogue of environment variables that mlserve
+// reads. It keeps the Immich machine-learning service's names
+// (MACHINE_LEARNING_*, IMMICH_HOST, IMMICH_PORT, IMMICH_LOG_LEVEL, HF_*) so
+// an existing deployment works unchanged, and adds a few of its own under
+// MLSERVE_*.
+//
+// The environment is parsed once, at start, by [Load]. A value that does not
+// parse is an error naming the variable; nothing below cmd/ reads the
+// environment. [Config.Table] lists every variable with its resolved value
+// for the start-up log.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Version is the build's version, set with -ldflags at build time.
+var Version = "dev"
+
+// Config holds every setting of the service after parsing.
+type Config struct {
+	// Host and Port are the HTTP listen address (IMMICH_HOST, IMMICH_PORT).
+	Host string
+	Port int
+	// LogLevel is the slog level from IMMICH_LOG_LEVEL.
+	LogLevel slog.Level
+
+	// CacheFolder is the model cache root in Immich's layout.
+	CacheFolder string
+	// ModelTTL is how long a model may stay unused before it is unloaded;
+	// zero disables unloading.
+	ModelTTL time.Duration
+	// ModelTTLPoll is how often idle models are looked for.
+	ModelTTLPoll time.Duration
+	// RequestThreads is the number of requests processed at once.
+	RequestThreads int
+	// InterOpThreads and IntraOpThreads are ONNX Runtime's thread counts;
+	// zero picks Immich's defaults (1 and 2 on CPU).
+	InterOpThreads int
+	IntraOpThreads int
+	// Arena enables ONNX Runtime's CPU memory arena.
+	Arena bool
+	// WorkerTimeout bounds one request's work (MACHINE_LEARNING_WORKER_TIMEOUT).
+	WorkerTimeout time.Duration
+	// KeepAlive is the HTTP keep-alive idle timeout.
+	KeepAlive time.Duration
+	// Workers is accepted for compatibility; mlserve runs one process whose
+	// models are shared by all requests.
+	Workers int
+
+	// Preload lists the models to load at start, per task and type, in
+	// Immich's order.
+	Preload []Preload
+
+	// MaxBatchFace caps face-recognition batches (0: no cap).
+	MaxBatchFace int
+	// MaxBatchOCR caps OCR recognition batches.
+	MaxBatchOCR int
+
+	// Providers is the ordered list of execution providers to try.
+	Providers []string
+	// DeviceID selects the GPU for CUDA and OpenVINO.
+	DeviceID int
+	// OpenVINOPrecision is FP32 or FP16.
+	OpenVINOPrecision string
+
+	// ModelOrganization and ModelRevision pick the Hugging Face repos
+	// (<organization>/<model>) and their revision.
+	ModelOrganization string
+	ModelRevision     string
+	// HFEndpoint is the Hugging Face hub base URL (a mirror may be used).
+	HFEndpoint string
+	// HFOffline forbids any download: models must be in the cache.
+	HFOffline bool
+	// OCRBaseURL is where PP-OCR models are downloaded from.
+	OCRBaseURL string
+
+	// ORTLibrary is the path of the ONNX Runtime shared library.
+	ORTLibrary string
+	// MaxQueue is how many requests may wait for a worker before new ones
+	// are refused with 503.
+	MaxQueue int
+	// MaxLoadedModels caps the number of models kept in memory.
+	MaxLoadedModels int
+	// MaxUploadBytes caps the size of one /predict request body.
+	MaxUploadBytes int64
+
+	// DatabaseURL is the PostgreSQL (pgvector) URL for indexing and search.
+	DatabaseURL string
+	// RedisURL is the Redis URL of the shared job queue.
+	RedisURL string
+
+	table []Entry
+}
+
+// Preload names the models of one task and type to load at start.
+type Preload struct {
+	Task, Type string
+	Names      []string
+}
+
+// Entry is one variable of the catalogue with its resolved value.
+type Entry struct {
+	Name        string
+	Value       string
+	Default     string
+	Description string
+}
+
+// Table returns every variable with its resolved value, for logging.
+func (c *Config) Table() []Entry { return c.table }
+
+// LogValue logs the variables that differ from their defaults, plus the
+// listen address, so the start-up line stays readable.
+func (c *Config) LogValue() slog.Value {
+	attrs := []slog.Attr{}
+	for _, e := range c.table {
+		attrs = append(attrs, slog.String(e.Name, e.Value))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// Addr is the listen address, with an IPv6 literal in brackets.
+func (c *Config) Addr() string {
+	host := c.Host
+	if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
+		host = "[" + host + "]"
+	}
+	return host + ":" + strconv.Itoa(c.Port)
+}
+
+// ErrInvalid is wrapped by every parse error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// LookupFunc reads one variable; os.LookupEnv is the usual one.
+type LookupFunc func(name string) (string, bool)
+
+// FromEnv parses the process environment.
+func FromEnv() (*Config, error) { return Load(os.LookupEnv) }
+
+type parser struct {
+	lookup LookupFunc
+	errs   []error
+	table  []Entry
+}
+
+func (p *parser) raw(name, def, desc string) (string, bool) {
+	v, ok := p.lookup(name)
+	v = strings.TrimSpace(v)
+	if !ok || v == "" {
+		p.table = append(p.table, Entry{name, def, def, desc})
+		return def, false
+	}
+	p.table = append(p.table, Entry{name, v, def, desc})
+	return v, true
+}
+
+func (p *parser) fail(name, value, why string) {
+	p.errs = append(p.errs, fmt.Errorf("%w: %s=%q: %s", ErrInvalid, name, value, why))
+}
+
+func (p *parser) str(name, def, desc string) string {
+	v, _ := p.raw(name, def, desc)
+	return v
+}
+
+func (p *parser) integer(name string, def int, min int, desc string) int {
+	v, set := p.raw(name, strconv.Itoa(def), desc)
+	if !set {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		p.fail(name, v, "not an integer")
+		return def
+	}
+	if n < min {
+		p.fail(name, v, fmt.Sprintf("must be at least %d", min))
+		return def
+	}
+	return n
+}
+
+func (p *parser) boolean(name string, def bool, desc string) bool {
+	v, set := p.raw(name, strconv.FormatBool(def), desc)
+	if !set {
+		return def
+	}
+	switch strings.ToLower(v) {
+	case "1", "true", "yes", "on":
+		return true
+	case "0", "false", "no", "off":
+		return false
+	}
+	p.fail(name, v, "not a boolean")
+	return def
+}
+
+// seconds parses a number of seconds (fractions allowed), as Immich does.
+func (p *parser) seconds(name string, def float64, desc string) time.Duration {
+	v, set := p.raw(name, strconv.FormatFloat(def, 'f', -1, 64), desc)
+	if !set {
+		return time.Duration(def * float64(time.Second))
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		p.fail(name, v, "not a number of seconds")
+		return time.Duration(def * float64(time.Second))
+	}
+	if f < 0 {
+		// Immich documents "<= 0 disables"; a negative TTL is passed on
+		// as is upstream, which is a bug. We treat it as 0.
+		f = 0
+	}
+	return time.Duration(f * float64(time.Second))
+}
+
+func (p *parser) list(name, def, desc string) []string {
+	v, _ := p.raw(name, def, desc)
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Load parses the variables that lookup returns.
+func Load(lookup LookupFunc) (*Config, error) {
+	p := &parser{lookup: lookup}
+	c := &Config{}
+
+	c.Host = p.str("IMMICH_HOST", "0.0.0.0", "HTTP listen host")
+	c.Port = p.integer("IMMICH_PORT", 3003, 1, "HTTP listen port")
+	if c.Port > 65535 {
+		p.fail("IMMICH_PORT", strconv.Itoa(c.Port), "must be at most 65535")
+	}
+	lvl := p.str("IMMICH_LOG_LEVEL", "info", "verbose|debug|log|info|warn|error")
+	switch strings.ToLower(lvl) {
+	case "verbose", "debug":
+		c.LogLevel = slog.LevelDebug
+	case "log", "info":
+		c.LogLevel = slog.LevelInfo
+	case "warn", "warning":
+		c.LogLevel = slog.LevelWarn
+	case "error", "critical", "fatal":
+		c.LogLevel = slog.LevelError
+	default:
+		p.fail("IMMICH_LOG_LEVEL", lvl, "want verbose, debug, log, info, warn or error")
+	}
+
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		home = "/"
+	}
+	c.CacheFolder = p.str("MACHINE_LEARNING_CACHE_FOLDER", filepath.Join(home, ".cache", "immich_ml"), "model cache root (Immich layout)")
+	c.ModelTTL = p.seconds("MACHINE_LEARNING_MODEL_TTL", 300, "seconds a model may stay unused before it is unloaded; 0 keeps models loaded")
+	c.ModelTTLPoll = p.seconds("MACHINE_LEARNING_MODEL_TTL_POLL_S", 10, "how often idle models are looked for")
+	if c.ModelTTLPoll == 0 {
+		c.ModelTTLPoll = 10 * time.Second
+	}
+	c.RequestThreads = p.integer("MACHINE_LEARNING_REQUEST_THREADS", runtime.NumCPU(), 0, "requests processed at once")
+	if c.RequestThreads == 0 {
+		c.RequestThreads = 1
+	}
+	c.InterOpThreads = p.integer("MACHINE_LEARNING_MODEL_INTER_OP_THREADS", 0, 0, "ONNX Runtime inter-op threads (0: 1 on CPU)")
+	c.IntraOpThreads = p.integer("MACHINE_LEARNING_MODEL_INTRA_OP_THREADS", 0, 0, "ONNX Runtime intra-op threads (0: 2 on CPU)")
+	c.Arena = p.boolean("MACHINE_LEARNING_MODEL_ARENA", true, "ONNX Runtime CPU memory arena")
+	c.WorkerTimeout = p.seconds("MACHINE_LEARNING_WORKER_TIMEOUT", 300, "upper bound on one request's work, in seconds")
+	c.KeepAlive = p.seconds("MACHINE_LEARNING_HTTP_KEEPALIVE_TIMEOUT_S", 2, "HTTP keep-alive idle timeout, in seconds")
+	c.Workers = p.integer("MACHINE_LEARNING_WORKERS", 1, 1, "accepted for compatibility: one process serves all requests")
+
+	for _, pl := range []struct{ task, typ, env string }{
+		{"clip", "textual", "MACHINE_LEARNING_PRELOAD__CLIP__TEXTUAL"},
+		{"clip", "visual", "MACHINE_LEARNING_PRELOAD__CLIP__VISUAL"},
+		{"facial-recognition", "detection", "MACHINE_LEARNING_PRELOAD__FACIAL_RECOGNITION__DETECTION"},
+		{"facial-recognition", "recognition", "MACHINE_LEARNING_PRELOAD__FACIAL_RECOGNITION__RECOGNITION"},
+		{"ocr", "detection", "MACHINE_LEARNING_PRELOAD__OCR__DETECTION"},
+		{"ocr", "recognition", "MACHINE_LEARNING_PRELOAD__OCR__RECOGNITION"},
+	} {
+		if names := p.list(pl.env, "", "comma-separated models to load at start"); len(names) > 0 {
+			c.Preload = append(c.Preload, Preload{Task: pl.task, Type: pl.typ, Names: names})
+		}
+	}
+
+	c.MaxBatchFace = p.integer("MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION", 0, 0, "faces per recognition batch (0: all at once when the model allows)")
+	c.MaxBatchOCR = p.integer("MACHINE_LEARNING_MAX_BATCH_SIZE__OCR", 6, 1, "text crops per OCR recognition batch")
+
+	c.Providers = p.list("MLSERVE_PROVIDERS", "CUDA,OpenVINO,CPU", "execution providers to try, in order; CPU is always the last resort")
+	for i, name := range c.Providers {
+		canon, ok := CanonicalProvider(name)
+		if !ok {
+			p.fail("MLSERVE_PROVIDERS", name, "unknown provider; want CPU, CUDA or OpenVINO")
+			continue
+		}
+		c.Providers[i] = canon
+	}
+	ids := p.list("MACHINE_LEARNING_DEVICE_IDS", "0", "GPU ids; mlserve uses the first (one process)")
+	c.DeviceID = p.integer("MACHINE_LEARNING_DEVICE_ID", firstInt(ids), 0, "GPU id for CUDA and OpenVINO")
+	c.OpenVINOPrecision = strings.ToUpper(p.str("MACHINE_LEARNING_OPENVINO_PRECISION", "FP32", "FP32 or FP16"))
+	if c.OpenVINOPrecision != "FP32" && c.OpenVINOPrecision != "FP16" {
+		p.fail("MACHINE_LEARNING_OPENVINO_PRECISION", c.OpenVINOPrecision, "want FP32 or FP16")
+	}
+
+	c.ModelOrganization = p.str("MACHINE_LEARNING_MODEL_ORGANIZATION", "immich-app", "Hugging Face organization of the CLIP and face models")
+	c.ModelRevision = p.str("MACHINE_LEARNING_MODEL_REVISION", "main", "Hugging Face revision of the models")
+	c.HFEndpoint = strings.TrimRight(p.str("HF_ENDPOINT", "https://huggingface.co", "Hugging Face hub (or mirror) URL"), "/")
+	c.HFOffline = p.boolean("HF_HUB_OFFLINE", false, "never download; use the cache only")
+	c.OCRBaseURL = strings.TrimRight(p.str("MLSERVE_OCR_BASE_URL", "https://www.modelscope.cn/models/RapidAI/RapidOCR/resolve/v3.4.0", "where PP-OCR models are downloaded from (RapidOCR's ModelScope repository or a mirror)"), "/")
+
+	c.ORTLibrary = p.str("MLSERVE_ORT_LIBRARY", "libonnxruntime.so.1", "path of the ONNX Runtime shared library")
+	c.MaxQueue = p.integer("MLSERVE_MAX_QUEUE", 64, 0, "requests that may wait for a worker; more get 503")
+	c.MaxLoadedModels = p.integer("MLSERVE_MAX_LOADED_MODELS", 8, 1, "models kept in memory at most")
+	c.MaxUploadBytes = int64(p.integer("MLSERVE_MAX_UPLOAD_BYTES", 100<<20, 1024, "largest /predict body, in bytes"))
+
+	c.DatabaseURL = p.str("MLSERVE_DATABASE_URL", "", "PostgreSQL with pgvector, for indexing and search")
+	c.RedisURL = p.str("MLSERVE_REDIS_URL", "", "Redis, for the shared job queue (empty: in-process)")
+
+	sort.SliceStable(p.table, func(i, j int) bool { return p.table[i].Name < p.table[j].Name })
+	c.table = p.table
+	if len(p.errs) > 0 {
+		return nil, errors.Join(p.errs...)
+	}
+	return c, nil
+}
+
+func firstInt(ids []string) int {
+	if len(ids) == 0 {
+		return 0
+	}
+	n, err := strconv.Atoi(ids[0])
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// CanonicalProvider maps the spellings users write (cuda, CUDAExecutionProvider,
+// openvino) to CPU, CUDA or OpenVINO.
+func CanonicalProvider(name string) (string, bool) {
+	n := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(name), "ExecutionProvider"))
+	n = strings.TrimSuffix(n, "executionprovider")
+	switch n {
+	case "cpu":
+		return "CPU", true
+	case "cuda":
+		return "CUDA", true
+	case "openvino":
+		return "OpenVINO", true
+	}
+	return "", false
+}
