@@ -13,6 +13,7 @@ package modelgen
 import (
 	"math"
 	"math/rand/v2"
+	"os"
 
 	"github.com/mlserve/mlserve/onnx"
 )
@@ -64,4 +65,18 @@ func (b Busy) Model() onnx.Model {
 	}
 	g.Output("y", x, onnx.Float, onnx.D(b.Size, b.Size))
 	return onnx.Model{Graph: g, Producer: "mlserve-modelgen"}
+}
+
+// WriteOnce writes the model that build returns to path unless a file is
+// already there, and returns path. Benchmarks use it to keep big generated
+// graphs (ViT-B/32 is 350 MB) between runs.
+func WriteOnce(path string, build func() onnx.Model) (string, error) {
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	tmp := path + ".tmp"
+	if err := build().WriteFile(tmp); err != nil {
+		return "", err
+	}
+	return path, os.Rename(tmp, path)
 }
