@@ -81,6 +81,8 @@ type Config struct {
 	HFEndpoint string
 	// HFOffline forbids any download: models must be in the cache.
 	HFOffline bool
+	// HFToken authenticates to the hub (private or gated repositories).
+	HFToken string
 	// OCRBaseURL is where PP-OCR models are downloaded from.
 	OCRBaseURL string
 
@@ -170,6 +172,18 @@ func (p *parser) fail(name, value, why string) {
 
 func (p *parser) str(name, def, desc string) string {
 	v, _ := p.raw(name, def, desc)
+	return v
+}
+
+// secret reads a value that must not appear in logs.
+func (p *parser) secret(name, desc string) string {
+	v, ok := p.lookup(name)
+	v = strings.TrimSpace(v)
+	shown := "unset"
+	if ok && v != "" {
+		shown = "set"
+	}
+	p.table = append(p.table, Entry{name, shown, "unset", desc})
 	return v
 }
 
@@ -316,6 +330,7 @@ func Load(lookup LookupFunc) (*Config, error) {
 	c.ModelRevision = p.str("MACHINE_LEARNING_MODEL_REVISION", "main", "Hugging Face revision of the models")
 	c.HFEndpoint = strings.TrimRight(p.str("HF_ENDPOINT", "https://huggingface.co", "Hugging Face hub (or mirror) URL"), "/")
 	c.HFOffline = p.boolean("HF_HUB_OFFLINE", false, "never download; use the cache only")
+	c.HFToken = p.secret("HF_TOKEN", "Hugging Face access token (logged as set/unset)")
 	c.OCRBaseURL = strings.TrimRight(p.str("MLSERVE_OCR_BASE_URL", "https://www.modelscope.cn/models/RapidAI/RapidOCR/resolve/v3.4.0", "where PP-OCR models are downloaded from (RapidOCR's ModelScope repository or a mirror)"), "/")
 
 	c.ORTLibrary = p.str("MLSERVE_ORT_LIBRARY", "libonnxruntime.so.1", "path of the ONNX Runtime shared library")
