@@ -15,6 +15,9 @@
 #
 #   --no-apt      skip the Debian packages (for machines set up otherwise)
 #   --runtime     only what `mlserve serve` needs (apt + ONNX Runtime)
+#   --gpu         also the CUDA build of ONNX Runtime (1.29, CUDA 13) into
+#                 .deps/onnxruntime-gpu/; the CUDA runtime and cuDNN come from
+#                 the host (MLSERVE_ORT_LIBRARY=.deps/onnxruntime-gpu/libonnxruntime.so)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,10 +26,12 @@ NPM_CACHE="$DEPS/npm"
 
 want_apt=1
 runtime_only=0
+want_gpu=0
 for arg in "$@"; do
 	case "$arg" in
 	--no-apt) want_apt=0 ;;
 	--runtime) runtime_only=1 ;;
+	--gpu) want_gpu=1 ;;
 	*) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
 	esac
 done
@@ -129,6 +134,27 @@ if ! check "$ORT_LIB" "$ORT_SUM"; then
 	ln -sf libonnxruntime.so.1 "$ORT_DIR/libonnxruntime.so"
 	# The 113 MB tarball is only needed once.
 	rm -f "$tgz"
+fi
+
+if [[ $want_gpu == 1 ]]; then
+	# Core and CUDA provider must be the same ONNX Runtime version (1.29);
+	# both come from asus4's pinned npm packages.
+	GPU_DIR="$DEPS/onnxruntime-gpu"
+	GPU_CORE_SUM=5715f06d8992ca8eeeddcce43df3a7d38f97d537052126f558e912cb312460ca
+	GPU_CUDA_SUM=56cf3254b118ad837ccc4ed8f6d1b23504bbf7ef91b34cbc0b289cb7f10b3037
+	GPU_SHARED_SUM=086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d
+	if ! check "$GPU_DIR/libonnxruntime.so" "$GPU_CORE_SUM"; then
+		tgz="$(fetch_npm com.github.asus4.onnxruntime@0.4.9 e59788788818fdde1b2e522e766a21ba0f7d8391de55737abf81e32cc801785d)"
+		extract "$tgz" package/Plugins/Linux/x64/libonnxruntime.so "$GPU_DIR/libonnxruntime.so" "$GPU_CORE_SUM"
+		rm -f "$tgz"
+	fi
+	if ! check "$GPU_DIR/libonnxruntime_providers_cuda.so" "$GPU_CUDA_SUM" || ! check "$GPU_DIR/libonnxruntime_providers_shared.so" "$GPU_SHARED_SUM"; then
+		tgz="$(fetch_npm com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9 2b459e0c17f340c92970c10ed86de4f37a3009f93c14053e6ad4334cbb6be412)"
+		extract "$tgz" package/Plugins/Linux/x64/libonnxruntime_providers_cuda.so "$GPU_DIR/libonnxruntime_providers_cuda.so" "$GPU_CUDA_SUM"
+		extract "$tgz" package/Plugins/Linux/x64/libonnxruntime_providers_shared.so "$GPU_DIR/libonnxruntime_providers_shared.so" "$GPU_SHARED_SUM"
+		rm -f "$tgz"
+	fi
+	log "CUDA build of ONNX Runtime at $GPU_DIR (needs CUDA 13 runtime, cuBLAS and cuDNN 9 on the host)"
 fi
 
 if [[ $runtime_only == 1 ]]; then
