@@ -12,6 +12,11 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mlserve/mlserve/pool"
 )
 
 // Options configure the server.
@@ -20,13 +25,31 @@ type Options struct {
 	KeepAlive time.Duration
 	// MaxBodyBytes caps a request body; larger ones get 413.
 	MaxBodyBytes int64
+	// RequestTimeout bounds one request's work (Fiber never cancels a
+	// handler when its client goes away, so we set our own deadline).
+	RequestTimeout time.Duration
+	// Predictor serves /predict; nil answers 503.
+	Predictor Predictor
+	// Health reports readiness; nil means always ready.
+	Health Health
+	// Registry receives the metrics and serves /metrics; nil makes a new one.
+	Registry *prometheus.Registry
+}
+
+// Health is what the health and metrics endpoints read from the service.
+type Health interface {
+	Ready() error
+	Stats() pool.Stats
+	Loaded() []pool.Loaded
 }
 
 // Server serves the HTTP API.
 type Server struct {
-	opts   Options
-	logger *slog.Logger
-	app    *fiber.App
+	opts      Options
+	logger    *slog.Logger
+	app       *fiber.App
+	predictor Predictor
+	metrics   *Metrics
 }
 
 // New builds the server and its routes.
@@ -40,7 +63,17 @@ func New(opts Options, logger *slog.Logger) *Server {
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 2 * time.Second
 	}
-	s := &Server{opts: opts, logger: logger}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 300 * time.Second
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{opts: opts, logger: logger, predictor: opts.Predictor}
+	s.metrics = NewMetrics(opts.Registry)
+	if opts.Health != nil {
+		s.metrics.observeService(opts.Health)
+	}
 	s.app = fiber.New(fiber.Config{
 		AppName:               "mlserve",
 		DisableStartupMessage: true,
@@ -52,14 +85,72 @@ func New(opts Options, logger *slog.Logger) *Server {
 	return s
 }
 
+// Metrics returns the server's Prometheus metrics; the pool reports to it.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
 func (s *Server) routes() {
+	s.app.Use(s.observe)
 	s.app.Get("/", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"message": "Immich ML"})
 	})
+	// /ping never waits on anything: Immich's health check has a 2 s
+	// timeout and marks the URL unhealthy when it passes.
 	s.app.Get("/ping", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, "text/plain; charset=utf-8")
 		return c.SendString("pong")
 	})
+	s.app.Post("/predict", s.predict)
+	s.app.Get("/health/live", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	s.app.Get("/health/ready", s.ready)
+	s.app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{})))
+}
+
+// observe records every request's route, status and latency.
+func (s *Server) observe(c *fiber.Ctx) error {
+	start := time.Now()
+	err := c.Next()
+	code := c.Response().StatusCode()
+	if err != nil {
+		var fe *fiber.Error
+		if errors.As(err, &fe) {
+			code = fe.Code
+		} else {
+			code = fiber.StatusInternalServerError
+		}
+	}
+	route := c.Route().Path
+	if route == "/" && c.Path() != "/" {
+		route = "unmatched"
+	}
+	s.metrics.request(route, code, time.Since(start))
+	return err
+}
+
+func (s *Server) ready(c *fiber.Ctx) error {
+	body := fiber.Map{"status": "ready"}
+	if s.opts.Health != nil {
+		st := s.opts.Health.Stats()
+		body["workers"] = st.Workers
+		body["busy"] = st.Busy
+		body["queued"] = st.Waiting
+		body["maxQueue"] = st.MaxQueue
+		var loaded []fiber.Map
+		for _, l := range s.opts.Health.Loaded() {
+			m := fiber.Map{"task": l.Key.Task, "type": l.Key.Type, "model": l.Key.Name, "inUse": l.InUse, "preloaded": l.Pinned, "idleSeconds": int(l.IdleFor.Seconds())}
+			if p, ok := l.Model.(interface{ Provider() string }); ok {
+				m["provider"] = p.Provider()
+			}
+			loaded = append(loaded, m)
+		}
+		body["models"] = loaded
+		if err := s.opts.Health.Ready(); err != nil {
+			body["status"] = "not ready"
+			body["reason"] = err.Error()
+			c.Set(fiber.HeaderRetryAfter, "1")
+			return c.Status(fiber.StatusServiceUnavailable).JSON(body)
+		}
+	}
+	return c.JSON(body)
 }
 
 // detail is the body of every error response, as FastAPI writes it.

@@ -93,13 +93,14 @@ func (w *Workers) Do(ctx context.Context, fn func(ctx context.Context) error) (q
 // Stats is a snapshot of the pool.
 type Stats struct {
 	Busy, Workers, Waiting, MaxQueue int
+	Closed                           bool
 }
 
 // Stats reports busy workers and the queue depth.
 func (w *Workers) Stats() Stats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return Stats{Busy: len(w.slots), Workers: cap(w.slots), Waiting: w.waiting, MaxQueue: w.maxQueue}
+	return Stats{Busy: len(w.slots), Workers: cap(w.slots), Waiting: w.waiting, MaxQueue: w.maxQueue, Closed: w.closed}
 }
 
 // Close refuses new work; work already admitted finishes.

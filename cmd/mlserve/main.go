@@ -6,20 +6,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"golang.org/x/sync/errgroup"
-
-	"github.com/mlserve/mlserve/api"
 	"github.com/mlserve/mlserve/config"
-	"github.com/mlserve/mlserve/inference"
 )
 
 func main() {
@@ -63,37 +57,4 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
-	logger.Info("starting mlserve", "version", config.Version, "addr", cfg.Addr(), "config", cfg)
-	rt, err := inference.New(inference.Options{
-		LibraryPath:       cfg.ORTLibrary,
-		Providers:         cfg.Providers,
-		DeviceID:          cfg.DeviceID,
-		IntraOpThreads:    cfg.IntraOpThreads,
-		InterOpThreads:    cfg.InterOpThreads,
-		DisableArena:      !cfg.Arena,
-		OpenVINOPrecision: cfg.OpenVINOPrecision,
-		Verbose:           cfg.LogLevel <= slog.LevelDebug,
-	}, logger)
-	if err != nil {
-		return err
-	}
-	defer rt.Close()
-
-	srv := api.New(api.Options{KeepAlive: cfg.KeepAlive, MaxBodyBytes: cfg.MaxUploadBytes}, logger)
-	ln, err := net.Listen("tcp", cfg.Addr())
-	if err != nil {
-		return err
-	}
-	logger.Info("listening", "addr", ln.Addr().String())
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(gctx, ln) })
-	err = g.Wait()
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
-	return err
 }

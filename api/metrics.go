@@ -1,0 +1,92 @@
+package api
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mlserve/mlserve/pool"
+)
+
+// Metrics are the service's Prometheus metrics, registered on an injected
+// registerer. They implement pool.Observer.
+type Metrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	loadSeconds *prometheus.HistogramVec
+	inferSecs   *prometheus.HistogramVec
+	inferErrors *prometheus.CounterVec
+	unloads     *prometheus.CounterVec
+	reg         prometheus.Registerer
+}
+
+var _ pool.Observer = (*Metrics)(nil)
+
+// NewMetrics registers the metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mlserve_http_requests_total", Help: "HTTP requests by route and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mlserve_http_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"route"}),
+		loadSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mlserve_model_load_seconds", Help: "Time to make a model ready (download included).",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+		}, []string{"task", "type", "model"}),
+		inferSecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mlserve_inference_seconds", Help: "Time to run one entry (pre/post-processing included) by model and execution provider.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"task", "type", "model", "provider"}),
+		inferErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mlserve_inference_errors_total", Help: "Entries that failed, by model.",
+		}, []string{"task", "type", "model"}),
+		unloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mlserve_model_unloads_total", Help: "Models unloaded (idle TTL, cap, shutdown).",
+		}, []string{"task", "type", "model"}),
+	}
+	reg.MustRegister(m.requests, m.duration, m.loadSeconds, m.inferSecs, m.inferErrors, m.unloads)
+	return m
+}
+
+// observeService adds gauges read from the service at scrape time.
+func (m *Metrics) observeService(h Health) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mlserve_queue_depth", Help: "Requests waiting for a worker."},
+			func() float64 { return float64(h.Stats().Waiting) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mlserve_workers_busy", Help: "Workers processing a request."},
+			func() float64 { return float64(h.Stats().Busy) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mlserve_workers", Help: "Worker slots."},
+			func() float64 { return float64(h.Stats().Workers) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mlserve_models_loaded", Help: "Models in memory."},
+			func() float64 { return float64(len(h.Loaded())) }),
+	)
+}
+
+func (m *Metrics) request(route string, code int, took time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.duration.WithLabelValues(route).Observe(took.Seconds())
+}
+
+// ModelLoaded implements pool.Observer.
+func (m *Metrics) ModelLoaded(k pool.Key, took time.Duration) {
+	m.loadSeconds.WithLabelValues(k.Task, k.Type, k.Name).Observe(took.Seconds())
+}
+
+// ModelUnloaded implements pool.Observer.
+func (m *Metrics) ModelUnloaded(k pool.Key) {
+	m.unloads.WithLabelValues(k.Task, k.Type, k.Name).Inc()
+}
+
+// Inference implements pool.Observer.
+func (m *Metrics) Inference(k pool.Key, provider string, took time.Duration, err error) {
+	if err != nil {
+		m.inferErrors.WithLabelValues(k.Task, k.Type, k.Name).Inc()
+		return
+	}
+	m.inferSecs.WithLabelValues(k.Task, k.Type, k.Name, provider).Observe(took.Seconds())
+}
