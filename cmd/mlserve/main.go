@@ -24,6 +24,7 @@ const usage = `usage: mlserve <command>
 
 commands:
   serve     serve Immich's machine-learning API on IMMICH_HOST:IMMICH_PORT
+  bench     load-test an Immich-compatible ML server (mlserve bench -h)
   version   print the version
 `
 
@@ -37,6 +38,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "mlserve", config.Version)
 		return 0
 	case "serve":
+	case "bench":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := runBench(ctx, args[1:], stdout, stderr); err != nil {
+			fmt.Fprintln(stderr, "mlserve bench:", err)
+			return 1
+		}
+		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
