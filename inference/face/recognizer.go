@@ -1,0 +1,194 @@
+package face
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/mlserve/mlserve/inference"
+	"github.com/mlserve/mlserve/inference/imaging"
+	"github.com/mlserve/mlserve/onnx"
+)
+
+// RecognizerOptions configure LoadRecognizer.
+type RecognizerOptions struct {
+	// MaxBatch caps how many faces go into one run
+	// (MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION). 0 runs all
+	// faces of a request in one batch when the model's batch dimension is
+	// dynamic. A model with a fixed batch runs that many faces at a time
+	// whatever MaxBatch says: model files are never rewritten.
+	MaxBatch int
+	// Session is passed to the session (providers, provider cache folder).
+	Session inference.SessionOptions
+}
+
+// Recognizer computes face embeddings from aligned crops. It is safe for
+// concurrent use; Close must not be called while Recognize runs.
+type Recognizer struct {
+	sess       *inference.Session
+	family     string
+	mean, std  float64
+	fixedBatch int // 0 when dynamic
+	maxBatch   int
+	logger     *slog.Logger
+}
+
+// LoadRecognizer loads the recognition model in dir
+// (<cache>/facial-recognition/<name>/recognition): model.onnx, with the
+// family or normalisation of an optional model.json (default: ArcFace as
+// insightface runs it).
+func LoadRecognizer(dir string, sessions Sessions, opts RecognizerOptions, logger *slog.Logger) (*Recognizer, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxBatch < 0 {
+		return nil, fmt.Errorf("%w: MaxBatch %d", ErrConfig, opts.MaxBatch)
+	}
+	cfg, err := readConfig(dir, false)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := sessions.NewSession(filepath.Join(dir, ModelFile), opts.Session)
+	if err != nil {
+		return nil, fmt.Errorf("load %s recognizer from %s: %w", cfg.Family, dir, err)
+	}
+	r, err := newRecognizer(sess, cfg, opts.MaxBatch, logger)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("load %s recognizer from %s: %w", cfg.Family, dir, err), sess.Close())
+	}
+	logger.Debug("face recognizer loaded", "dir", dir, "family", cfg.Family, "mean", r.mean, "std", r.std,
+		"fixed_batch", r.fixedBatch, "max_batch", r.maxBatch, "provider", sess.Provider())
+	return r, nil
+}
+
+func newRecognizer(sess *inference.Session, cfg Config, maxBatch int, logger *slog.Logger) (*Recognizer, error) {
+	in, out := sess.Inputs(), sess.Outputs()
+	if len(in) != 1 || in[0].Type != onnx.Float || len(in[0].Dims) != 4 || len(out) < 1 {
+		return nil, fmt.Errorf("%w: recognizer wants one float32 [N,3,112,112] input, model has %v", ErrUnsupportedModel, in)
+	}
+	d := in[0].Dims
+	for i, want := range []int64{3, alignSize, alignSize} {
+		if dd := d[i+1]; !dd.Dynamic() && dd.Value != want {
+			return nil, fmt.Errorf("%w: recognizer input %v is not [N,3,112,112]", ErrUnsupportedModel, in[0])
+		}
+	}
+	r := &Recognizer{sess: sess, family: cfg.Family, maxBatch: maxBatch, logger: logger}
+	if !d[0].Dynamic() {
+		r.fixedBatch = int(d[0].Value)
+		if r.fixedBatch > 1024 {
+			return nil, fmt.Errorf("%w: recognizer batch %d", ErrUnsupportedModel, r.fixedBatch)
+		}
+	}
+	switch {
+	case cfg.Family == FamilyMobileFaceNet:
+		// faceplugin's fr_feature.js: (x−127)/128.
+		r.mean, r.std = 127, 128
+	case isMXNet(sess.Info().Nodes):
+		r.mean, r.std = 0, 1
+	default:
+		r.mean, r.std = 127.5, 127.5
+	}
+	if cfg.Mean != nil {
+		r.mean = *cfg.Mean
+	}
+	if cfg.Std != nil {
+		r.std = *cfg.Std
+	}
+	return r, nil
+}
+
+// isMXNet is insightface ArcFaceONNX's test for a model converted from
+// MXNet, which normalises inside the graph: among the first eight nodes, one
+// whose name starts with "Sub" or "_minus" and one with "Mul" or "_mul".
+func isMXNet(nodes []onnx.NodeSummary) bool {
+	var sub, mul bool
+	for _, n := range nodes[:min(8, len(nodes))] {
+		if strings.HasPrefix(n.Name, "Sub") || strings.HasPrefix(n.Name, "_minus") {
+			sub = true
+		}
+		if strings.HasPrefix(n.Name, "Mul") || strings.HasPrefix(n.Name, "_mul") {
+			mul = true
+		}
+	}
+	return sub && mul
+}
+
+// Recognize aligns every detected face of img and returns its embedding,
+// in the detections' order. No detections give an empty slice without
+// running the model.
+func (r *Recognizer) Recognize(ctx context.Context, img *imaging.Image, det *Detections) ([]Face, error) {
+	n := det.Len()
+	if n == 0 {
+		return []Face{}, nil
+	}
+	if len(det.Scores) != n {
+		return nil, fmt.Errorf("%w: %d boxes, %d scores", ErrDetections, n, len(det.Scores))
+	}
+	if len(det.Landmarks) != n {
+		return nil, fmt.Errorf("%w: %d boxes, %d landmark sets", ErrDetections, n, len(det.Landmarks))
+	}
+	if err := checkImage(img); err != nil {
+		return nil, err
+	}
+	src, err := img.Mat()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	defer src.Close()
+
+	batch := r.fixedBatch
+	if batch == 0 {
+		batch = n
+		if r.maxBatch > 0 {
+			batch = min(n, r.maxBatch)
+		}
+	}
+	const plane = 3 * alignSize * alignSize
+	faces := make([]Face, 0, n)
+	blob := make([]float32, batch*plane)
+	for start := 0; start < n; start += batch {
+		count := min(batch, n-start)
+		rows := count
+		if r.fixedBatch > 0 {
+			rows = r.fixedBatch // the last chunk is padded with zeros
+			clear(blob[count*plane:])
+		}
+		for i := range count {
+			crop, err := alignCrop(src, det.Landmarks[start+i])
+			if err != nil {
+				return nil, fmt.Errorf("face %d: %w", start+i, err)
+			}
+			planarBlob(blob[i*plane:(i+1)*plane], crop, r.mean, r.std)
+		}
+		outs, err := r.sess.Run(ctx, inference.F32(blob[:rows*plane], int64(rows), 3, alignSize, alignSize))
+		if err != nil {
+			return nil, fmt.Errorf("face recognition: %w", err)
+		}
+		emb := outs[0]
+		if len(emb.Shape) < 2 || emb.Shape[0] != int64(rows) || len(emb.Float32) == 0 || len(emb.Float32)%rows != 0 {
+			return nil, fmt.Errorf("%w: recognizer returned shape %v for %d faces", ErrUnsupportedModel, emb.Shape, rows)
+		}
+		dim := len(emb.Float32) / rows
+		for i := range count {
+			j := start + i
+			faces = append(faces, Face{
+				Box:       det.Boxes[j],
+				Embedding: emb.Float32[i*dim : (i+1)*dim : (i+1)*dim],
+				Score:     det.Scores[j],
+			})
+		}
+	}
+	return faces, nil
+}
+
+// Family is the recognizer family ("arcface", "mobilefacenet").
+func (r *Recognizer) Family() string { return r.family }
+
+// Provider is the execution provider of the recognition model.
+func (r *Recognizer) Provider() string { return r.sess.Provider() }
+
+// Close releases the session.
+func (r *Recognizer) Close() error { return r.sess.Close() }
