@@ -6,11 +6,24 @@
 //
 // An [Image] is 8-bit RGB, interleaved, in Go memory; it is decoded once per
 // request and shared read-only by every model of the request.
+//
+// Decoding goes through OpenCV (gocv) wherever OpenCV produces the same
+// pixels as PIL, which covers JPEG, PNG (8-bit, palette, grey, alpha, 16-bit
+// colour), WebP, BMP and TIFF. The cases where OpenCV's conversion differs
+// from PIL's are detected from the file header and decoded here instead:
+// CMYK JPEGs (libjpeg directly, then PIL's CMYK→RGB formula), 16-bit
+// greyscale PNGs (PIL clips them to 255 rather than scaling) and GIFs
+// (which OpenCV 4.6 cannot read).
+//
+// [Resize] is a port of the arithmetic of Pillow's ImagingResample (fixed
+// point, separable, horizontal pass first): its output equals PIL's
+// Image.resize bit for bit for the filters it offers.
 package imaging
 
 import (
 	"errors"
 	"fmt"
+	"image"
 
 	"gocv.io/x/gocv"
 )
@@ -21,6 +34,9 @@ var (
 	ErrDecode = errors.New("cannot decode image")
 	// ErrEmpty: the image has zero width or height.
 	ErrEmpty = errors.New("image has zero width or height")
+	// ErrTooLarge: the image has more pixels than the decoder accepts; it is
+	// refused from its header, before any pixel memory is allocated.
+	ErrTooLarge = errors.New("image too large")
 )
 
 // Image is an 8-bit RGB image, rows top to bottom, 3 bytes per pixel.
@@ -30,11 +46,22 @@ type Image struct {
 	Pix  []byte // len == W*H*3
 }
 
+// New returns a black image of w×h pixels.
+func New(w, h int) *Image {
+	if w <= 0 || h <= 0 {
+		return &Image{}
+	}
+	return &Image{W: w, H: h, Pix: make([]byte, w*h*3)}
+}
+
 // At returns the pixel at x, y.
 func (im *Image) At(x, y int) (r, g, b uint8) {
 	i := (y*im.W + x) * 3
 	return im.Pix[i], im.Pix[i+1], im.Pix[i+2]
 }
+
+// Bounds is the image's rectangle, (0,0)-(W,H).
+func (im *Image) Bounds() image.Rectangle { return image.Rect(0, 0, im.W, im.H) }
 
 // Mat returns a gocv Mat of type CV_8UC3 that shares the image's memory
 // (RGB order). The Mat must be closed and must not be written to.
@@ -55,47 +82,33 @@ func (im *Image) BGRMat() (gocv.Mat, error) {
 	return bgr, nil
 }
 
-// FromMat copies an 8-bit BGR or grayscale Mat into a new RGB Image.
+// FromMat copies an 8-bit BGR, BGRA or grayscale Mat into a new RGB Image.
 func FromMat(m gocv.Mat) (*Image, error) {
-	if m.Empty() {
+	if m.Empty() || m.Rows() <= 0 || m.Cols() <= 0 {
 		return nil, ErrEmpty
 	}
-	rgb := gocv.NewMat()
-	defer rgb.Close()
-	switch m.Channels() {
-	case 1:
-		gocv.CvtColor(m, &rgb, gocv.ColorGrayToBGR) // gray is replicated: the same in RGB
-	case 3:
-		gocv.CvtColor(m, &rgb, gocv.ColorBGRToRGB)
-	case 4:
-		gocv.CvtColor(m, &rgb, gocv.ColorRGBAToBGR) // code 3, also BGRA to RGB
+	var code gocv.ColorConversionCode
+	switch {
+	case m.Type() == gocv.MatTypeCV8UC1:
+		code = gocv.ColorGrayToBGR // gray is replicated: the same in RGB
+	case m.Type() == gocv.MatTypeCV8UC3:
+		code = gocv.ColorBGRToRGB
+	case m.Type() == gocv.MatTypeCV8UC4:
+		code = gocv.ColorRGBAToBGR // code 3, also BGRA to RGB
 	default:
-		return nil, fmt.Errorf("%w: %d channels", ErrDecode, m.Channels())
+		return nil, fmt.Errorf("%w: unsupported pixel type %v with %d channels", ErrDecode, m.Type(), m.Channels())
 	}
-	if rgb.Type() != gocv.MatTypeCV8UC3 {
-		return nil, fmt.Errorf("%w: unsupported pixel depth", ErrDecode)
-	}
-	b, err := rgb.DataPtrUint8()
+	im := New(m.Cols(), m.Rows())
+	// The conversion writes straight into the Go-owned pixels: dst has the
+	// size and type OpenCV would allocate, so OpenCV keeps its buffer.
+	dst, err := im.Mat()
 	if err != nil {
 		return nil, err
 	}
-	return &Image{W: rgb.Cols(), H: rgb.Rows(), Pix: append([]byte(nil), b...)}, nil
-}
-
-// Decode reads an encoded image (JPEG, PNG, WebP, and what else OpenCV
-// reads) into RGB, without applying EXIF orientation: Immich sends
-// previews that are already upright.
-func Decode(data []byte) (*Image, error) {
-	if len(data) == 0 {
-		return nil, fmt.Errorf("%w: no data", ErrDecode)
+	defer dst.Close()
+	gocv.CvtColor(m, &dst, code)
+	if p, err := dst.DataPtrUint8(); err != nil || len(p) != len(im.Pix) || &p[0] != &im.Pix[0] {
+		return nil, fmt.Errorf("%w: OpenCV reallocated the destination", ErrDecode)
 	}
-	m, err := gocv.IMDecode(data, gocv.IMReadColor|gocv.IMReadIgnoreOrientation)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDecode, err)
-	}
-	defer m.Close()
-	if m.Empty() {
-		return nil, ErrDecode
-	}
-	return FromMat(m)
+	return im, nil
 }

@@ -1,0 +1,309 @@
+package imaging
+
+import (
+	"image"
+	"math"
+)
+
+// Filter is a resampling filter of Pillow's Image.resize.
+type Filter int
+
+// Filters, with Pillow's definitions.
+const (
+	// Bicubic is PIL.Image.BICUBIC: cubic convolution with a = -0.5,
+	// support 2, widened by the scale factor when shrinking (antialiasing).
+	// CLIP preprocessing uses it.
+	Bicubic Filter = iota + 1
+	// Lanczos is PIL.Image.LANCZOS: windowed sinc with a = 3, widened when
+	// shrinking. OCR detection uses it.
+	Lanczos
+)
+
+func (f Filter) String() string {
+	switch f {
+	case Bicubic:
+		return "bicubic"
+	case Lanczos:
+		return "lanczos"
+	}
+	return "unknown"
+}
+
+// support is the filter's radius at scale 1.
+func (f Filter) support() float64 {
+	if f == Lanczos {
+		return 3
+	}
+	return 2
+}
+
+// eval is the filter kernel. The explicit float64 conversions round every
+// product on its own, as the C code does on amd64: Go may otherwise fuse a
+// multiply and an add into one FMA instruction (it does on arm64), which
+// changes the last bit and, rarely, a fixed-point coefficient.
+func (f Filter) eval(x float64) float64 {
+	if f == Lanczos {
+		if -3.0 <= x && x < 3.0 {
+			return float64(sinc(x) * sinc(x/3))
+		}
+		return 0
+	}
+	const a = -0.5
+	if x < 0 {
+		x = -x
+	}
+	if x < 1 {
+		return float64(float64(float64((a+2)*x)-(a+3))*x*x) + 1
+	}
+	if x < 2 {
+		return float64(float64(float64(float64(x-5)*x)+8)*x-4) * a
+	}
+	return 0
+}
+
+func sinc(x float64) float64 {
+	if x == 0 {
+		return 1
+	}
+	x = float64(x * math.Pi)
+	return math.Sin(x) / x
+}
+
+// Pillow's 8-bit resampling works in fixed point: coefficients are scaled
+// by 2^22 and rounded, sums start at one half and are shifted back and
+// clipped to 0..255 after each pass.
+const (
+	precisionBits = 32 - 8 - 2
+	half          = 1 << (precisionBits - 1)
+)
+
+// axis is the table of one separable pass for output positions [o0, o1):
+// for output o, the taps start at input index start[o-o0] and their
+// fixed-point weights are k[(o-o0)*stride:][:n[o-o0]].
+type axis struct {
+	// key of the table: it is reused while these stay the same.
+	in, out, o0, o1 int
+	f               Filter
+
+	stride int
+	start  []int32
+	n      []int32
+	k      []int32
+}
+
+// compute fills the table the way Pillow's precompute_coeffs and
+// normalize_coeffs_8bpc do, for the box (0, in) mapped onto (0, out).
+func (a *axis) compute(in, out, o0, o1 int, f Filter) {
+	if a.in == in && a.out == out && a.o0 == o0 && a.o1 == o1 && a.f == f && a.k != nil {
+		return
+	}
+	a.in, a.out, a.o0, a.o1, a.f = in, out, o0, o1, f
+	// Pillow receives the box as C floats: in1 - in0 is computed in single
+	// precision (exact below 2^24).
+	scale := float64(float32(in)) / float64(out)
+	filterscale := max(scale, 1)
+	support := f.support() * filterscale
+	a.stride = int(math.Ceil(support))*2 + 1
+	m := o1 - o0
+	a.start = grow(a.start, m)
+	a.n = grow(a.n, m)
+	a.k = grow(a.k, m*a.stride)
+	w := make([]float64, a.stride)
+	ss := 1.0 / filterscale
+	for o := o0; o < o1; o++ {
+		center := float64((float64(o) + 0.5) * scale)
+		// C's (int) conversion truncates toward zero, as Go's does.
+		xmin := int(center - support + 0.5)
+		if xmin < 0 {
+			xmin = 0
+		}
+		xmax := int(center + support + 0.5)
+		if xmax > in {
+			xmax = in
+		}
+		n := xmax - xmin
+		ww := 0.0
+		for x := 0; x < n; x++ {
+			w[x] = f.eval(float64(float64(x+xmin)-center+0.5) * ss)
+			ww += w[x]
+		}
+		row := a.k[(o-o0)*a.stride : (o-o0+1)*a.stride]
+		for x := 0; x < n; x++ {
+			v := w[x]
+			if ww != 0 {
+				v /= ww
+			}
+			if v < 0 {
+				row[x] = int32(-0.5 + float64(v*(1<<precisionBits)))
+			} else {
+				row[x] = int32(0.5 + float64(v*(1<<precisionBits)))
+			}
+		}
+		clear(row[n:])
+		a.start[o-o0] = int32(xmin)
+		a.n[o-o0] = int32(n)
+	}
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// clamp8 is Pillow's clip8: the sum shifted back to 8 bits, clipped.
+func clamp8(v int32) byte {
+	v >>= precisionBits
+	if v < 0 {
+		return 0
+	}
+	if v > 255 {
+		return 255
+	}
+	return byte(v)
+}
+
+// A Resampler resizes images as Pillow does and keeps its coefficient
+// tables and scratch memory from one call to the next: a server resizing
+// previews of the same size computes the tables once. It is not safe for
+// concurrent use; keep one per worker or in a sync.Pool.
+type Resampler struct {
+	h, v axis
+	tmp  []byte  // horizontal pass output
+	acc  []int32 // vertical pass sums of one row
+}
+
+// Resize returns im resized to w×h with f, equal bit for bit to PIL's
+// im.resize((w, h), f) on an RGB image. A non-positive w or h gives an empty
+// image.
+func Resize(im *Image, w, h int, f Filter) *Image {
+	var r Resampler
+	return r.ResizeRegion(nil, im, w, h, image.Rect(0, 0, w, h), f)
+}
+
+// ResizeRegion returns the part rect of Resize(im, w, h, f), as PIL's
+// im.resize((w, h), f).crop(rect) does (parts of rect outside the resized
+// image are black), computing only the pixels it returns. CLIP's
+// shortest-side resize and centre crop is one call.
+func ResizeRegion(im *Image, w, h int, rect image.Rectangle, f Filter) *Image {
+	var r Resampler
+	return r.ResizeRegion(nil, im, w, h, rect, f)
+}
+
+// ResizeRegion is the package's ResizeRegion writing into dst when dst has
+// room (dst may be nil); it returns the image written.
+func (r *Resampler) ResizeRegion(dst, im *Image, w, h int, rect image.Rectangle, f Filter) *Image {
+	rect = rect.Canon()
+	dw, dh := rect.Dx(), rect.Dy()
+	if dst == nil || cap(dst.Pix) < dw*dh*3 {
+		dst = New(dw, dh)
+	} else {
+		dst.W, dst.H, dst.Pix = dw, dh, dst.Pix[:dw*dh*3]
+	}
+	if w <= 0 || h <= 0 || im == nil || im.W <= 0 || im.H <= 0 || dw == 0 || dh == 0 {
+		clear(dst.Pix)
+		return dst
+	}
+	if f != Lanczos {
+		f = Bicubic
+	}
+	// The part of rect that lies on the resized image; the rest is black.
+	in := rect.Intersect(image.Rect(0, 0, w, h))
+	if in != rect {
+		clear(dst.Pix)
+	}
+	if in.Empty() {
+		return dst
+	}
+	out := dst.Pix[((in.Min.Y-rect.Min.Y)*dw+in.Min.X-rect.Min.X)*3:]
+	outStride := dw * 3
+	needH, needV := w != im.W, h != im.H
+
+	src, srcStride, srcX0, srcY0 := im.Pix, im.W*3, in.Min.X, in.Min.Y
+	if needV {
+		r.v.compute(im.H, h, in.Min.Y, in.Max.Y, f)
+	}
+	if needH {
+		r.h.compute(im.W, w, in.Min.X, in.Max.X, f)
+		// Only the source rows the vertical pass reads go through the
+		// horizontal pass, as in Pillow (ybox_first..ybox_last).
+		y0, y1 := in.Min.Y, in.Max.Y
+		if needV {
+			last := len(r.v.start) - 1
+			y0, y1 = int(r.v.start[0]), int(r.v.start[last]+r.v.n[last])
+		}
+		tw := in.Dx()
+		if !needV {
+			r.horizontal(out, outStride, src[y0*srcStride:], srcStride, y1-y0, tw)
+			return dst
+		}
+		r.tmp = grow(r.tmp, tw*3*(y1-y0))
+		r.horizontal(r.tmp, tw*3, src[y0*srcStride:], srcStride, y1-y0, tw)
+		src, srcStride, srcX0, srcY0 = r.tmp, tw*3, 0, y0
+	} else {
+		srcX0 = in.Min.X
+		if !needV { // same size: a copy of the region
+			for y := in.Min.Y; y < in.Max.Y; y++ {
+				copy(out[(y-in.Min.Y)*outStride:][:in.Dx()*3], src[y*srcStride+in.Min.X*3:])
+			}
+			return dst
+		}
+		srcY0 = 0
+	}
+	r.vertical(out, outStride, src[srcX0*3:], srcStride, srcY0, in.Dx())
+	return dst
+}
+
+// horizontal runs the horizontal pass over rows rows of src into dst,
+// producing width pixels per row from r.h.
+func (r *Resampler) horizontal(dst []byte, dstStride int, src []byte, srcStride, rows, width int) {
+	a := &r.h
+	for y := 0; y < rows; y++ {
+		row := src[y*srcStride : y*srcStride+srcStride]
+		out := dst[y*dstStride : y*dstStride+width*3]
+		for x := 0; x < width; x++ {
+			start, n := int(a.start[x]), int(a.n[x])
+			k := a.k[x*a.stride : x*a.stride+n]
+			p := row[start*3 : (start+n)*3]
+			s0, s1, s2 := int32(half), int32(half), int32(half)
+			for len(k) > 0 && len(p) >= 3 {
+				w := k[0]
+				s0 += int32(p[0]) * w
+				s1 += int32(p[1]) * w
+				s2 += int32(p[2]) * w
+				k, p = k[1:], p[3:]
+			}
+			o := out[x*3 : x*3+3 : x*3+3]
+			o[0], o[1], o[2] = clamp8(s0), clamp8(s1), clamp8(s2)
+		}
+	}
+}
+
+// vertical runs the vertical pass: output row y (of the region) sums the
+// source rows r.v.start[y]-srcY0 onwards. Rows are accumulated whole, which
+// is the same integer sum as Pillow's per-pixel loop in another order.
+func (r *Resampler) vertical(dst []byte, dstStride int, src []byte, srcStride, srcY0, width int) {
+	a := &r.v
+	n3 := width * 3
+	r.acc = grow(r.acc, n3)
+	acc := r.acc
+	for y := range a.start {
+		for i := range acc {
+			acc[i] = half
+		}
+		start, n := int(a.start[y])-srcY0, int(a.n[y])
+		k := a.k[y*a.stride : y*a.stride+n]
+		for j, w := range k {
+			row := src[(start+j)*srcStride:][:n3]
+			acc := acc[:len(row)]
+			for i, v := range row {
+				acc[i] += int32(v) * w
+			}
+		}
+		out := dst[y*dstStride:][:n3]
+		for i, v := range acc {
+			out[i] = clamp8(v)
+		}
+	}
+}
