@@ -45,7 +45,9 @@ var ocrFiles = map[string]OCRFile{
 // as Immich's TextDetector/TextRecognizer._download ask for it: detection is
 // always the Chinese PP-OCRv5 detector in the name's size; recognition is the
 // name's language in the name's size (only Chinese has a server recognizer).
-func OCRSource(info Info, typ Type) (OCRFile, error) {
+func OCRSource(info Info, typ Type) (OCRFile, error) { return ocrSource(ocrFiles, info, typ) }
+
+func ocrSource(table map[string]OCRFile, info Info, typ Type) (OCRFile, error) {
 	if info.Task != TaskOCR {
 		return OCRFile{}, fmt.Errorf("%w: %q is not an OCR model", ErrUnsupported, info.Name)
 	}
@@ -58,7 +60,7 @@ func OCRSource(info Info, typ Type) (OCRFile, error) {
 	default:
 		return OCRFile{}, fmt.Errorf("%w: ocr/%s", ErrUnsupported, typ)
 	}
-	f, ok := ocrFiles[key]
+	f, ok := table[key]
 	if !ok {
 		// RapidOCR raises "Invalid OCR configuration" here; no catalogue
 		// name reaches this.

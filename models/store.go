@@ -79,6 +79,8 @@ type Store struct {
 	parallel         int
 	userAgent        string
 	log              *slog.Logger
+	// ocrFiles is RapidOCR's table; tests swap in digests of generated files.
+	ocrFiles map[string]OCRFile
 
 	// mu guards flights and closed. Only Clear holds it during I/O, so that
 	// no download of the folder it removes can start meanwhile.
@@ -131,6 +133,7 @@ func NewStore(opts StoreOptions, logger *slog.Logger) (*Store, error) {
 		userAgent:        cmpOr(opts.UserAgent, "mlserve"),
 		log:              logger,
 		flights:          map[string]*flight{},
+		ocrFiles:         ocrFiles,
 	}
 	switch {
 	case s.retries == 0:
@@ -418,7 +421,7 @@ func (s *Store) downloadRepo(ctx context.Context, root *os.Root, info Info) (int
 // downloadOCR fetches the PP-OCRv5 file of (info, typ) into
 // <type>/model.onnx under root.
 func (s *Store) downloadOCR(ctx context.Context, root *os.Root, info Info, typ Type) (int, int64, error) {
-	src, err := OCRSource(info, typ)
+	src, err := ocrSource(s.ocrFiles, info, typ)
 	if err != nil {
 		return 0, 0, err
 	}
