@@ -8,9 +8,9 @@ import (
 	"image/color"
 	"io"
 
+	"gocv.io/x/gocv"
 	"golang.org/x/image/tiff"
 	"golang.org/x/image/webp"
-	"gocv.io/x/gocv"
 )
 
 // DefaultMaxPixels is the pixel cap Decode applies: 100 megapixels, a little
@@ -69,8 +69,8 @@ func DecodeWith(data []byte, o DecodeOptions) (*Image, error) {
 	}
 	var im *Image
 	switch {
-	case h.Format == JPEG && h.jpegComponents == 4:
-		im, err = decodeCMYKJPEG(data, maxPixels)
+	case h.Format == JPEG:
+		im, err = decodeJPEG(data, h)
 	case h.Format == GIF:
 		im, err = decodeGIF(data)
 	case h.gray16:
@@ -224,9 +224,9 @@ func configHeader(f Format, data []byte, decodeConfig func(r io.Reader) (image.C
 	return Header{Format: f, W: c.Width, H: c.Height, gray16: c.ColorModel == color.Gray16Model}, nil
 }
 
-// decodeOpenCV is the fast path: OpenCV's decoders produce PIL's pixels for
-// JPEG (same libjpeg-turbo, same IDCT and upsampling), PNG other than 16-bit
-// grey, WebP, BMP and 8-bit TIFF. IMREAD_COLOR drops alpha without
+// decodeOpenCV decodes what OpenCV decodes as PIL does: PNG other than
+// 16-bit grey, WebP, BMP and 8-bit TIFF (and JPEG: same libjpeg-turbo, same
+// IDCT and upsampling, but decodeJPEG is faster). IMREAD_COLOR drops alpha without
 // compositing, expands palettes and grey, and takes the high byte of 16-bit
 // colour samples, exactly as PIL's RGB conversion does.
 func decodeOpenCV(data []byte) (*Image, error) {
