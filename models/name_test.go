@@ -36,8 +36,8 @@ func TestCleanName(t *testing.T) {
 		{"a\u0085b", "", ErrInvalidName},
 		{"\xff\xfe", "", ErrInvalidName},
 		{"ViT\u2010B\u201032__openai", "", ErrInvalidName}, // unicode hyphens
-		{"ViT-B-32__оpenai", "", ErrInvalidName},            // Cyrillic "о"
-		{"ViT-B-32__openai\u200b", "", ErrInvalidName},      // zero-width space
+		{"ViT-B-32__оpenai", "", ErrInvalidName},           // Cyrillic "о"
+		{"ViT-B-32__openai\u200b", "", ErrInvalidName},     // zero-width space
 		{"a b", "", ErrInvalidName},
 		{"a%2Fb", "", ErrInvalidName},
 		{"a*", "", ErrInvalidName},

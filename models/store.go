@@ -269,6 +269,14 @@ func (s *Store) Ensure(ctx context.Context, task Task, typ Type, name string) (s
 	case <-f.done:
 		s.leave(f)
 		if f.err != nil {
+			if present(dir, files) {
+				// What this loader needs arrived and verified; another
+				// file of the repo failed. Immich would fail here too, but
+				// there is no reason to.
+				s.log.Warn("model download incomplete, but this type's files are present", "task", task,
+					"type", typ, "model", info.Name, "err", f.err)
+				return dir, nil
+			}
 			return "", f.err
 		}
 	case <-ctx.Done():
@@ -407,10 +415,13 @@ func (s *Store) downloadRepo(ctx context.Context, root *os.Root, info Info) (int
 	}
 	s.log.Debug("repo snapshot", "repo", repo, "commit", commit, "files", len(files), "to_fetch", len(todo), "bytes", total)
 
-	g, gctx := errgroup.WithContext(ctx)
+	// One file failing does not stop the others: whatever verifies is kept
+	// (a type whose files all arrived is usable), and a later attempt
+	// fetches only what is missing.
+	var g errgroup.Group
 	g.SetLimit(s.parallel)
 	for _, f := range todo {
-		g.Go(func() error { return s.fetchFile(gctx, root, f) })
+		g.Go(func() error { return s.fetchFile(ctx, root, f) })
 	}
 	if err := g.Wait(); err != nil {
 		return 0, 0, err
