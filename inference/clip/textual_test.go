@@ -78,7 +78,9 @@ func sentencePieceFiles(t *testing.T, extra ...string) map[string][]byte {
 		added = append(added, map[string]any{"id": len(vocab), "content": c, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
 		vocab = append(vocab, piece{c, 0.0})
 	}
-	special := func(id string) map[string]any { return map[string]any{"SpecialToken": map[string]any{"id": id, "type_id": 0}} }
+	special := func(id string) map[string]any {
+		return map[string]any{"SpecialToken": map[string]any{"id": id, "type_id": 0}}
+	}
 	tj := map[string]any{
 		"version": "1.0", "truncation": nil, "padding": nil,
 		"added_tokens": added,
