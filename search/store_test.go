@@ -48,6 +48,24 @@ func testSchema(t testing.TB) string {
 	return schema
 }
 
+// testConn is a plain connection for fixtures. It speaks the simple
+// protocol: PGlite interleaves extended-protocol messages of concurrent
+// connections (see PoolConfig).
+func testConn(t testing.TB) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(testenv.DatabaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	conn, err := pgx.ConnectConfig(ctxT(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
 func openStore(t testing.TB, opts Options) *Store {
 	t.Helper()
 	if opts.URL == "" && opts.Pool == nil {
