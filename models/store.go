@@ -455,16 +455,21 @@ func (s *Store) downloadOCR(ctx context.Context, root *os.Root, info Info, typ T
 // validated path component, a symlink at that path is unlinked (not
 // followed), and the removal of a real folder does not follow the symlinks
 // inside it. A plain file at the path is unlinked. A missing folder is not
-// an error. It fails with ErrBusy while the model is being downloaded.
+// an error. The name must be in the catalogue under task (every OCR
+// detection folder name is itself a catalogue name). It fails with ErrBusy
+// while the model is being downloaded.
 func (s *Store) Clear(task Task, name string) error {
 	if _, ok := ValidTask(string(task)); !ok {
 		return fmt.Errorf("%w: unknown task %q", ErrUnsupported, task)
 	}
-	clean, err := CleanName(name)
+	info, err := Find(name)
 	if err != nil {
 		return err
 	}
-	return s.clearFolder(string(task) + "/" + clean)
+	if info.Task != task {
+		return fmt.Errorf("%w: %s model %q under %s", ErrUnsupported, info.Task, info.Name, task)
+	}
+	return s.clearFolder(string(task) + "/" + info.Name)
 }
 
 // ClearType clears the folder that holds (task, typ, name): the same as
