@@ -3,6 +3,7 @@ package imaging
 import (
 	"image"
 	"math"
+	"sync"
 )
 
 // Filter is a resampling filter of Pillow's Image.resize.
@@ -169,9 +170,15 @@ func clamp8(v int32) byte {
 // previews of the same size computes the tables once. It is not safe for
 // concurrent use; keep one per worker or in a sync.Pool.
 type Resampler struct {
+	// Workers is how many goroutines share one resize, each taking a band
+	// of rows; 0 or 1 resizes on the calling goroutine. It shortens one
+	// resize on an idle machine; on a server whose cores are already busy
+	// with inference it only moves CPU time around.
+	Workers int
+
 	h, v axis
-	tmp  []byte  // horizontal pass output
-	acc  []int32 // vertical pass sums of one row
+	tmp  []byte    // horizontal pass output
+	acc  [][]int32 // vertical pass sums of one row, per worker
 }
 
 // Resize returns im resized to w×h with f, equal bit for bit to PIL's
@@ -235,11 +242,11 @@ func (r *Resampler) ResizeRegion(dst, im *Image, w, h int, rect image.Rectangle,
 		}
 		tw := in.Dx()
 		if !needV {
-			r.horizontal(out, outStride, src[y0*srcStride:], srcStride, y1-y0, tw)
+			r.runHorizontal(out, outStride, src[y0*srcStride:], srcStride, y1-y0, tw)
 			return dst
 		}
 		r.tmp = grow(r.tmp, tw*3*(y1-y0))
-		r.horizontal(r.tmp, tw*3, src[y0*srcStride:], srcStride, y1-y0, tw)
+		r.runHorizontal(r.tmp, tw*3, src[y0*srcStride:], srcStride, y1-y0, tw)
 		src, srcStride, srcX0, srcY0 = r.tmp, tw*3, 0, y0
 	} else {
 		srcX0 = in.Min.X
@@ -251,8 +258,50 @@ func (r *Resampler) ResizeRegion(dst, im *Image, w, h int, rect image.Rectangle,
 		}
 		srcY0 = 0
 	}
-	r.vertical(out, outStride, src[srcX0*3:], srcStride, srcY0, in.Dx())
+	r.runVertical(out, outStride, src[srcX0*3:], srcStride, srcY0, in.Dx())
 	return dst
+}
+
+// workers is how many bands n rows are split into.
+func (r *Resampler) workers(n int) int { return max(min(r.Workers, n), 1) }
+
+// runHorizontal runs the horizontal pass over rows rows, in bands on
+// r.Workers goroutines when asked to, and returns when all are done.
+func (r *Resampler) runHorizontal(dst []byte, dstStride int, src []byte, srcStride, rows, width int) {
+	w := r.workers(rows)
+	if w == 1 {
+		r.horizontal(dst, dstStride, src, srcStride, rows, width)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range w {
+		lo, hi := rows*i/w, rows*(i+1)/w
+		wg.Go(func() { r.horizontal(dst[lo*dstStride:], dstStride, src[lo*srcStride:], srcStride, hi-lo, width) })
+	}
+	wg.Wait()
+}
+
+// runVertical runs the vertical pass for every output row of r.v, in bands
+// like runHorizontal.
+func (r *Resampler) runVertical(dst []byte, dstStride int, src []byte, srcStride, srcY0, width int) {
+	rows := len(r.v.start)
+	w := r.workers(rows)
+	for len(r.acc) < w {
+		r.acc = append(r.acc, nil)
+	}
+	for i := range w {
+		r.acc[i] = grow(r.acc[i], width*3)
+	}
+	if w == 1 {
+		r.vertical(dst, dstStride, src, srcStride, srcY0, width, 0, rows, r.acc[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range w {
+		lo, hi, acc := rows*i/w, rows*(i+1)/w, r.acc[i]
+		wg.Go(func() { r.vertical(dst, dstStride, src, srcStride, srcY0, width, lo, hi, acc) })
+	}
+	wg.Wait()
 }
 
 // horizontal runs the horizontal pass over rows rows of src into dst,
@@ -290,15 +339,15 @@ func (r *Resampler) horizontal(dst []byte, dstStride int, src []byte, srcStride,
 	}
 }
 
-// vertical runs the vertical pass: output row y (of the region) sums the
-// source rows r.v.start[y]-srcY0 onwards. Rows are accumulated whole, which
-// is the same integer sum as Pillow's per-pixel loop in another order.
-func (r *Resampler) vertical(dst []byte, dstStride int, src []byte, srcStride, srcY0, width int) {
+// vertical runs the vertical pass for output rows [y0, y1) of the region:
+// row y sums the source rows from r.v.start[y]-srcY0 on. Rows are
+// accumulated whole, which is the same integer sum as Pillow's per-pixel
+// loop in another order.
+func (r *Resampler) vertical(dst []byte, dstStride int, src []byte, srcStride, srcY0, width, y0, y1 int, acc []int32) {
 	a := &r.v
 	n3 := width * 3
-	r.acc = grow(r.acc, n3)
-	acc := r.acc
-	for y := range a.start {
+	acc = acc[:n3]
+	for y := y0; y < y1; y++ {
 		for i := range acc {
 			acc[i] = half
 		}
