@@ -331,7 +331,7 @@ func Load(lookup LookupFunc) (*Config, error) {
 	c.HFEndpoint = strings.TrimRight(p.str("HF_ENDPOINT", "https://huggingface.co", "Hugging Face hub (or mirror) URL"), "/")
 	c.HFOffline = p.boolean("HF_HUB_OFFLINE", false, "never download; use the cache only")
 	c.HFToken = p.secret("HF_TOKEN", "Hugging Face access token (logged as set/unset)")
-	c.OCRBaseURL = strings.TrimRight(p.str("MLSERVE_OCR_BASE_URL", "https://www.modelscope.cn/models/RapidAI/RapidOCR/resolve/v3.4.0", "where PP-OCR models are downloaded from (RapidOCR's ModelScope repository or a mirror)"), "/")
+	c.OCRBaseURL = strings.TrimRight(p.str("MLSERVE_OCR_BASE_URL", "https://www.modelscope.cn/models/RapidAI/RapidOCR/resolve/v3.8.0", "where PP-OCR models are downloaded from (RapidOCR's ModelScope repository or a mirror)"), "/")
 
 	c.ORTLibrary = p.str("MLSERVE_ORT_LIBRARY", "libonnxruntime.so.1", "path of the ONNX Runtime shared library")
 	c.MaxQueue = p.integer("MLSERVE_MAX_QUEUE", 64, 0, "requests that may wait for a worker; more get 503")
