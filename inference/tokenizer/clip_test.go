@@ -78,3 +78,12 @@ func TestCLIPKnownIDs(t *testing.T) {
 		t.Errorf("vocab size %d, want %d", n, modelgen.CLIPVocabSize)
 	}
 }
+
+func loadCLIPFrom(t testing.TB, dir string) *tokenizer.Tokenizer {
+	t.Helper()
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}

@@ -1,7 +1,11 @@
 package tokenizer_test
 
 import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,7 +21,7 @@ type golden struct {
 	PadID         int32  `json:"pad_id"`
 	Cases         []struct {
 		Text string  `json:"text"`
-		IDs  []int32 `json:"ids"`  // @huggingface/tokenizers (JS)
+		IDs  []int32 `json:"ids"`  // @huggingface/tokenizers (JS); null where it fails
 		Rust []int32 `json:"rust"` // the Rust library, where it differs
 	} `json:"cases"`
 }
@@ -91,4 +95,66 @@ func TestCLIPGolden(t *testing.T) {
 		t.Fatalf("only %d golden strings", len(g.Cases))
 	}
 	checkGolden(t, loadCLIP(t), g, "<|endoftext|>")
+}
+
+// loadFixture reads testdata/spm/<name>/tokenizer.json, putting back the
+// shared nmt_nfkc charsmap that the committed copy names instead of
+// inlining (SentencePiece's real rules, 232 KiB).
+func loadFixture(t testing.TB, name string) *tokenizer.Tokenizer {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "spm", name, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(data, []byte(`"precompiled_charsmap":"nmt_nfkc"`)) {
+		gz, err := os.ReadFile(filepath.Join("testdata", "spm", "nmt_nfkc.charsmap.gz"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(gz))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = bytes.ReplaceAll(data, []byte(`"precompiled_charsmap":"nmt_nfkc"`),
+			[]byte(`"precompiled_charsmap":"`+base64.StdEncoding.EncodeToString(raw)+`"`))
+	}
+	tok, err := tokenizer.Parse(data)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return tok
+}
+
+func fixturePad(t testing.TB, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "spm", name, "tokenizer_config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		PadToken string `json:"pad_token"`
+	}
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg.PadToken
+}
+
+// TestSentencePieceGoldens covers the other families Immich serves, on
+// fixtures shaped as Hugging Face's converters write them (see
+// scripts/tokgold/spm_fixtures.py): XLM-R/M-CLIP and T5/SigLIP (Unigram with
+// the Precompiled nmt_nfkc normalizer), Gemma/SigLIP2 (BPE with
+// byte_fallback), NLLB (SentencePiece BPE with language codes), LaBSE
+// (WordPiece).
+func TestSentencePieceGoldens(t *testing.T) {
+	for _, name := range []string{"xlmr", "t5", "gemma", "nllb", "labse"} {
+		t.Run(name, func(t *testing.T) {
+			g := readGolden(t, filepath.Join("spm", name+"_golden.json"))
+			checkGolden(t, loadFixture(t, name), g, fixturePad(t, name))
+		})
+	}
 }
