@@ -149,7 +149,7 @@ func TestRealOCR(t *testing.T) {
 					t.Errorf("box %d %v does not contain the ink of %q at %v", i, q, wantText[i], p)
 				}
 				b := inks[i].bounds
-				if grown := b.Inset(-min(b.Dx(), b.Dy())/2); !rectOf(q).In(grown) {
+				if grown := b.Inset(-min(b.Dx(), b.Dy()) / 2); !rectOf(q).In(grown) {
 					t.Errorf("box %d %v is much larger than the ink of %q at %v", i, q, wantText[i], b)
 				}
 			}
