@@ -75,6 +75,9 @@ func newRecognizer(sess *inference.Session, cfg Config, maxBatch int, logger *sl
 			return nil, fmt.Errorf("%w: recognizer input %v is not [N,3,112,112]", ErrUnsupportedModel, in[0])
 		}
 	}
+	if od := out[0].Dims; len(od) != 2 || (!od[0].Dynamic() && !d[0].Dynamic() && od[0].Value != d[0].Value) {
+		return nil, fmt.Errorf("%w: recognizer output %v is not [N,dim] for input %v", ErrUnsupportedModel, out[0], in[0])
+	}
 	r := &Recognizer{sess: sess, family: cfg.Family, maxBatch: maxBatch, logger: logger}
 	if !d[0].Dynamic() {
 		r.fixedBatch = int(d[0].Value)
