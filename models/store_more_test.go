@@ -77,10 +77,12 @@ func TestCallerCancelDoesNotStopSharedDownload(t *testing.T) {
 		_, err := s.Ensure(context.Background(), TaskFacialRecognition, TypeDetection, "buffalo_l")
 		done <- err
 	}()
+	// The patient caller's flight is running before the impatient one joins.
+	waitFor(t, func() bool { return hub.Requests("api/models/"+repo+"/revision/main") == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := s.Ensure(ctx, TaskFacialRecognition, TypeRecognition, "buffalo_l")
+	_, err := s.Ensure(ctx, TaskFacialRecognition, TypeDetection, "buffalo_l")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("impatient caller: err = %v, want DeadlineExceeded", err)
 	}
