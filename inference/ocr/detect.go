@@ -82,9 +82,10 @@ func LoadDetector(dir string, sessions Sessions, logger *slog.Logger) (*Detector
 		sess.Close()
 		return nil, err
 	}
-	if out := sess.Outputs(); len(out) == 0 || (out[0].Dims != nil && len(out[0].Dims) != 4 && len(out[0].Dims) != 3) {
+	if out := sess.Outputs(); len(out) == 0 || out[0].Type != onnx.Float || len(out[0].Dims) != 4 ||
+		(!out[0].Dims[1].Dynamic() && out[0].Dims[1].Value != 1) {
 		sess.Close()
-		return nil, fmt.Errorf("%w: %s: output %v is not a probability map", ErrModel, path, out)
+		return nil, fmt.Errorf("%w: %s: outputs %v, want a float32 [N,1,H,W] probability map", ErrModel, path, out)
 	}
 	return &Detector{sess: sess, logger: logger.With("model", path)}, nil
 }
@@ -202,7 +203,7 @@ func detectTensor(im *imaging.Image) inference.Tensor {
 	return inference.F32(data, 1, 3, int64(im.H), int64(im.W))
 }
 
-// mapFromOutput takes the first map of a [N,1,H,W] or [N,H,W] output.
+// mapFromOutput takes the first map of a [N,1,H,W] output.
 func mapFromOutput(t inference.Tensor) (probMap, error) {
 	s := t.Shape
 	if t.Float32 == nil || len(s) < 3 || s[len(s)-1] <= 0 || s[len(s)-2] <= 0 {
