@@ -477,3 +477,29 @@ func TestNewStoreOptions(t *testing.T) {
 		t.Fatalf("Path = %q, %v", p, err)
 	}
 }
+
+// BenchmarkDownload measures a cold download of a 64 MiB LFS file through
+// the fake hub's CDN redirect: HTTP on loopback, sha256, write, fsync,
+// rename.
+func BenchmarkDownload(b *testing.B) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 4<<20) // 64 MiB
+	files := faceRepo()
+	files["detection/model.onnx"] = data
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		hub := hubtest.New(b, hubtest.Options{})
+		hub.AddRepo("immich-app/buffalo_l", files)
+		s, err := NewStore(StoreOptions{CacheDir: b.TempDir(), HFEndpoint: hub.URL()}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if _, err := s.Ensure(context.Background(), TaskFacialRecognition, TypeDetection, "buffalo_l"); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		s.Close()
+		b.StartTimer()
+	}
+	b.SetBytes(int64(len(data)))
+}

@@ -110,6 +110,9 @@ type Server struct {
 	bytes     map[string]int64
 	total     int
 	authLeaks []string
+
+	dmu     sync.Mutex
+	digests map[*byte]digest
 }
 
 type repoData struct {
@@ -127,12 +130,13 @@ func New(t testing.TB, opts Options) *Server {
 		opts.LFSThreshold = 1024
 	}
 	s := &Server{
-		opts:   opts,
-		repos:  map[string]*repoData{},
-		plain:  map[string][]byte{},
-		faults: map[string][]*Fault{},
-		counts: map[string]int{},
-		bytes:  map[string]int64{},
+		opts:    opts,
+		repos:   map[string]*repoData{},
+		plain:   map[string][]byte{},
+		faults:  map[string][]*Fault{},
+		counts:  map[string]int{},
+		bytes:   map[string]int64{},
+		digests: map[*byte]digest{},
 	}
 	s.hub = httptest.NewServer(http.HandlerFunc(s.serveHub))
 	s.cdn = httptest.NewServer(http.HandlerFunc(s.serveCDN))
@@ -451,9 +455,9 @@ func (s *Server) serveTree(w http.ResponseWriter, r *http.Request, commit string
 			continue
 		}
 		data := files[p]
-		e := treeEntry{Type: "file", OID: gitOID(data), Size: len(data), Path: p}
+		e := treeEntry{Type: "file", OID: s.oid(data), Size: len(data), Path: p}
 		if s.isLFS(p, data) {
-			e.LFS = &lfsEntry{OID: sha256Hex(data), Size: len(data), PointerSize: 134}
+			e.LFS = &lfsEntry{OID: s.sha(data), Size: len(data), PointerSize: 134}
 		}
 		entries = append(entries, e)
 	}
@@ -503,18 +507,18 @@ func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request, repoID, re
 	h := w.Header()
 	h.Set("X-Repo-Commit", commit)
 	if s.isLFS(file, data) {
-		sum := sha256Hex(data)
+		sum := s.sha(data)
 		h.Set("X-Linked-Etag", `"`+sum+`"`)
 		h.Set("X-Linked-Size", strconv.Itoa(len(data)))
 		if !s.opts.NoRedirect {
-			h.Set("ETag", `"`+gitOID(data)+`"`)
+			h.Set("ETag", `"`+s.oid(data)+`"`)
 			h.Set("Location", s.cdnBase+"/"+escapePath(CDNKey(repoID, file))+"?sha256="+sum)
 			w.WriteHeader(http.StatusFound)
 			return
 		}
 		h.Set("ETag", `"`+sum+`"`)
 	} else {
-		h.Set("ETag", `"`+gitOID(data)+`"`)
+		h.Set("ETag", `"`+s.oid(data)+`"`)
 	}
 	s.serveBody(FileKey(repoID, file), w, r, data, f)
 }
@@ -543,7 +547,7 @@ func (s *Server) serveCDN(w http.ResponseWriter, r *http.Request) {
 		found := false
 		if rp := s.repos[parts[0]+"/"+parts[1]]; rp != nil {
 			for _, files := range rp.commits {
-				if d, ok := files[parts[2]]; ok && sha256Hex(d) == want {
+				if d, ok := files[parts[2]]; ok && s.sha(d) == want {
 					data, found = d, true
 					break
 				}
@@ -680,6 +684,27 @@ func parseRange(v string) (int, bool) {
 	n, err := strconv.Atoi(a)
 	return n, err == nil && n >= 0
 }
+
+// digest caches the digests of served data (which never changes once
+// added), keyed by its first byte's address.
+type digest struct{ sha, oid string }
+
+func (s *Server) digestOf(data []byte) digest {
+	if len(data) == 0 {
+		return digest{sha256Hex(data), gitOID(data)}
+	}
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if d, ok := s.digests[&data[0]]; ok {
+		return d
+	}
+	d := digest{sha256Hex(data), gitOID(data)}
+	s.digests[&data[0]] = d
+	return d
+}
+
+func (s *Server) sha(data []byte) string { return s.digestOf(data).sha }
+func (s *Server) oid(data []byte) string { return s.digestOf(data).oid }
 
 func (s *Server) isLFS(file string, data []byte) bool {
 	return len(data) >= s.opts.LFSThreshold || strings.HasSuffix(file, ".onnx")
