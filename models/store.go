@@ -141,6 +141,7 @@ func NewStore(opts StoreOptions, logger *slog.Logger) (*Store, error) {
 	case s.retries < 0:
 		s.retries = 0
 	}
+	s.parallel = max(s.parallel, 1)
 	if s.maxBackoff < s.minBackoff {
 		s.maxBackoff = s.minBackoff
 	}
@@ -257,6 +258,9 @@ func (s *Store) Ensure(ctx context.Context, task Task, typ Type, name string) (s
 		return "", fmt.Errorf("%w: %s/%s %q (looked in %s)", ErrOffline, task, typ, info.Name, dir)
 	}
 
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
 	key := folderKey(info, typ)
 	if info.Task == TaskOCR {
 		key += "#" + string(typ) // detection and recognition are separate files
