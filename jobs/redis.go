@@ -1,0 +1,470 @@
+package jobs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisOptions configure a Redis stream queue.
+type RedisOptions struct {
+	// Client is the Redis connection (redis.NewClient(redis.ParseURL(…))).
+	Client *redis.Client
+	// Name names the queue; keys are "{Name}" (the stream), "{Name}:dead"
+	// and "{Name}:run:<run>" (progress counters). Default "mlserve:index".
+	Name string
+	// Group is the consumer group (default "mlserve-workers").
+	Group string
+	// Consumer names this worker in the group (default host-pid-random).
+	Consumer string
+	// MaxLen bounds the stream: Enqueue waits while it holds this many
+	// entries (waiting plus in flight). Default 10000.
+	MaxLen int64
+	// Block is how long Read waits for new entries (default 1s).
+	Block time.Duration
+	// VisibilityTimeout is how long an entry may stay with a worker that
+	// neither acknowledges nor extends it before another worker reclaims
+	// it (default 2 minutes; workers extend theirs every third of it).
+	VisibilityTimeout time.Duration
+	// MaxAttempts is how many failed attempts an item gets before the
+	// dead-letter stream (default 3).
+	MaxAttempts int
+	// MaxDeliveries is how many times an entry may be handed out without
+	// an outcome (its worker died or hung) before the dead-letter stream
+	// (default 5).
+	MaxDeliveries int
+	// DeadMaxLen bounds the dead-letter stream, approximately; the oldest
+	// dead letters are trimmed first (default 100000).
+	DeadMaxLen int64
+	// RunTTL is how long a run's progress counters are kept (default 7
+	// days).
+	RunTTL time.Duration
+}
+
+// Redis is a job queue on a Redis stream with a consumer group. It is safe
+// for concurrent use.
+type Redis struct {
+	c      *redis.Client
+	opts   RedisOptions
+	stream string
+	dead   string
+	runs   string // prefix of run keys
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	cursor  string    // XAUTOCLAIM cursor
+	claimed time.Time // last reclaim sweep
+}
+
+var (
+	_ Queue    = (*Redis)(nil)
+	_ Enqueuer = (*Redis)(nil)
+)
+
+// NewRedis returns a queue on opts.Client and creates its consumer group
+// if needed.
+func NewRedis(ctx context.Context, opts RedisOptions, logger *slog.Logger) (*Redis, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Client == nil {
+		return nil, errors.New("jobs: RedisOptions.Client is nil")
+	}
+	if opts.Name == "" {
+		opts.Name = "mlserve:index"
+	}
+	if opts.Group == "" {
+		opts.Group = "mlserve-workers"
+	}
+	if opts.Consumer == "" {
+		host, _ := os.Hostname()
+		var b [3]byte
+		_, _ = rand.Read(b[:])
+		opts.Consumer = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	if opts.MaxLen <= 0 {
+		opts.MaxLen = 10000
+	}
+	if opts.Block <= 0 {
+		opts.Block = time.Second
+	}
+	if opts.VisibilityTimeout <= 0 {
+		opts.VisibilityTimeout = 2 * time.Minute
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = 3
+	}
+	if opts.MaxDeliveries <= 0 {
+		opts.MaxDeliveries = 5
+	}
+	if opts.DeadMaxLen <= 0 {
+		opts.DeadMaxLen = 100000
+	}
+	if opts.RunTTL <= 0 {
+		opts.RunTTL = 7 * 24 * time.Hour
+	}
+	base := "{" + opts.Name + "}" // one hash slot for every key of the queue
+	q := &Redis{c: opts.Client, opts: opts, stream: base, dead: base + ":dead", runs: base + ":run:", logger: logger, cursor: "0-0"}
+	if err := q.ensureGroup(ctx); err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
+// Options returns the options in effect (defaults filled in).
+func (q *Redis) Options() RedisOptions { return q.opts }
+
+// ensureGroup creates the stream and group; "0" makes a group created
+// after a Redis restart see entries already added again.
+func (q *Redis) ensureGroup(ctx context.Context) error {
+	err := q.c.XGroupCreateMkStream(ctx, q.stream, q.opts.Group, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("create consumer group: %w", err)
+	}
+	return nil
+}
+
+func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
+
+// Enqueue adds items in chunks, waiting while the stream holds MaxLen
+// entries. Each chunk and its progress counter are added atomically.
+func (q *Redis) Enqueue(ctx context.Context, items []Item) error {
+	const chunk = 500
+	for len(items) > 0 {
+		if err := q.waitForRoom(ctx); err != nil {
+			return err
+		}
+		n := min(chunk, len(items))
+		part := items[:n]
+		items = items[n:]
+		runs := map[string]int64{}
+		_, err := q.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for _, it := range part {
+				raw, err := encodeItem(it)
+				if err != nil {
+					return err
+				}
+				p.XAdd(ctx, &redis.XAddArgs{Stream: q.stream, Values: []any{fieldItem, raw, fieldAttempt, "1"}})
+				runs[it.Run]++
+			}
+			for run, k := range runs {
+				if run == "" {
+					continue
+				}
+				p.HIncrBy(ctx, q.runs+run, "total", k)
+				p.Expire(ctx, q.runs+run, q.opts.RunTTL)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("enqueue: %w", err)
+		}
+	}
+	return nil
+}
+
+// waitForRoom blocks while the stream is at MaxLen (backpressure).
+func (q *Redis) waitForRoom(ctx context.Context) error {
+	wait := 100 * time.Millisecond
+	for {
+		n, err := q.c.XLen(ctx, q.stream).Result()
+		if err != nil {
+			return fmt.Errorf("enqueue: %w", err)
+		}
+		if n < q.opts.MaxLen {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+}
+
+// Read implements Queue: entries abandoned by dead workers first
+// (XAUTOCLAIM, at most every quarter visibility timeout), then new ones
+// (XREADGROUP).
+func (q *Redis) Read(ctx context.Context, max int) ([]Delivery, error) {
+	out, err := q.reclaim(ctx, max)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	res, err := q.c.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: q.opts.Group, Consumer: q.opts.Consumer,
+		Streams: []string{q.stream, ">"}, Count: int64(max), Block: q.opts.Block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if isNoGroup(err) {
+		// Redis lost the group (restarted without persistence, or the
+		// key was deleted): recreate it and read next time.
+		q.logger.Warn("queue consumer group missing; recreating it", "stream", q.stream)
+		return nil, q.ensureGroup(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read queue: %w", err)
+	}
+	for _, s := range res {
+		for _, m := range s.Messages {
+			d, err := decodeEntry(m.ID, m.Values)
+			if err != nil {
+				q.bury(ctx, d, err)
+				continue
+			}
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// reclaim takes over entries idle longer than the visibility timeout.
+func (q *Redis) reclaim(ctx context.Context, max int) ([]Delivery, error) {
+	q.mu.Lock()
+	if time.Since(q.claimed) < q.opts.VisibilityTimeout/4 {
+		q.mu.Unlock()
+		return nil, nil
+	}
+	cursor := q.cursor
+	q.mu.Unlock()
+
+	msgs, next, err := q.c.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+		Stream: q.stream, Group: q.opts.Group, Consumer: q.opts.Consumer,
+		MinIdle: q.opts.VisibilityTimeout, Start: cursor, Count: int64(max),
+	}).Result()
+	if isNoGroup(err) {
+		q.logger.Warn("queue consumer group missing; recreating it", "stream", q.stream)
+		return nil, q.ensureGroup(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reclaim: %w", err)
+	}
+	q.mu.Lock()
+	q.cursor = next
+	if next == "0-0" || next == "" {
+		q.cursor = "0-0"
+		q.claimed = time.Now() // a full sweep is done: rest a while
+	}
+	q.mu.Unlock()
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	// How often has each been handed out? (XAUTOCLAIM counted this one.)
+	counts := map[string]int64{}
+	pend, err := q.c.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: q.stream, Group: q.opts.Group, Start: msgs[0].ID, End: msgs[len(msgs)-1].ID,
+		Count: int64(len(msgs)) + 1000, Consumer: q.opts.Consumer,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reclaim: %w", err)
+	}
+	for _, p := range pend {
+		counts[p.ID] = p.RetryCount
+	}
+	var out []Delivery
+	for _, m := range msgs {
+		d, err := decodeEntry(m.ID, m.Values)
+		if err != nil {
+			q.bury(ctx, d, err)
+			continue
+		}
+		if n := counts[m.ID]; n > int64(q.opts.MaxDeliveries) {
+			cause := fmt.Errorf("%w: handed to workers %d times without an outcome (a worker crashed or hung on it); last error: %s",
+				ErrPermanent, n, d.LastError)
+			if err := q.Fail(ctx, d, cause, true); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		q.logger.Info("reclaimed queue entry", "id", m.ID, "path", d.Item.Path, "deliveries", counts[m.ID])
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// bury sends an undecodable entry to the dead-letter stream.
+func (q *Redis) bury(ctx context.Context, d Delivery, cause error) {
+	q.logger.Error("malformed queue entry", "id", d.ID, "err", cause)
+	if err := q.Fail(ctx, d, cause, true); err != nil {
+		q.logger.Error("cannot move malformed entry to the dead-letter stream", "id", d.ID, "err", err)
+	}
+}
+
+// ackScript acknowledges and deletes entries and counts each one done
+// once: an entry acknowledged twice (it was reclaimed from a slow worker
+// that finished after all) counts only the first time.
+var ackScript = redis.NewScript(`
+local n = 0
+for i = 3, #ARGV, 2 do
+	if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+		redis.call('XDEL', KEYS[1], ARGV[i])
+		n = n + 1
+		if ARGV[i+1] ~= '' then
+			redis.call('HINCRBY', ARGV[2] .. ARGV[i+1], 'done', 1)
+		end
+	end
+end
+return n`)
+
+// moveScript acknowledges one entry and, if this caller is the one that
+// acknowledged it, re-adds it (retry or release) or adds it to the
+// dead-letter stream, atomically: an item is never lost between the two
+// and never duplicated by two workers failing it at once.
+var moveScript = redis.NewScript(`
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[3]) == 0 then
+	return 0
+end
+redis.call('XDEL', KEYS[1], ARGV[3])
+if ARGV[5] == 'dead' then
+	redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', 'item', ARGV[6], 'attempt', ARGV[7], 'error', ARGV[8], 'id', ARGV[3])
+	if ARGV[4] ~= '' then
+		redis.call('HINCRBY', ARGV[2] .. ARGV[4], 'failed', 1)
+	end
+else
+	redis.call('XADD', KEYS[1], '*', 'item', ARGV[6], 'attempt', ARGV[7], 'error', ARGV[8])
+end
+return 1`)
+
+// Ack implements Queue.
+func (q *Redis) Ack(ctx context.Context, ds []Delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	args := []any{q.opts.Group, q.runs}
+	for _, d := range ds {
+		args = append(args, d.ID, d.Item.Run)
+	}
+	err := ackScript.Run(ctx, q.c, []string{q.stream}, args...).Err()
+	if isNoGroup(err) {
+		return nil // the entries are gone with the group
+	}
+	if err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	return nil
+}
+
+func (q *Redis) move(ctx context.Context, d Delivery, dest string, attempt int, msg string) error {
+	err := moveScript.Run(ctx, q.c, []string{q.stream, q.dead},
+		q.opts.Group, q.runs, d.ID, d.Item.Run, dest, d.raw, strconv.Itoa(attempt), msg, q.opts.DeadMaxLen).Err()
+	if isNoGroup(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("queue %s: %w", dest, err)
+	}
+	return nil
+}
+
+// Fail implements Queue.
+func (q *Redis) Fail(ctx context.Context, d Delivery, cause error, permanent bool) error {
+	msg := errorText(cause)
+	if permanent || errors.Is(cause, ErrPermanent) || d.Attempt >= q.opts.MaxAttempts {
+		q.logger.Warn("item dead-lettered", "path", d.Item.Path, "asset", d.Item.AssetID, "attempts", d.Attempt, "err", msg)
+		return q.move(ctx, d, "dead", d.Attempt, msg)
+	}
+	q.logger.Info("item will be retried", "path", d.Item.Path, "attempt", d.Attempt, "err", msg)
+	return q.move(ctx, d, "retry", d.Attempt+1, msg)
+}
+
+// Release implements Queue: the entries go back to the end of the stream
+// with their attempt count unchanged.
+func (q *Redis) Release(ctx context.Context, ds []Delivery) error {
+	var errs []error
+	for _, d := range ds {
+		errs = append(errs, q.move(ctx, d, "retry", d.Attempt, d.LastError))
+	}
+	return errors.Join(errs...)
+}
+
+// Extend implements Queue: claiming its own entries with JUSTID resets
+// their idle time without counting a delivery.
+func (q *Redis) Extend(ctx context.Context, ds []Delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	ids := make([]string, len(ds))
+	for i, d := range ds {
+		ids[i] = d.ID
+	}
+	err := q.c.XClaimJustID(ctx, &redis.XClaimArgs{
+		Stream: q.stream, Group: q.opts.Group, Consumer: q.opts.Consumer, MinIdle: 0, Messages: ids,
+	}).Err()
+	if err != nil && !isNoGroup(err) {
+		return fmt.Errorf("extend: %w", err)
+	}
+	return nil
+}
+
+// Progress implements Enqueuer.
+func (q *Redis) Progress(ctx context.Context, run string) (Counts, error) {
+	m, err := q.c.HGetAll(ctx, q.runs+run).Result()
+	if err != nil {
+		return Counts{}, fmt.Errorf("progress: %w", err)
+	}
+	var c Counts
+	c.Known = len(m) > 0
+	c.Total, _ = strconv.ParseInt(m["total"], 10, 64)
+	c.Done, _ = strconv.ParseInt(m["done"], 10, 64)
+	c.Failed, _ = strconv.ParseInt(m["failed"], 10, 64)
+	return c, nil
+}
+
+// QueueStats describes the queue's state.
+type QueueStats struct {
+	// Length is the entries in the stream: waiting and in flight.
+	Length int64
+	// Pending is the entries handed out and not yet acknowledged.
+	Pending int64
+	// Dead is the dead-letter stream's length.
+	Dead int64
+}
+
+// Stats returns the queue's current sizes.
+func (q *Redis) Stats(ctx context.Context) (QueueStats, error) {
+	var s QueueStats
+	var err error
+	if s.Length, err = q.c.XLen(ctx, q.stream).Result(); err != nil {
+		return s, fmt.Errorf("queue stats: %w", err)
+	}
+	p, err := q.c.XPending(ctx, q.stream, q.opts.Group).Result()
+	if err != nil && !isNoGroup(err) {
+		return s, fmt.Errorf("queue stats: %w", err)
+	}
+	if p != nil {
+		s.Pending = p.Count
+	}
+	if s.Dead, err = q.c.XLen(ctx, q.dead).Result(); err != nil {
+		return s, fmt.Errorf("queue stats: %w", err)
+	}
+	return s, nil
+}
+
+// Dead lists up to n dead letters, oldest first.
+func (q *Redis) Dead(ctx context.Context, n int64) ([]DeadLetter, error) {
+	msgs, err := q.c.XRangeN(ctx, q.dead, "-", "+", n).Result()
+	if err != nil {
+		return nil, fmt.Errorf("dead letters: %w", err)
+	}
+	out := make([]DeadLetter, 0, len(msgs))
+	for _, m := range msgs {
+		d, _ := decodeEntry(m.ID, m.Values) // keep what decodes
+		out = append(out, DeadLetter{Item: d.Item, Raw: d.raw, Attempts: d.Attempt, Error: d.LastError, ID: m.ID})
+	}
+	return out, nil
+}
