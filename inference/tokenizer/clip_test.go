@@ -3,6 +3,7 @@ package tokenizer_test
 import (
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -86,4 +87,37 @@ func loadCLIPFrom(t testing.TB, dir string) *tokenizer.Tokenizer {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// TestConcurrentEncode shares one Tokenizer between goroutines (the word
+// caches are written concurrently); run with -race.
+func TestConcurrentEncode(t *testing.T) {
+	tok := loadCLIP(t)
+	texts := []string{"a photo of a cat", "dog on the beach at sunset", "Hello World!", "猫の写真", "🐱🐶 emoji"}
+	want := make([][]int32, len(texts))
+	for i, s := range texts {
+		enc, err := tok.Encode(s, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = enc.IDs
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				k := (g + i) % len(texts)
+				enc, err := tok.Encode(texts[k]+strings.Repeat(" x", i%7), true)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !slices.Equal(enc.IDs[:len(want[k])-1], want[k][:len(want[k])-1]) {
+					t.Errorf("%q: %v, want prefix %v", texts[k], enc.IDs, want[k])
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -151,7 +151,7 @@ func fixturePad(t testing.TB, name string) string {
 // byte_fallback), NLLB (SentencePiece BPE with language codes), LaBSE
 // (WordPiece).
 func TestSentencePieceGoldens(t *testing.T) {
-	for _, name := range []string{"xlmr", "t5", "gemma", "nllb", "labse"} {
+	for _, name := range []string{"xlmr", "t5", "gemma", "nllb", "labse", "bytelevel"} {
 		t.Run(name, func(t *testing.T) {
 			g := readGolden(t, filepath.Join("spm", name+"_golden.json"))
 			checkGolden(t, loadFixture(t, name), g, fixturePad(t, name))

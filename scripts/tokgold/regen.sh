@@ -21,7 +21,7 @@ mkdir -p "$tmp/corpus" "$tmp/spm"
 /usr/bin/python3 scripts/tokgold/spm_fixtures.py "$tmp/strings.json" "$tmp/corpus" "$tmp/spm"
 mkdir -p "$out/spm"
 gzip -9n <"$tmp/spm/nmt_nfkc.charsmap" >"$out/spm/nmt_nfkc.charsmap.gz"
-for f in xlmr:77 t5:64 gemma:64 nllb:77 labse:77; do
+for f in xlmr:77 t5:64 gemma:64 nllb:77 labse:77 bytelevel:77; do
   name=${f%%:*} ctx=${f##*:}
   gold "$tmp/spm/$name" "$ctx" "$name fixture" >"$out/spm/${name}_golden.json"
   mkdir -p "$out/spm/$name"

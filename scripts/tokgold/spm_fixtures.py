@@ -213,3 +213,59 @@ write("labse", {
     "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
               "max_input_chars_per_word": 100, "vocab": {t: i for i, t in enumerate(dict.fromkeys(wp))}},
 }, {"pad_token": "[PAD]", "do_lower_case": False, "tokenizer_class": "BertTokenizer"})
+
+# GPT-2-style byte-level BPE (ByteLevel pre-tokenizer with use_regex, its
+# `\s+(?!\S)` look-ahead included), a few hundred merges learnt here.
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+import re
+b2u = bytes_to_unicode()
+words = {}
+for l in lines:
+    for w in re.findall(r"'s|'t|'re|'ve|'m|'ll|'d| ?\w+| ?[^\s\w]+|\s+", l):
+        key = tuple(b2u[b] for b in w.encode("utf-8"))
+        words[key] = words.get(key, 0) + 1
+vocab = {c: i for i, c in enumerate(b2u[b] for b in range(256))}
+merges = []
+for _ in range(400):
+    pairs = {}
+    for w, c in words.items():
+        for a, b in zip(w, w[1:]):
+            pairs[(a, b)] = pairs.get((a, b), 0) + c
+    if not pairs:
+        break
+    (a, b), _ = max(pairs.items(), key=lambda x: (x[1], x[0]))
+    merges.append([a, b])
+    vocab.setdefault(a + b, len(vocab))
+    new = {}
+    for w, c in words.items():
+        merged, i = [], 0
+        while i < len(w):
+            if i + 1 < len(w) and w[i] == a and w[i + 1] == b:
+                merged.append(a + b)
+                i += 2
+            else:
+                merged.append(w[i])
+                i += 1
+        new[tuple(merged)] = new.get(tuple(merged), 0) + c
+    words = new
+vocab["<|endoftext|>"] = len(vocab)
+write("bytelevel", {
+    "added_tokens": [added(vocab["<|endoftext|>"], "<|endoftext|>")],
+    "normalizer": None,
+    "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+    "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+    "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+    "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+              "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False,
+              "vocab": vocab, "merges": merges},
+}, {"pad_token": "<|endoftext|>", "tokenizer_class": "GPT2Tokenizer"})
