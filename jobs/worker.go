@@ -85,10 +85,10 @@ type WorkerOptions struct {
 // Stats are a worker's counters since it started. Durations add up the
 // time spent in each stage, over all batches.
 type Stats struct {
-	Batches, Items     int64
+	Batches, Items      int64
 	Done, Retried, Dead int64
 	Read, Decode, Infer time.Duration
-	Write, Ack         time.Duration
+	Write, Ack          time.Duration
 }
 
 // Worker embeds the items of a queue and writes them to a sink. Run may be
@@ -100,7 +100,7 @@ type Worker struct {
 	opts   WorkerOptions
 	logger *slog.Logger
 
-	batches, items, done, retried, dead atomic.Int64
+	batches, items, done, retried, dead  atomic.Int64
 	tRead, tDecode, tInfer, tWrite, tAck atomic.Int64 // nanoseconds
 }
 
