@@ -6,10 +6,12 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +26,9 @@ const clipName = "ViT-B-32__openai"
 // clipRepo is a repo laid out like immich-app/ViT-B-32__openai, with
 // generated graphs of the real signatures and the ARM NN/RKNN files a real
 // repo also has.
-func clipRepo() map[string][]byte {
+func clipRepo() map[string][]byte { return maps.Clone(clipRepoOnce()) }
+
+var clipRepoOnce = sync.OnceValue(func() map[string][]byte {
 	return map[string][]byte{
 		"config.json":                     []byte(`{"embed_dim": 512, "vision_cfg": {"image_size": 28}, "text_cfg": {"context_length": 77}}`),
 		"visual/model.onnx":               modelgen.CLIPVisual{Size: 28, Dim: 512, Seed: 1}.Model().Marshal(),
@@ -39,7 +43,7 @@ func clipRepo() map[string][]byte {
 		".gitattributes":                  []byte("*.onnx filter=lfs diff=lfs merge=lfs -text\n"),
 		"README.md":                       []byte("# ViT-B-32__openai\n"),
 	}
-}
+})
 
 func faceRepo() map[string][]byte {
 	return map[string][]byte{
