@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
 	"log/slog"
 	"math"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/mlserve/mlserve/inference"
@@ -64,6 +66,15 @@ type TextBoxes struct {
 type Detector struct {
 	sess   *inference.Session
 	logger *slog.Logger
+	// resizers keeps Lanczos coefficient tables and scratch images
+	// between requests (*resizer): resizing a large photo needs a
+	// scratch buffer of its full height.
+	resizers sync.Pool
+}
+
+type resizer struct {
+	r   imaging.Resampler
+	dst *imaging.Image
 }
 
 // LoadDetector loads dir/model.onnx (Immich's <cache>/ocr/<name>/detection)
@@ -87,7 +98,9 @@ func LoadDetector(dir string, sessions Sessions, logger *slog.Logger) (*Detector
 		sess.Close()
 		return nil, fmt.Errorf("%w: %s: outputs %v, want a float32 [N,1,H,W] probability map", ErrModel, path, out)
 	}
-	return &Detector{sess: sess, logger: logger.With("model", path)}, nil
+	d := &Detector{sess: sess, logger: logger.With("model", path)}
+	d.resizers.New = func() any { return new(resizer) }
+	return d, nil
 }
 
 // checkImageInput wants a single float32 input [N,3,H,W] with H = height
@@ -154,12 +167,15 @@ func (d *Detector) Detect(ctx context.Context, img *imaging.Image, opts DetectOp
 	if w <= 0 || h <= 0 {
 		return empty, nil
 	}
-	resized := img
+	var input inference.Tensor
 	if w != img.W || h != img.H {
-		resized = imaging.Resize(img, w, h, imaging.Lanczos)
+		rs := d.resizers.Get().(*resizer)
+		rs.dst = rs.r.ResizeRegion(rs.dst, img, w, h, image.Rect(0, 0, w, h), imaging.Lanczos)
+		input = detectTensor(rs.dst)
+		d.resizers.Put(rs)
+	} else {
+		input = detectTensor(img)
 	}
-	input := detectTensor(resized)
-	resized = nil
 	prep := time.Since(start)
 
 	out, err := d.sess.Run(ctx, input)

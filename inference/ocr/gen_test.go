@@ -187,6 +187,7 @@ func TestRecognizeGenerated(t *testing.T) {
 		}
 		texts, scores = append(texts, text), append(scores, score)
 	}
+	t.Logf("texts %q scores %v", texts, scores)
 	res, err := one.Recognize(ctx, img, boxes, -1)
 	if err != nil {
 		t.Fatal(err)
