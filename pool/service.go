@@ -74,7 +74,7 @@ type Timings struct {
 // Store finds model folders on disk, downloading what is missing.
 type Store interface {
 	Ensure(ctx context.Context, task models.Task, typ models.Type, name string) (string, error)
-	Clear(task models.Task, name string) error
+	ClearType(task models.Task, typ models.Type, name string) error
 }
 
 // Sessions builds ONNX Runtime sessions (an *inference.Runtime).
@@ -397,7 +397,7 @@ func (s *Service) loadModel(ctx context.Context, key Key) (Model, error) {
 	m, err := h.load(dir, key)
 	if err != nil && corrupt(err) {
 		s.logger.Warn("Failed to load model; clearing cache and downloading it again", "model", key.String(), "err", err)
-		if cerr := s.store.Clear(task, key.Name); cerr != nil {
+		if cerr := s.store.ClearType(task, typ, key.Name); cerr != nil {
 			return nil, errors.Join(err, cerr)
 		}
 		if dir, err = s.store.Ensure(ctx, task, typ, key.Name); err != nil {
