@@ -65,7 +65,7 @@ func DecodeWith(data []byte, o DecodeOptions) (*Image, error) {
 		maxPixels = DefaultMaxPixels
 	}
 	if int64(h.W)*int64(h.H) > int64(maxPixels) {
-		return nil, fmt.Errorf("%w: %d×%d %s is over %d pixels", ErrTooLarge, h.W, h.H, h.Format, maxPixels)
+		return nil, fmt.Errorf("%w: %w: %d×%d %s is over %d pixels", ErrDecode, ErrTooLarge, h.W, h.H, h.Format, maxPixels)
 	}
 	var im *Image
 	switch {
@@ -175,7 +175,7 @@ func pngHeader(data []byte) (Header, error) {
 	ihdr := data[16:]
 	w, ht := binary.BigEndian.Uint32(ihdr), binary.BigEndian.Uint32(ihdr[4:])
 	if w > 1<<31-1 || ht > 1<<31-1 {
-		return h, fmt.Errorf("%w: png: %d×%d", ErrTooLarge, w, ht)
+		return h, fmt.Errorf("%w: %w: png: %d×%d", ErrDecode, ErrTooLarge, w, ht)
 	}
 	h.W, h.H = int(w), int(ht)
 	depth, colorType := ihdr[8], ihdr[9]

@@ -7,13 +7,15 @@
 // An [Image] is 8-bit RGB, interleaved, in Go memory; it is decoded once per
 // request and shared read-only by every model of the request.
 //
-// Decoding goes through OpenCV (gocv) wherever OpenCV produces the same
-// pixels as PIL, which covers JPEG, PNG (8-bit, palette, grey, alpha, 16-bit
-// colour), WebP, BMP and TIFF. The cases where OpenCV's conversion differs
-// from PIL's are detected from the file header and decoded here instead:
-// CMYK JPEGs (libjpeg directly, then PIL's CMYK→RGB formula), 16-bit
-// greyscale PNGs (PIL clips them to 255 rather than scaling) and GIFs
-// (which OpenCV 4.6 cannot read).
+// The format and size are read from the header first, so that oversized
+// images are refused before any pixel memory exists. JPEGs are decoded with
+// libjpeg(-turbo) directly, the library PIL uses, with PIL's settings (and
+// PIL's CMYK→RGB formula for CMYK files, where OpenCV's differs); other
+// formats go through OpenCV (gocv) wherever OpenCV produces PIL's pixels:
+// PNG (8-bit, palette, grey, alpha, 16-bit colour), WebP, BMP and TIFF.
+// The remaining differences are handled here: 16-bit greyscale PNG and TIFF
+// (PIL clips the samples to 255 rather than scaling them) and GIF (which
+// OpenCV 4.6 cannot read).
 //
 // [Resize] is a port of the arithmetic of Pillow's ImagingResample (fixed
 // point, separable, horizontal pass first): its output equals PIL's
@@ -35,7 +37,9 @@ var (
 	// ErrEmpty: the image has zero width or height.
 	ErrEmpty = errors.New("image has zero width or height")
 	// ErrTooLarge: the image has more pixels than the decoder accepts; it is
-	// refused from its header, before any pixel memory is allocated.
+	// refused from its header, before any pixel memory is allocated. Such
+	// errors also match ErrDecode (the image cannot be decoded here), so
+	// code that knows only ErrDecode still treats them as the client's.
 	ErrTooLarge = errors.New("image too large")
 )
 
