@@ -66,7 +66,8 @@ var (
 	// (lengths differ, landmarks missing).
 	ErrDetections = errors.New("invalid face detections")
 	// ErrAlignment: a face's landmarks define no similarity transform (all
-	// five points coincide, or are not finite).
+	// five points coincide, or are not finite). Recognize does not fail on
+	// it: such a face gets the embedding of a black crop.
 	ErrAlignment = errors.New("face landmarks cannot be aligned")
 )
 

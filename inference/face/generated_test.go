@@ -304,8 +304,6 @@ func TestRecognizerBadInput(t *testing.T) {
 	}{
 		{"no landmarks", img, &face.Detections{Boxes: det.Boxes, Scores: det.Scores}, face.ErrDetections},
 		{"short scores", img, &face.Detections{Boxes: det.Boxes, Scores: det.Scores[:1], Landmarks: det.Landmarks}, face.ErrDetections},
-		{"coincident points", img, &face.Detections{Boxes: det.Boxes[:1], Scores: det.Scores[:1], Landmarks: [][5][2]float32{{}}}, face.ErrAlignment},
-		{"NaN point", img, &face.Detections{Boxes: det.Boxes[:1], Scores: det.Scores[:1], Landmarks: [][5][2]float32{{{float32(math.NaN()), 1}, {2, 2}, {3, 3}, {4, 5}, {6, 6}}}}, face.ErrAlignment},
 		{"nil image", nil, det, face.ErrImage},
 		{"short pixels", &imaging.Image{W: 10, H: 10, Pix: make([]byte, 10)}, det, face.ErrImage},
 	}
@@ -319,11 +317,30 @@ func TestRecognizerBadInput(t *testing.T) {
 	if _, err := rec.Recognize(canceled, img, det); !errors.Is(err, inference.ErrCanceled) {
 		t.Errorf("canceled: %v", err)
 	}
-	// Faces far outside the image align to black crops: a result, not an
-	// error.
-	far := &face.Detections{Boxes: det.Boxes[:1], Scores: det.Scores[:1], Landmarks: [][5][2]float32{{{-5000, -5000}, {-4960, -5000}, {-4980, -4980}, {-4995, -4960}, {-4965, -4960}}}}
-	if got, err := rec.Recognize(ctx, img, far); err != nil || len(got) != 1 {
-		t.Errorf("face outside the image: %v, %v", got, err)
+	// Faces far outside the image align to black crops, and so do
+	// landmarks that define no transform (skimage: NaN): a result, not an
+	// error, so one bad detection does not fail a request.
+	one := func(l [5][2]float32) *face.Detections {
+		return &face.Detections{Boxes: det.Boxes[:1], Scores: det.Scores[:1], Landmarks: [][5][2]float32{l}}
+	}
+	black, err := rec.Recognize(ctx, img, one([5][2]float32{{-5000, -5000}, {-4960, -5000}, {-4980, -4980}, {-4995, -4960}, {-4965, -4960}}))
+	if err != nil || len(black) != 1 {
+		t.Fatalf("face outside the image: %v, %v", black, err)
+	}
+	for name, l := range map[string][5][2]float32{
+		"coincident": {},
+		"NaN":        {{float32(math.NaN()), 1}, {2, 2}, {3, 3}, {4, 5}, {6, 6}},
+		"infinite":   {{float32(math.Inf(1)), 1}, {2, 2}, {3, 3}, {4, 5}, {6, 6}},
+	} {
+		got, err := rec.Recognize(ctx, img, one(l))
+		if err != nil || len(got) != 1 {
+			t.Fatalf("%s landmarks: %v, %v", name, got, err)
+		}
+		for i, v := range got[0].Embedding {
+			if v != black[0].Embedding[i] {
+				t.Fatalf("%s landmarks: embedding is not the black crop's", name)
+			}
+		}
 	}
 }
 

@@ -18,12 +18,19 @@ type RecognizerOptions struct {
 	// MaxBatch caps how many faces go into one run
 	// (MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION). 0 runs all
 	// faces of a request in one batch when the model's batch dimension is
-	// dynamic. A model with a fixed batch runs that many faces at a time
-	// whatever MaxBatch says: model files are never rewritten.
+	// dynamic, as Immich does, up to AutoBatchLimit faces a run (a
+	// pathological image with thousands of detections must not allocate
+	// gigabytes at once; embeddings do not depend on batching). A model with
+	// a fixed batch runs that many faces at a time whatever MaxBatch says:
+	// model files are never rewritten.
 	MaxBatch int
 	// Session is passed to the session (providers, provider cache folder).
 	Session inference.SessionOptions
 }
+
+// AutoBatchLimit is the most faces one run takes when MaxBatch is 0
+// (150 KB of input each).
+const AutoBatchLimit = 256
 
 // Recognizer computes face embeddings from aligned crops. It is safe for
 // concurrent use; Close must not be called while Recognize runs.
@@ -144,7 +151,7 @@ func (r *Recognizer) Recognize(ctx context.Context, img *imaging.Image, det *Det
 
 	batch := r.fixedBatch
 	if batch == 0 {
-		batch = n
+		batch = min(n, AutoBatchLimit)
 		if r.maxBatch > 0 {
 			batch = min(n, r.maxBatch)
 		}
@@ -161,6 +168,14 @@ func (r *Recognizer) Recognize(ctx context.Context, img *imaging.Image, det *Det
 		}
 		for i := range count {
 			crop, err := alignCrop(src, det.Landmarks[start+i])
+			if errors.Is(err, ErrAlignment) {
+				// skimage returns a NaN matrix here and cv2.warpAffine
+				// samples garbage; a black crop is the deterministic
+				// equivalent, and one bad detection does not fail the
+				// request.
+				r.logger.Warn("face landmarks cannot be aligned; using a black crop", "face", start+i, "landmarks", det.Landmarks[start+i])
+				crop, err = make([]byte, plane), nil
+			}
 			if err != nil {
 				return nil, fmt.Errorf("face %d: %w", start+i, err)
 			}
