@@ -112,6 +112,13 @@ type stack struct {
 
 func startStack(t *testing.T, repos map[string]map[string][]byte, opts pool.ServiceOptions) *stack {
 	t.Helper()
+	return startStackWith(t, repos, opts, 0)
+}
+
+// startStackWith starts hub, store, service and HTTP server; maxBody is
+// the upload limit (0: the default).
+func startStackWith(t *testing.T, repos map[string]map[string][]byte, opts pool.ServiceOptions, maxBody int64) *stack {
+	t.Helper()
 	rt := testenv.Runtime(t)
 	hub := hubtest.New(t, hubtest.Options{})
 	for name, files := range repos {
@@ -132,7 +139,7 @@ func startStack(t *testing.T, repos map[string]map[string][]byte, opts pool.Serv
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.New(api.Options{Predictor: svc, Health: svc}, nil)
+	srv := api.New(api.Options{Predictor: svc, Health: svc, MaxBodyBytes: maxBody}, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -39,7 +40,12 @@ func statusOf(err error) (int, string) {
 	case errors.Is(err, context.DeadlineExceeded):
 		return fiber.StatusGatewayTimeout, "request took longer than MACHINE_LEARNING_WORKER_TIMEOUT"
 	case errors.Is(err, pool.ErrLoadFailed):
-		return fiber.StatusInternalServerError, err.Error()
+		// Immich's words: "Failed to load model '<name>'", then the cause.
+		msg := err.Error()
+		if after, ok := strings.CutPrefix(msg, pool.ErrLoadFailed.Error()); ok {
+			msg = "Failed to load model" + after
+		}
+		return fiber.StatusInternalServerError, msg
 	}
 	return fiber.StatusInternalServerError, "Internal Server Error"
 }
