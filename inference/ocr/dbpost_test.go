@@ -196,3 +196,37 @@ func TestReadingOrderGolden(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDBBoxes feeds arbitrary probability maps (what a model returns is
+// not trusted): no error, no panic, boxes inside the image, scores that
+// are means of probabilities.
+func FuzzDBBoxes(f *testing.F) {
+	f.Add(uint8(16), uint8(12), uint16(40), []byte{0, 255, 255, 255, 0, 128, 200, 255, 255, 255, 255, 0, 0, 0, 255})
+	f.Add(uint8(3), uint8(3), uint16(9), []byte{255, 255, 255, 255, 255, 255, 255, 255, 255})
+	f.Add(uint8(40), uint8(1), uint16(1), []byte{255})
+	f.Fuzz(func(t *testing.T, w, h uint8, dest uint16, pix []byte) {
+		if w == 0 || h == 0 || len(pix) == 0 {
+			return
+		}
+		m := probMap{W: int(w), H: int(h), P: make([]float32, int(w)*int(h))}
+		for i := range m.P {
+			m.P[i] = float32(pix[i%len(pix)]) / 255
+		}
+		dw, dh := int(dest%4000)+1, int(dest/16%3000)+1
+		boxes, scores, err := dbBoxes(m, dbParams{boxThresh: 0.3, slowScore: dest%2 == 0}, dw, dh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, b := range boxes {
+			for _, c := range b {
+				if c[0] < 0 || c[0] > float32(dw-1) || c[1] < 0 || c[1] > float32(dh-1) {
+					t.Fatalf("box %v outside %dx%d", b, dw, dh)
+				}
+			}
+			if scores[i] < 0.3 || scores[i] > 1 {
+				t.Fatalf("score %v", scores[i])
+			}
+		}
+		readingOrder(boxes)
+	})
+}

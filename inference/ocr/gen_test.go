@@ -3,10 +3,13 @@ package ocr
 import (
 	"context"
 	"errors"
+	"fmt"
 	"image"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/mlserve/mlserve/inference"
@@ -252,6 +255,15 @@ func TestRecognizeGenerated(t *testing.T) {
 	if _, err := one.Recognize(ctx, img, &TextBoxes{Boxes: boxes.Boxes}, 0.5); !errors.Is(err, ErrOptions) {
 		t.Errorf("boxes without scores: %v", err)
 	}
+	for _, b := range [][4][2]float32{
+		{{0, 0}, {401, 0}, {401, 10}, {0, 10}},
+		{{0, 0}, {10, 0}, {10, float32(math.NaN())}, {0, 10}},
+		{{-1, 0}, {10, 0}, {10, 10}, {0, 10}},
+	} {
+		if _, err := one.Recognize(ctx, img, &TextBoxes{Boxes: [][4][2]float32{b}, Scores: []float32{1}}, 0.5); !errors.Is(err, ErrOptions) {
+			t.Errorf("box %v: %v, want ErrOptions", b, err)
+		}
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if _, err := one.Recognize(cctx, img, boxes, 0.5); !errors.Is(err, inference.ErrCanceled) {
@@ -314,4 +326,41 @@ func TestLoadWrongModel(t *testing.T) {
 	if _, err := LoadDetector(t.TempDir(), rt, nil); err == nil {
 		t.Error("missing model loaded")
 	}
+}
+
+// TestConcurrent runs detection and recognition from several goroutines
+// on shared models (go test -race).
+func TestConcurrent(t *testing.T) {
+	d := genDetector(t)
+	r := genRecognizer(t, modelgen.PPOCRRecognition{Seed: 4}, RecognizerOptions{MaxBatch: 2})
+	img := bars(640, 480, image.Rect(40, 40, 300, 80), image.Rect(40, 200, 500, 240), image.Rect(400, 300, 430, 460))
+	ctx := context.Background()
+	want := ""
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 3 {
+				boxes, err := d.Detect(ctx, img, DefaultDetectOptions())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				res, err := r.Recognize(ctx, img, boxes, 0)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got := fmt.Sprint(boxes.Boxes, res.Text, res.TextScore)
+				mu.Lock()
+				if want == "" {
+					want = got
+				} else if got != want {
+					t.Errorf("results differ between runs:\n%s\n%s", got, want)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
 }

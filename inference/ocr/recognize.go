@@ -133,6 +133,15 @@ func (r *Recognizer) Recognize(ctx context.Context, img *imaging.Image, boxes *T
 	if len(boxes.Scores) != len(boxes.Boxes) {
 		return nil, fmt.Errorf("%w: %d boxes with %d scores", ErrOptions, len(boxes.Boxes), len(boxes.Scores))
 	}
+	// Detect's boxes lie within the image; anything else (NaN, corners
+	// far outside) could ask for an arbitrarily large crop.
+	for i, b := range boxes.Boxes {
+		for _, c := range b {
+			if !(c[0] >= 0 && c[0] <= float32(img.W) && c[1] >= 0 && c[1] <= float32(img.H)) {
+				return nil, fmt.Errorf("%w: box %d %v lies outside the %d×%d image", ErrOptions, i, b, img.W, img.H)
+			}
+		}
+	}
 	start := time.Now()
 	texts, scores, err := r.read(ctx, img, boxes.Boxes)
 	if err != nil {
