@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image"
 	"math"
 	"os"
 
@@ -126,14 +125,6 @@ func VisualResizeDims(w, h, size int) (rw, rh int) {
 	return int(float64(w) / float64(h) * float64(size)), size
 }
 
-// VisualCropRect is Immich's crop_pil: the size×size square at
-// left = int(w/2 - size/2), top = int(h/2 - size/2).
-func VisualCropRect(w, h, size int) image.Rectangle {
-	left := int(float64(w)/2 - float64(size)/2)
-	top := int(float64(h)/2 - float64(size)/2)
-	return image.Rect(left, top, left+size, top+size)
-}
-
 // visualScratch is the per-call memory of Preprocess, pooled by a Visual.
 type visualScratch struct {
 	rs   imaging.Resampler
@@ -150,7 +141,7 @@ func (p *visualPreprocess) preprocess(s *visualScratch, img *imaging.Image, dst 
 	}
 	dst = dst[:3*n]
 	rw, rh := VisualResizeDims(img.W, img.H, p.size)
-	s.crop = s.rs.ResizeRegion(s.crop, img, rw, rh, VisualCropRect(rw, rh, p.size), imaging.Bicubic)
+	s.crop = s.rs.ResizeRegion(s.crop, img, rw, rh, imaging.CenterRect(rw, rh, p.size), imaging.Bicubic)
 	r, g, b := dst[:n:n], dst[n:2*n:2*n], dst[2*n:3*n:3*n]
 	lr, lg, lb := &p.lut[0], &p.lut[1], &p.lut[2]
 	pix := s.crop.Pix[:3*n]

@@ -188,7 +188,7 @@ func TestVisualResizeGeometry(t *testing.T) {
 		if rw != tc.rw || rh != tc.rh {
 			t.Errorf("%d×%d → %d: got %d×%d, want %d×%d", tc.w, tc.h, tc.size, rw, rh, tc.rw, tc.rh)
 		}
-		r := VisualCropRect(rw, rh, tc.size)
+		r := imaging.CenterRect(rw, rh, tc.size)
 		if r.Dx() != tc.size || r.Dy() != tc.size || r.Min.X < 0 || r.Min.Y < 0 || r.Max.X > rw || r.Max.Y > rh {
 			t.Errorf("%d×%d → %d: crop %v outside %d×%d", tc.w, tc.h, tc.size, r, rw, rh)
 		}

@@ -57,8 +57,8 @@ func randomImage(r *rand.Rand, w, h int) *Image {
 	return im
 }
 
-// crop is PIL's Image.crop: parts outside the image are black.
-func crop(im *Image, rect image.Rectangle) *Image {
+// cropRef is PIL's Image.crop written pixel by pixel, to check Crop.
+func cropRef(im *Image, rect image.Rectangle) *Image {
 	out := New(rect.Dx(), rect.Dy())
 	for y := rect.Min.Y; y < rect.Max.Y; y++ {
 		for x := rect.Min.X; x < rect.Max.X; x++ {
@@ -92,7 +92,11 @@ func TestResizeRegionIsCropOfResize(t *testing.T) {
 		}
 		x0, y0 := r.IntN(w+10)-5, r.IntN(h+10)-5
 		rect := image.Rect(x0, y0, x0+1+r.IntN(w+5), y0+1+r.IntN(h+5))
-		want := crop(Resize(src, w, h, f), rect)
+		full := Resize(src, w, h, f)
+		want := cropRef(full, rect)
+		if c := Crop(full, rect); sum256(c.Pix) != sum256(want.Pix) {
+			t.Fatalf("%d: Crop(%v) of %d×%d differs from PIL's crop", i, rect, w, h)
+		}
 		got := ResizeRegion(src, w, h, rect, f)
 		if got.W != want.W || got.H != want.H || sum256(got.Pix) != sum256(want.Pix) {
 			d, n := maxDiff(got, want)
@@ -103,6 +107,30 @@ func TestResizeRegionIsCropOfResize(t *testing.T) {
 		if sum256(dst.Pix) != sum256(want.Pix) {
 			t.Fatalf("%d: reused Resampler with %d workers differs", i, reused.Workers)
 		}
+	}
+}
+
+func TestCenterCrop(t *testing.T) {
+	src := randomImage(rand.New(rand.NewPCG(7, 8)), 7, 4)
+	for _, tc := range []struct {
+		w, h, size int
+		want       image.Rectangle
+	}{
+		{298, 224, 224, image.Rect(37, 0, 261, 224)},
+		{7, 4, 3, image.Rect(2, 0, 5, 3)},   // int(3.5-1.5), int(2-1.5)
+		{3, 3, 4, image.Rect(0, 0, 4, 4)},   // int(-0.5) is 0: Python truncates toward zero
+		{2, 2, 5, image.Rect(-1, -1, 4, 4)}, // int(-1.5) is -1
+	} {
+		if got := CenterRect(tc.w, tc.h, tc.size); got != tc.want {
+			t.Errorf("CenterRect(%d, %d, %d) = %v, want %v", tc.w, tc.h, tc.size, got, tc.want)
+		}
+	}
+	c := CenterCrop(src, 9)
+	if sum256(c.Pix) != sum256(cropRef(src, CenterRect(7, 4, 9)).Pix) {
+		t.Error("CenterCrop larger than the image")
+	}
+	if c := CenterCrop(nil, 2); c.W != 2 || len(c.Pix) != 12 {
+		t.Error("CenterCrop(nil)")
 	}
 }
 
@@ -152,7 +180,7 @@ func TestResizeAllocs(t *testing.T) {
 // 224×224 kept. gocv's INTER_CUBIC and INTER_AREA are measured on the same
 // image for comparison (they do not match PIL: INTER_CUBIC does not
 // antialias).
-func benchPreview(b *testing.B) *Image {
+func benchPreview(b testing.TB) *Image {
 	data, err := os.ReadFile(testenv.TestData(b, "photos/sample1.jpg"))
 	if err != nil {
 		b.Fatal(err)
