@@ -4,6 +4,8 @@ import (
 	"errors"
 	"math"
 	"testing"
+
+	"github.com/mlserve/mlserve/onnx"
 )
 
 func TestRoundHalfEven(t *testing.T) {
@@ -262,4 +264,33 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted std %v", *c.Std)
 		}
 	})
+}
+
+func TestIsMXNet(t *testing.T) {
+	nodes := func(names ...string) []onnx.NodeSummary {
+		var out []onnx.NodeSummary
+		for _, n := range names {
+			out = append(out, onnx.NodeSummary{Name: n})
+		}
+		return out
+	}
+	conv := []string{"Conv_0", "Conv_1", "Conv_2", "Conv_3", "Conv_4", "Conv_5", "Conv_6", "Conv_7"}
+	for _, c := range []struct {
+		nodes []onnx.NodeSummary
+		want  bool
+	}{
+		{nodes("Sub_0", "Mul_1", "Conv_2"), true},
+		{nodes("_minusscalar0", "_mulscalar0", "conv0"), true},
+		{nodes("Sub", "Conv", "Mul"), true},
+		{nodes("Sub_0", "Conv_1"), false},
+		{nodes("Mul_0"), false},
+		{nodes(append(conv, "Sub", "Mul")...), false},
+		{nodes("Conv_0", "Sub_1", "Conv", "Conv", "Conv", "Conv", "Conv", "_mul7"), true},
+		{nodes("sub", "mul"), false},
+		{nil, false},
+	} {
+		if got := isMXNet(c.nodes); got != c.want {
+			t.Errorf("%v: %v, want %v", c.nodes, got, c.want)
+		}
+	}
 }
