@@ -103,6 +103,7 @@ func TestIndexImmich(t *testing.T) {
 		t.Fatal(err)
 	}
 	im, err := search.OpenImmich(ctx, search.ImmichOptions{URL: testenv.DatabaseURL(t), Schema: schema, Paths: paths}, nil)
+	// The queue carries Immich's paths; the worker maps them to its mount.
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,10 +122,10 @@ func TestIndexImmich(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	index := func(force bool) (ProduceStats, Progress, *Memory) {
+	index := func(force bool, paths search.PathMap) (ProduceStats, Progress, *Memory) {
 		q := NewMemory(MemoryOptions{Wait: 50 * time.Millisecond})
 		p := NewProducer(q, ProducerOptions{Model: testModel, Chunk: 3}, nil)
-		w := NewWorker(q, EmbedFunc(v.EmbedBatch), ImmichSink{Immich: im}, WorkerOptions{Model: testModel, BatchSize: 4}, nil)
+		w := NewWorker(q, EmbedFunc(v.EmbedBatch), ImmichSink{Immich: im}, WorkerOptions{Model: testModel, BatchSize: 4, Paths: paths}, nil)
 		var wg sync.WaitGroup
 		var st ProduceStats
 		var perr, werr error
@@ -140,7 +141,7 @@ func TestIndexImmich(t *testing.T) {
 		}
 		return st, pr, q
 	}
-	st, pr, q := index(false)
+	st, pr, q := index(false, paths)
 	if st.Queued != int64(len(ids)) || pr.Done != int64(len(ids)-1) || pr.Failed != 1 {
 		t.Fatalf("produced %+v, progress %+v", st, pr)
 	}
@@ -163,23 +164,22 @@ func TestIndexImmich(t *testing.T) {
 	}
 	// Only the asset without an embedding is listed again; force lists all
 	// that have a preview file in the database.
-	st, _, _ = index(false)
+	st, _, _ = index(false, paths)
 	if st.Queued != 1 {
 		t.Fatalf("second run queued %d, want the one that failed", st.Queued)
 	}
-	st, pr, _ = index(true)
+	st, pr, _ = index(true, paths)
 	if st.Queued != int64(len(ids)) || pr.Done != int64(len(ids)-1) {
 		t.Fatalf("forced run: %+v, %+v", st, pr)
 	}
-	// An unmapped preview path is reported by the producer, not queued.
-	im2, err := search.OpenImmich(ctx, search.ImmichOptions{Pool: im.Pool(), Schema: schema, Paths: mustPathMap(t, "/elsewhere="+library)}, nil)
-	if err != nil {
-		t.Fatal(err)
+	// A worker whose path map does not cover the previews dead-letters
+	// them with the reason.
+	st, pr, q = index(true, mustPathMap(t, "/elsewhere="+library))
+	if st.Queued != int64(len(ids)) || pr.Failed != int64(len(ids)) {
+		t.Fatalf("unmapped: %+v, %+v", st, pr)
 	}
-	p := NewProducer(NewMemory(MemoryOptions{}), ProducerOptions{Model: testModel}, nil)
-	st, err = p.Immich(ctx, im2, true)
-	if err != nil || st.Unmapped != int64(len(ids)) || st.Queued != 0 {
-		t.Fatalf("unmapped: %+v, %v", st, err)
+	if dead := q.Dead(); len(dead) == 0 || !strings.Contains(dead[0].Error, "none of the mapped prefixes") {
+		t.Fatalf("dead letter %+v", dead[0])
 	}
 }
 

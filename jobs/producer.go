@@ -47,8 +47,6 @@ type ProduceStats struct {
 	WalkStats
 	// Queued items; Unchanged files already indexed with the same content.
 	Queued, Unchanged int64
-	// Unmapped Immich previews whose path matches no path-map rule.
-	Unmapped int64
 }
 
 // Producer finds work and enqueues it.
@@ -178,8 +176,9 @@ func hashFile(path string) ([]byte, error) {
 }
 
 // Immich enqueues the Immich assets that lack a CLIP embedding (all of
-// them with force), with their preview files mapped to this host. Assets
-// whose preview path cannot be mapped are counted and logged, not queued.
+// them with force). Items carry the preview path as Immich stored it; each
+// worker maps it to its own mount (WorkerOptions.Paths), since worker
+// hosts may mount the library in different places.
 func (p *Producer) Immich(ctx context.Context, im PendingLister, force bool) (ProduceStats, error) {
 	p.state.Store(1)
 	defer p.state.Store(2)
@@ -194,18 +193,11 @@ func (p *Producer) Immich(ctx context.Context, im PendingLister, force bool) (Pr
 			return st, nil
 		}
 		after = page[len(page)-1].ID
-		items := make([]Item, 0, len(page))
-		for _, a := range page {
-			st.Files++
-			if a.MapErr != nil {
-				st.Unmapped++
-				if st.Unmapped <= 10 {
-					p.logger.Warn("preview path not mapped; asset skipped", "asset", a.ID, "err", a.MapErr)
-				}
-				continue
-			}
-			items = append(items, Item{Path: a.Path, AssetID: a.ID, Model: p.opts.Model, Run: p.opts.Run})
+		items := make([]Item, len(page))
+		for i, a := range page {
+			items[i] = Item{Path: a.Preview, AssetID: a.ID, Model: p.opts.Model, Run: p.opts.Run}
 		}
+		st.Files += int64(len(items))
 		st.Queued += int64(len(items))
 		if err := p.enqueue(ctx, items); err != nil {
 			return st, err

@@ -73,6 +73,9 @@ type WorkerOptions struct {
 	// IsTransient tells outages (retry the batch) from data errors
 	// (isolate the item); default search.IsTransient.
 	IsTransient func(error) bool
+	// Paths maps an item's path to where this host reads it (an Immich
+	// library or a shared folder mounted elsewhere); no rules: as is.
+	Paths search.PathMap
 	// ReadFile and Decode read and decode an image (defaults os.ReadFile
 	// and imaging.Decode).
 	ReadFile func(path string) ([]byte, error)
@@ -313,18 +316,23 @@ func (w *Worker) decode(ctx context.Context, slots []*slot) {
 				s.fail(fmt.Errorf("%w: item is for model %s, this worker runs %s", ErrPermanent, it.Model, w.opts.Model), true)
 				return nil
 			}
-			data, err := w.opts.ReadFile(it.Path)
+			local, err := w.opts.Paths.Map(it.Path)
+			if err != nil {
+				s.fail(err, true)
+				return nil
+			}
+			data, err := w.opts.ReadFile(local)
 			if err != nil {
 				// A file that is gone will not come back by retrying;
 				// other read errors (a mount away, permissions) might.
-				s.fail(fmt.Errorf("read %s: %w", it.Path, err), errors.Is(err, fs.ErrNotExist))
+				s.fail(fmt.Errorf("read %s: %w", local, err), errors.Is(err, fs.ErrNotExist))
 				return nil
 			}
 			h := sha256.Sum256(data)
 			s.hash, s.size = h[:], int64(len(data))
 			img, err := w.opts.Decode(data)
 			if err != nil {
-				s.fail(fmt.Errorf("decode %s: %w", it.Path, err), true)
+				s.fail(fmt.Errorf("decode %s: %w", local, err), true)
 				return nil
 			}
 			s.img = img
