@@ -38,7 +38,8 @@ type Detector struct {
 // LoadDetector loads the detection model in dir
 // (<cache>/facial-recognition/<name>/detection): model.onnx, and the
 // family and landmark model named by an optional model.json (default:
-// SCRFD, as in Immich's packs).
+// SCRFD, as in Immich's packs). The detector owns the sessions it gets from
+// sessions and closes them in Close.
 func LoadDetector(dir string, sessions Sessions, opts DetectorOptions, logger *slog.Logger) (*Detector, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

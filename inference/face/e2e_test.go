@@ -441,3 +441,56 @@ func maxOf(v []float64) float64 {
 	}
 	return s[len(s)-1]
 }
+
+// TestConcurrentUse: one detector and recognizer serve several requests at
+// once (as the worker pool uses them) with the same results as one at a
+// time.
+func TestConcurrentUse(t *testing.T) {
+	ps := photos(t)[:3]
+	det, rec := loadPack(t, packUltra, face.RecognizerOptions{})
+	ctx := context.Background()
+	want := make([][]face.Face, len(ps))
+	for i, p := range ps {
+		d, err := det.Detect(ctx, p.img, 0.7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want[i], err = rec.Recognize(ctx, p.img, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*len(ps))
+	for g := range 4 {
+		wg.Go(func() {
+			for k := range ps {
+				i := (k + g) % len(ps)
+				d, err := det.Detect(ctx, ps[i].img, 0.7)
+				if err != nil {
+					errs <- err
+					return
+				}
+				got, err := rec.Recognize(ctx, ps[i].img, d)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(got) != len(want[i]) {
+					errs <- fmt.Errorf("%s: %d faces, want %d", ps[i].name, len(got), len(want[i]))
+					return
+				}
+				for j := range got {
+					if got[j].Box != want[i][j].Box || cosine(got[j].Embedding, want[i][j].Embedding) < 0.99999 {
+						errs <- fmt.Errorf("%s face %d differs when run concurrently", ps[i].name, j)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

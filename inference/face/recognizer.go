@@ -46,7 +46,8 @@ type Recognizer struct {
 // LoadRecognizer loads the recognition model in dir
 // (<cache>/facial-recognition/<name>/recognition): model.onnx, with the
 // family or normalisation of an optional model.json (default: ArcFace as
-// insightface runs it).
+// insightface runs it). The recognizer owns the session it gets from
+// sessions and closes it in Close.
 func LoadRecognizer(dir string, sessions Sessions, opts RecognizerOptions, logger *slog.Logger) (*Recognizer, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
