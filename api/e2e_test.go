@@ -110,21 +110,31 @@ type stack struct {
 	cache string
 }
 
-func startStack(t *testing.T, repos map[string]map[string][]byte, opts pool.ServiceOptions) *stack {
+func startStack(t testing.TB, repos map[string]map[string][]byte, opts pool.ServiceOptions) *stack {
 	t.Helper()
-	return startStackWith(t, repos, opts, 0)
+	return startStackWith(t, stackOptions{repos: repos, service: opts})
 }
 
-// startStackWith starts hub, store, service and HTTP server; maxBody is
-// the upload limit (0: the default).
-func startStackWith(t *testing.T, repos map[string]map[string][]byte, opts pool.ServiceOptions, maxBody int64) *stack {
+type stackOptions struct {
+	repos   map[string]map[string][]byte
+	service pool.ServiceOptions
+	maxBody int64  // upload limit; 0 is the default
+	cache   string // model cache; empty is a new temporary folder
+}
+
+// startStackWith starts a fake hub, the model store, the service and the
+// HTTP server on a loopback port; all stop when the test ends.
+func startStackWith(t testing.TB, o stackOptions) *stack {
 	t.Helper()
 	rt := testenv.Runtime(t)
 	hub := hubtest.New(t, hubtest.Options{})
-	for name, files := range repos {
+	for name, files := range o.repos {
 		hub.AddRepo(name, files)
 	}
-	cache := t.TempDir()
+	cache := o.cache
+	if cache == "" {
+		cache = t.TempDir()
+	}
 	store, err := models.NewStore(models.StoreOptions{
 		CacheDir: cache, HFEndpoint: hub.URL(), HTTPClient: hub.Client(),
 		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
@@ -132,6 +142,7 @@ func startStackWith(t *testing.T, repos map[string]map[string][]byte, opts pool.
 	if err != nil {
 		t.Fatal(err)
 	}
+	opts := o.service
 	if opts.Workers.Workers == 0 {
 		opts.Workers = pool.WorkersOptions{Workers: 2, Queue: 8}
 	}
@@ -139,7 +150,7 @@ func startStackWith(t *testing.T, repos map[string]map[string][]byte, opts pool.
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.New(api.Options{Predictor: svc, Health: svc, MaxBodyBytes: maxBody}, nil)
+	srv := api.New(api.Options{Predictor: svc, Health: svc, MaxBodyBytes: o.maxBody}, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

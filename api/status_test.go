@@ -260,6 +260,5 @@ func TestOverloadAnswers503(t *testing.T) {
 
 func startSmallLimit(t *testing.T, limit int64) string {
 	t.Helper()
-	st := startStackWith(t, nil, pool.ServiceOptions{}, limit)
-	return st.url
+	return startStackWith(t, stackOptions{maxBody: limit}).url
 }
