@@ -52,17 +52,20 @@ func (c SCRFD) Model() onnx.Model {
 
 	var scores, boxes, kps [3]string
 	for i, s := range []int64{8, 16, 32} {
+		// Means over s×s blocks aligned on the anchor grid, then over 4×4
+		// and 8×8 blocks: the window of anchor i is [i·s−2s, i·s+2s) (inner)
+		// and [i·s−4s, i·s+4s) (outer); padding counts as black.
+		blocks := g.Op("AveragePool", []string{v}, onnx.Attrs{"kernel_shape": []int64{s, s}, "strides": []int64{s, s}})
 		pool := func(k int64) string {
 			h := k / 2
-			return g.Op("AveragePool", []string{v}, onnx.Attrs{
+			return g.Op("AveragePool", []string{blocks}, onnx.Attrs{
 				"kernel_shape":      []int64{k, k},
-				"strides":           []int64{s, s},
-				"pads":              []int64{h, h, h - 1, h - 1}, // window of output i: [i·s−h, i·s+h)
+				"pads":              []int64{h, h, h - 1, h - 1},
 				"count_include_pad": 1,
 			})
 		}
-		inner := pool(4 * s)
-		outer := pool(8 * s)
+		inner := pool(4)
+		outer := pool(8)
 		// ring = (outer·64s² − inner·16s²) / 48s² = (4·outer − inner)/3
 		ring := g.Op("Div", []string{
 			g.Op("Sub", []string{g.Op("Mul", []string{outer, g.Const([]int64{1}, []float32{4})}, nil), inner}, nil),
