@@ -6,6 +6,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,8 +27,16 @@ const usage = `usage: mlserve <command>
 commands:
   serve     serve Immich's machine-learning API on IMMICH_HOST:IMMICH_PORT
   bench     load-test an Immich-compatible ML server (mlserve bench -h)
+  index     embed a photo folder or an Immich library into pgvector (mlserve index -h)
+  worker    process the Redis queue that mlserve index fills (mlserve worker -h)
+  search    search indexed images by text or example image (mlserve search -h)
   version   print the version
 `
+
+// subcommands that need the configuration (index.go, worker.go, search.go).
+var subcommands = map[string]func(context.Context, []string, io.Writer, *config.Config, *slog.Logger) error{
+	"index": runIndex, "worker": runWorker, "search": runSearch,
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -37,7 +47,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mlserve", config.Version)
 		return 0
-	case "serve":
+	case "serve", "index", "worker", "search":
 	case "bench":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
@@ -61,6 +71,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if sub, ok := subcommands[args[0]]; ok {
+		if err := sub(ctx, args[1:], stdout, cfg, logger); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			fmt.Fprintf(stderr, "mlserve %s: %v\n", args[0], err)
+			return 1
+		}
+		return 0
+	}
 	if err := serve(ctx, cfg, logger); err != nil {
 		logger.Error("mlserve stopped", "err", err)
 		return 1
