@@ -2,7 +2,10 @@ package modelgen_test
 
 import (
 	"context"
+	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/mlserve/mlserve/inference"
@@ -168,5 +171,93 @@ func TestArcFaceVariants(t *testing.T) {
 	}
 	if a[0].Float32[0] == a[0].Float32[512] {
 		t.Error("embeddings of different inputs are equal")
+	}
+}
+
+// benchModel writes a big generated model once into a shared temporary
+// folder (kept between runs) and loads it.
+func benchModel(t testing.TB, name string, build func() onnx.Model) *inference.Session {
+	t.Helper()
+	dir := filepath.Join(os.TempDir(), "mlserve-bench")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p, err := modelgen.WriteOnce(filepath.Join(dir, name), build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := testenv.Runtime(t).NewSession(p, inference.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// TestFaceArchitectures runs the architecture-sized generators once: the
+// signatures are buffalo_l's and the outputs finite.
+func TestFaceArchitectures(t *testing.T) {
+	ctx := context.Background()
+	det := benchModel(t, "scrfd-10g.onnx", modelgen.SCRFD10G{}.Model)
+	res, err := det.Run(ctx, inference.F32(blobWithSquare(100, 100, 64), 1, 3, 640, 640))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]int64{{12800, 1}, {3200, 1}, {800, 1}, {12800, 4}, {3200, 4}, {800, 4}, {12800, 10}, {3200, 10}, {800, 10}}
+	for i, r := range res {
+		if det.Outputs()[i].Name != modelgen.SCRFDOutputs[i] || !equalShape(r.Shape, want[i]) {
+			t.Errorf("output %d: %s %v", i, det.Outputs()[i].Name, r.Shape)
+		}
+		for _, v := range r.Float32 {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Fatalf("output %d not finite", i)
+			}
+		}
+	}
+	rec := benchModel(t, "arcface-r50.onnx", modelgen.ArcFaceR50{}.Model)
+	in := make([]float32, 2*3*112*112)
+	for i := range in {
+		in[i] = float32(i%255)/127.5 - 1
+	}
+	out, err := rec.Run(ctx, inference.F32(in, 2, 3, 112, 112))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equalShape(out[0].Shape, []int64{2, 512}) || rec.Inputs()[0].Name != "input.1" {
+		t.Fatalf("recognizer: %v -> %v", rec.Inputs(), out[0].Shape)
+	}
+	for _, v := range out[0].Float32 {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			t.Fatal("embedding not finite")
+		}
+	}
+}
+
+// BenchmarkSCRFD10GRun: one 640×640 detection pass of a det_10g-sized
+// network (the network alone; see inference/face for the whole path).
+func BenchmarkSCRFD10GRun(b *testing.B) {
+	s := benchModel(b, "scrfd-10g.onnx", modelgen.SCRFD10G{}.Model)
+	x := inference.F32(blobWithSquare(100, 100, 64), 1, 3, 640, 640)
+	for b.Loop() {
+		if _, err := s.Run(context.Background(), x); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkArcFaceR50Run: w600k_r50-sized recognition, per face, at
+// batch 1 and 8.
+func BenchmarkArcFaceR50Run(b *testing.B) {
+	s := benchModel(b, "arcface-r50.onnx", modelgen.ArcFaceR50{}.Model)
+	for _, n := range []int{1, 8} {
+		b.Run(fmt.Sprintf("batch%d", n), func(b *testing.B) {
+			x := inference.F32(make([]float32, n*3*112*112), int64(n), 3, 112, 112)
+			for b.Loop() {
+				if _, err := s.Run(context.Background(), x); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n)/1e6, "ms/face")
+		})
 	}
 }
