@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mlserve/mlserve/api"
 	"github.com/mlserve/mlserve/inference"
 	"github.com/mlserve/mlserve/internal/testenv"
@@ -143,6 +145,9 @@ func startStackWith(t testing.TB, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	opts := o.service
+	reg := prometheus.NewRegistry()
+	metrics := api.NewMetrics(reg)
+	opts.Metrics = metrics
 	if opts.Workers.Workers == 0 {
 		opts.Workers = pool.WorkersOptions{Workers: 2, Queue: 8}
 	}
@@ -150,7 +155,7 @@ func startStackWith(t testing.TB, o stackOptions) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.New(api.Options{Predictor: svc, Health: svc, MaxBodyBytes: o.maxBody}, nil)
+	srv := api.New(api.Options{Predictor: svc, Health: svc, MaxBodyBytes: o.maxBody, Registry: reg, Metrics: metrics}, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

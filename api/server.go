@@ -32,8 +32,11 @@ type Options struct {
 	Predictor Predictor
 	// Health reports readiness; nil means always ready.
 	Health Health
-	// Registry receives the metrics and serves /metrics; nil makes a new one.
+	// Registry serves /metrics; nil makes a new one.
 	Registry *prometheus.Registry
+	// Metrics are the metrics registered on Registry (NewMetrics); nil
+	// makes them. Pass the same value to the service as its observer.
+	Metrics *Metrics
 }
 
 // Health is what the health and metrics endpoints read from the service.
@@ -70,7 +73,10 @@ func New(opts Options, logger *slog.Logger) *Server {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{opts: opts, logger: logger, predictor: opts.Predictor}
-	s.metrics = NewMetrics(opts.Registry)
+	s.metrics = opts.Metrics
+	if s.metrics == nil {
+		s.metrics = NewMetrics(opts.Registry)
+	}
 	if opts.Health != nil {
 		s.metrics.observeService(opts.Health)
 	}

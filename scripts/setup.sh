@@ -58,12 +58,13 @@ verify() {
 APT_PACKAGES=(
 	build-essential pkg-config ca-certificates
 	libopencv-dev        # gocv (OpenCV 4.6 on Debian 12)
+	libjpeg-dev          # imaging decodes JPEG with libjpeg directly (as PIL)
 	redis-server         # job queue tests
 	postgresql-client    # pg_isready, psql
 	nodejs npm           # npm pack for pinned assets, PGlite
 )
 if [[ $runtime_only == 1 ]]; then
-	APT_PACKAGES=(build-essential pkg-config ca-certificates libopencv-dev nodejs npm)
+	APT_PACKAGES=(build-essential pkg-config ca-certificates libopencv-dev libjpeg-dev nodejs npm)
 fi
 
 apt_missing() {

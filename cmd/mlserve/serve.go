@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -79,35 +77,6 @@ func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, lo
 	}, store, rt, logger)
 }
 
-// lateObserver forwards to the API's metrics once the server exists (the
-// service is built first because the server reads its health).
-type lateObserver struct{ m atomic.Pointer[api.Metrics] }
-
-func (o *lateObserver) get() pool.Observer {
-	if m := o.m.Load(); m != nil {
-		return m
-	}
-	return nil
-}
-
-func (o *lateObserver) ModelLoaded(k pool.Key, d time.Duration) {
-	if m := o.get(); m != nil {
-		m.ModelLoaded(k, d)
-	}
-}
-
-func (o *lateObserver) ModelUnloaded(k pool.Key) {
-	if m := o.get(); m != nil {
-		m.ModelUnloaded(k)
-	}
-}
-
-func (o *lateObserver) Inference(k pool.Key, p string, d time.Duration, err error) {
-	if m := o.get(); m != nil {
-		m.Inference(k, p, d, err)
-	}
-}
-
 func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	logger.Info("starting mlserve", "version", config.Version, "addr", cfg.Addr(), "config", cfg)
 	rt, err := newRuntime(cfg, logger)
@@ -116,15 +85,15 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	defer rt.Close()
 
-	obs := &lateObserver{}
-	svc, err := newService(cfg, rt, obs, logger)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := api.NewMetrics(reg)
+	svc, err := newService(cfg, rt, metrics, logger)
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := api.New(api.Options{
 		KeepAlive:      cfg.KeepAlive,
 		MaxBodyBytes:   cfg.MaxUploadBytes,
@@ -132,8 +101,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Predictor:      svc,
 		Health:         svc,
 		Registry:       reg,
+		Metrics:        metrics,
 	}, logger)
-	obs.m.Store(srv.Metrics())
 
 	ln, err := net.Listen("tcp", cfg.Addr())
 	if err != nil {

@@ -34,7 +34,9 @@ type TextualOptions struct {
 	// names starting with "nllb" get the FLORES-200 language prefix.
 	Name string
 	// Session is passed to Sessions.NewSession; its CacheDir defaults to
-	// <dir>/textual/openvino, as Immich's.
+	// <dir>/textual, so that OpenVINO's cache lands in
+	// <dir>/textual/openvino as Immich's does (the runtime appends
+	// "openvino").
 	Session inference.SessionOptions
 }
 
@@ -112,7 +114,7 @@ func LoadTextual(dir string, sessions Sessions, opts TextualOptions, logger *slo
 
 	so := opts.Session
 	if so.CacheDir == "" {
-		so.CacheDir = filepath.Join(textual, "openvino")
+		so.CacheDir = textual
 	}
 	s, err := sessions.NewSession(filepath.Join(textual, "model.onnx"), so)
 	if err != nil {
