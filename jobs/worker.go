@@ -429,7 +429,8 @@ func (w *Worker) write(ctx context.Context, slots []*slot) bool {
 		}
 		if err != nil {
 			s.fail(fmt.Errorf("store %s: %w", s.d.Item.Path, err),
-				errors.Is(err, search.ErrDimensionMismatch) || errors.Is(err, search.ErrInvalid) || errors.Is(err, search.ErrUnknownModel))
+				errors.Is(err, search.ErrDimensionMismatch) || errors.Is(err, search.ErrInvalid) ||
+					errors.Is(err, search.ErrUnknownModel) || errors.Is(err, search.ErrModelChanged))
 		}
 	}
 	return true

@@ -3,6 +3,7 @@ package search
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -39,8 +40,18 @@ type Immich struct {
 	schema   string
 	paths    PathMap
 	dim      int
+	model    string // set by CheckModel; UpsertCLIP refuses once Immich's differs
 	logger   *slog.Logger
 }
+
+// clipDimSizeLock is the advisory lock the Immich server holds
+// (pg_advisory_lock, DatabaseLock.CLIPDimSize) while it changes the
+// dimension of smart_search or clears it for a new model.
+const clipDimSizeLock = 512
+
+// ErrModelChanged: Immich's CLIP model is no longer the one the embeddings
+// were computed with (the server clears smart_search on a model change).
+var ErrModelChanged = errors.New("immich CLIP model changed")
 
 // OpenImmich connects to an Immich database and reads the dimension of
 // smart_search.embedding.
@@ -109,15 +120,19 @@ func (im *Immich) table(name string) string { return pgx.Identifier{im.schema, n
 // configuration (system_metadata 'system-config'), or DefaultImmichModel
 // when it names none.
 func (im *Immich) ConfiguredModel(ctx context.Context) (string, error) {
+	return im.configuredModel(ctx, im.pool)
+}
+
+func (im *Immich) configuredModel(ctx context.Context, q querier) (string, error) {
 	var ok bool
-	if err := im.pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", im.table("system_metadata")).Scan(&ok); err != nil {
+	if err := q.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", im.table("system_metadata")).Scan(&ok); err != nil {
 		return "", fmt.Errorf("immich config: %w", err)
 	}
 	if !ok {
 		return DefaultImmichModel, nil
 	}
 	var raw []byte
-	err := im.pool.QueryRow(ctx, fmt.Sprintf(`SELECT value::text FROM %s WHERE key = 'system-config'`, im.table("system_metadata"))).Scan(&raw)
+	err := q.QueryRow(ctx, fmt.Sprintf(`SELECT value::text FROM %s WHERE key = 'system-config'`, im.table("system_metadata"))).Scan(&raw)
 	if isNoRows(err) {
 		return DefaultImmichModel, nil
 	}
@@ -141,12 +156,16 @@ func (im *Immich) ConfiguredModel(ctx context.Context) (string, error) {
 }
 
 // CheckModel refuses a model whose embeddings do not fit smart_search: the
-// server, not us, changes that column when its model changes.
+// server, not us, changes that column when its model changes. After it,
+// UpsertCLIP refuses to write once Immich is configured with another model
+// (as the server's own job skips an embedding whose model changed
+// meanwhile). Call it before writing.
 func (im *Immich) CheckModel(model string, dim int) error {
 	if dim != im.dim {
 		return fmt.Errorf("%w: %s gives %d dimensions, smart_search.embedding is vector(%d); change the model in Immich first",
 			ErrDimensionMismatch, model, dim, im.dim)
 	}
+	im.model = model
 	return nil
 }
 
@@ -265,9 +284,33 @@ SELECT u.id::uuid, u.embedding
 FROM unnest($1::text[], $2::vector[]) AS u(id, embedding)
 WHERE EXISTS (SELECT 1 FROM %[2]s a WHERE a.id = u.id::uuid)
 ON CONFLICT ("assetId") DO UPDATE SET embedding = excluded.embedding`, im.table("smart_search"), im.table("asset"))
-	tag, err := im.pool.Exec(ctx, sql, ids, vectorArray(im.pool, vecs))
+	args := []any{ids, vectorArray(im.pool, vecs)}
+
+	tx, err := im.pool.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("upsert smart_search: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	// Wait while the server resizes or clears smart_search (it holds the
+	// lock exclusively); writers share it among themselves.
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock_shared($1)", int64(clipDimSizeLock)); err != nil {
+		return 0, fmt.Errorf("upsert smart_search: lock: %w", err)
+	}
+	if im.model != "" {
+		now, err := im.configuredModel(ctx, tx)
+		if err != nil {
+			return 0, err
+		}
+		if now != im.model {
+			return 0, fmt.Errorf("%w: from %s to %s; these embeddings are dropped", ErrModelChanged, im.model, now)
+		}
+	}
+	tag, err := tx.Exec(ctx, sql, args...)
+	if err != nil {
+		return 0, fmt.Errorf("upsert smart_search: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("upsert smart_search: commit: %w", err)
 	}
 	return tag.RowsAffected(), nil
 }

@@ -207,7 +207,7 @@ func TestImmichPendingAndUpsert(t *testing.T) {
 	if err := im.CheckModel("ViT-L-14__openai", 768); !errors.Is(err, ErrDimensionMismatch) {
 		t.Fatalf("CheckModel 768 on vector(512): %v", err)
 	}
-	if err := im.CheckModel("ViT-B-32__openai", 512); err != nil {
+	if err := im.CheckModel(model, 512); err != nil {
 		t.Fatal(err)
 	}
 
@@ -358,6 +358,29 @@ func TestImmichNotAnImmichDatabase(t *testing.T) {
 	_, err := OpenImmich(ctxT(t), ImmichOptions{URL: testenv.DatabaseURL(t), Schema: s.Schema()}, nil)
 	if !errors.Is(err, ErrSchema) {
 		t.Fatalf("OpenImmich on our own schema: %v, want ErrSchema", err)
+	}
+}
+
+func TestImmichModelChangedMeanwhile(t *testing.T) {
+	ctx := ctxT(t)
+	f := newImmichFixture(t, 512)
+	im := openImmich(t, f, PathMap{})
+	if err := im.CheckModel("ViT-B-16-SigLIP__webli", 512); err != nil {
+		t.Fatal(err)
+	}
+	r := mrand.New(mrand.NewPCG(2, 2))
+	es := []Embedding{{AssetID: f.want[0], Embedding: unitVec(r, 512)}}
+	if _, err := im.UpsertCLIP(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	// An admin switches Immich to another model of the same size: the
+	// server clears smart_search, and embeddings computed with the old
+	// model must not land in it.
+	if _, err := f.conn.Exec(ctx, fmt.Sprintf(`UPDATE %s SET value = '{"machineLearning": {"clip": {"modelName": "ViT-B-32__openai"}}}'`, pgx.Identifier{f.schema, "system_metadata"}.Sanitize())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.UpsertCLIP(ctx, es); !errors.Is(err, ErrModelChanged) {
+		t.Fatalf("upsert after a model change: %v, want ErrModelChanged", err)
 	}
 }
 
