@@ -21,6 +21,8 @@ func statusOf(err error) (int, string) {
 	switch {
 	case errors.Is(err, pool.ErrQueueFull):
 		return fiber.StatusServiceUnavailable, err.Error()
+	case errors.Is(err, ErrSearchUnavailable):
+		return fiber.StatusServiceUnavailable, err.Error()
 	case errors.Is(err, pool.ErrClosed):
 		return fiber.StatusServiceUnavailable, "shutting down"
 	case errors.Is(err, pool.ErrNoInput):

@@ -32,6 +32,8 @@ type Options struct {
 	Predictor Predictor
 	// Health reports readiness; nil means always ready.
 	Health Health
+	// Searcher serves /search; nil answers 503.
+	Searcher Searcher
 	// Registry serves /metrics; nil makes a new one.
 	Registry *prometheus.Registry
 	// Metrics are the metrics registered on Registry (NewMetrics); nil
@@ -106,6 +108,8 @@ func (s *Server) routes() {
 		return c.SendString("pong")
 	})
 	s.app.Post("/predict", s.predict)
+	s.app.Get("/search", s.searchText)
+	s.app.Post("/search", s.searchImage)
 	s.app.Get("/health/live", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/health/ready", s.ready)
 	s.app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{})))
