@@ -82,7 +82,7 @@ func OpenImmich(ctx context.Context, opts ImmichOptions, logger *slog.Logger) (*
 		}
 		if !ok {
 			im.Close()
-			return nil, fmt.Errorf("%w: no table %s.%s: not an Immich database (or older than v1.136's table names)", ErrSchema, schema, t)
+			return nil, fmt.Errorf("%w: no table %s.%s: not an Immich database, or a release older than its singular table names", ErrSchema, schema, t)
 		}
 	}
 	dim, err := columnDim(ctx, im.pool, schema, "smart_search")
