@@ -232,10 +232,21 @@ func (s *Store) Models(ctx context.Context) ([]Model, error) {
 	})
 }
 
-func (s *Store) model(model string) (clipTable, error) {
-	t, ok := s.cached(model)
-	if !ok {
-		return clipTable{}, fmt.Errorf("%w: %s (call EnsureModel first)", ErrUnknownModel, model)
+// model returns the table of a model registered by EnsureModel, in this
+// process or another (then it is read from clip_models once).
+func (s *Store) model(ctx context.Context, model string) (clipTable, error) {
+	if t, ok := s.cached(model); ok {
+		return t, nil
 	}
+	t, err := s.loadModel(ctx, model)
+	if isNoRows(err) {
+		return clipTable{}, fmt.Errorf("%w: %s has no embeddings in schema %s (index with it first)", ErrUnknownModel, model, s.schema)
+	}
+	if err != nil {
+		return clipTable{}, err
+	}
+	s.mu.Lock()
+	s.models[model] = t
+	s.mu.Unlock()
 	return t, nil
 }

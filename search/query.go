@@ -76,7 +76,7 @@ func (s *Store) SearchCLIP(ctx context.Context, model string, query []float32, l
 	if err := checkQuery(query, limit); err != nil {
 		return nil, err
 	}
-	t, err := s.model(model)
+	t, err := s.model(ctx, model)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func (s *Store) SearchText(ctx context.Context, emb TextEmbedder, model, text st
 // Embedding returns the stored embedding of path for model (search by an
 // indexed image, like Immich's queryAssetId).
 func (s *Store) Embedding(ctx context.Context, model, path string) ([]float32, error) {
-	t, err := s.model(model)
+	t, err := s.model(ctx, model)
 	if err != nil {
 		return nil, err
 	}

@@ -25,7 +25,7 @@ var (
 	// column it would be stored in. Never resolved by rewriting data.
 	ErrDimensionMismatch = errors.New("embedding dimension mismatch")
 	// ErrUnknownModel: a CLIP model that has no table in this store yet
-	// (call EnsureModel first).
+	// (EnsureModel creates it; nothing was indexed with the model).
 	ErrUnknownModel = errors.New("unknown CLIP model")
 	// ErrSchema: the database lacks something this package needs (pgvector,
 	// an Immich table), or a name is not a valid identifier.

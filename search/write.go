@@ -81,7 +81,7 @@ func (s *Store) Write(ctx context.Context, clipModel string, rs []Result) error 
 	}
 	if hasCLIP {
 		var err error
-		if t, err = s.model(clipModel); err != nil {
+		if t, err = s.model(ctx, clipModel); err != nil {
 			return err
 		}
 	}
@@ -357,7 +357,7 @@ func (s *Store) Lookup(ctx context.Context, model string, paths []string) (map[s
 	if len(paths) == 0 {
 		return out, nil
 	}
-	t, err := s.model(model)
+	t, err := s.model(ctx, model)
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +391,7 @@ WHERE a.path = ANY($1::text[])`, s.table("assets"), s.table(t.table)), paths)
 
 // Count returns the number of assets and of embeddings of model.
 func (s *Store) Count(ctx context.Context, model string) (assets, embeddings int64, err error) {
-	t, err := s.model(model)
+	t, err := s.model(ctx, model)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -80,6 +80,15 @@ func TestWriteAndSearchCLIP(t *testing.T) {
 		if len(hits) != 55 {
 			t.Fatalf("limit 55: got %d hits", len(hits))
 		}
+		// Another process searches without EnsureModel: the registry
+		// tells it where the model's embeddings are.
+		other := openStore(t, Options{URL: url, Schema: s.Schema(), MaxConns: 1})
+		if hits, err := other.SearchCLIP(ctx, model, rs[5].CLIP, 1); err != nil || hits[0].Path != rs[5].Path {
+			t.Fatalf("search from a fresh store: %+v, %v", hits, err)
+		}
+		if _, err := other.SearchCLIP(ctx, "never-indexed", rs[5].CLIP, 1); !errors.Is(err, ErrUnknownModel) {
+			t.Fatalf("unknown model: %v", err)
+		}
 		got, err := s.Embedding(ctx, model, rs[3].Path)
 		if err != nil {
 			t.Fatal(err)
