@@ -141,14 +141,15 @@ func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Erro
 func (q *Redis) Enqueue(ctx context.Context, items []Item) error {
 	const chunk = 500
 	for len(items) > 0 {
-		if err := q.waitForRoom(ctx); err != nil {
+		room, err := q.waitForRoom(ctx)
+		if err != nil {
 			return err
 		}
-		n := min(chunk, len(items))
+		n := min(chunk, len(items), room)
 		part := items[:n]
 		items = items[n:]
 		runs := map[string]int64{}
-		_, err := q.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		_, err = q.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			for _, it := range part {
 				raw, err := encodeItem(it)
 				if err != nil {
@@ -173,20 +174,22 @@ func (q *Redis) Enqueue(ctx context.Context, items []Item) error {
 	return nil
 }
 
-// waitForRoom blocks while the stream is at MaxLen (backpressure).
-func (q *Redis) waitForRoom(ctx context.Context) error {
+// waitForRoom blocks while the stream is at MaxLen (backpressure) and
+// returns how many entries fit. Producers racing each other may overshoot
+// MaxLen by a little; retried and released items are re-added regardless.
+func (q *Redis) waitForRoom(ctx context.Context) (int, error) {
 	wait := 100 * time.Millisecond
 	for {
 		n, err := q.c.XLen(ctx, q.stream).Result()
 		if err != nil {
-			return fmt.Errorf("enqueue: %w", err)
+			return 0, fmt.Errorf("enqueue: %w", err)
 		}
 		if n < q.opts.MaxLen {
-			return nil
+			return int(min(q.opts.MaxLen-n, 1<<30)), nil
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 2*time.Second)
