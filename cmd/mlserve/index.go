@@ -15,7 +15,6 @@ import (
 
 	"github.com/mlserve/mlserve/config"
 	"github.com/mlserve/mlserve/inference"
-	"github.com/mlserve/mlserve/inference/clip"
 	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/jobs"
 	"github.com/mlserve/mlserve/models"
@@ -150,7 +149,7 @@ func openDatabase(ctx context.Context, f dbFlags, cfg *config.Config, deferIndex
 }
 
 // clipModels runs CLIP through the service's model cache and worker pool,
-// as /predict does, but a batch at a time.
+// as /predict does, a batch of images at a time.
 type clipModels struct {
 	rt   *inference.Runtime
 	svc  *pool.Service
@@ -181,42 +180,12 @@ func (c *clipModels) Close() {
 
 // EmbedImages implements jobs.ImageEmbedder.
 func (c *clipModels) EmbedImages(ctx context.Context, imgs []*imaging.Image) ([][]float32, error) {
-	h, err := c.svc.Cache().Acquire(ctx, pool.Key{Task: "clip", Type: "visual", Name: c.name})
-	if err != nil {
-		return nil, err
-	}
-	defer h.Release()
-	v, ok := h.Model.(*clip.Visual)
-	if !ok {
-		return nil, fmt.Errorf("clip/visual/%s is a %T", c.name, h.Model)
-	}
-	var out [][]float32
-	_, err = c.svc.Workers().Do(ctx, func(ctx context.Context) error {
-		var err error
-		out, err = v.EmbedBatch(ctx, imgs)
-		return err
-	})
-	return out, err
+	return c.svc.EmbedImages(ctx, c.name, imgs)
 }
 
 // EmbedText implements search.TextEmbedder.
 func (c *clipModels) EmbedText(ctx context.Context, text string) ([]float32, error) {
-	h, err := c.svc.Cache().Acquire(ctx, pool.Key{Task: "clip", Type: "textual", Name: c.name})
-	if err != nil {
-		return nil, err
-	}
-	defer h.Release()
-	t, ok := h.Model.(*clip.Textual)
-	if !ok {
-		return nil, fmt.Errorf("clip/textual/%s is a %T", c.name, h.Model)
-	}
-	var out []float32
-	_, err = c.svc.Workers().Do(ctx, func(ctx context.Context) error {
-		var err error
-		out, err = t.Embed(ctx, text, "")
-		return err
-	})
-	return out, err
+	return c.svc.EmbedText(ctx, c.name, text, "")
 }
 
 // openQueue connects to Redis, or returns nil without MLSERVE_REDIS_URL.
