@@ -100,6 +100,14 @@ type Config struct {
 	DatabaseURL string
 	// RedisURL is the Redis URL of the shared job queue.
 	RedisURL string
+	// SearchModel is the CLIP model whose embeddings /search queries
+	// (empty: ViT-B-32__openai, or Immich's configured model).
+	SearchModel string
+	// SearchImmich makes /search query Immich's smart_search table.
+	SearchImmich bool
+	// SearchSchema is the PostgreSQL schema of mlserve's own tables
+	// (empty: the search package's default).
+	SearchSchema string
 
 	table []Entry
 }
@@ -340,6 +348,9 @@ func Load(lookup LookupFunc) (*Config, error) {
 
 	c.DatabaseURL = p.str("MLSERVE_DATABASE_URL", "", "PostgreSQL with pgvector, for indexing and search")
 	c.RedisURL = p.str("MLSERVE_REDIS_URL", "", "Redis, for the shared job queue (empty: in-process)")
+	c.SearchModel = p.str("MLSERVE_SEARCH_MODEL", "", "CLIP model of /search (empty: ViT-B-32__openai, or Immich's configured model)")
+	c.SearchSchema = p.str("MLSERVE_SEARCH_SCHEMA", "", "PostgreSQL schema of mlserve's tables (empty: mlserve)")
+	c.SearchImmich = p.boolean("MLSERVE_SEARCH_IMMICH", false, "/search queries Immich's smart_search instead of mlserve's tables")
 
 	sort.SliceStable(p.table, func(i, j int) bool { return p.table[i].Name < p.table[j].Name })
 	c.table = p.table

@@ -94,12 +94,22 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	defer svc.Close()
 
+	var searcher api.Searcher
+	if s, err := openSearcher(ctx, cfg, svc, logger); err != nil {
+		// The Immich API does not need the database: serve it anyway.
+		logger.Error("smart search disabled", "err", err)
+	} else if s != nil {
+		defer s.Close()
+		searcher = s
+	}
+
 	srv := api.New(api.Options{
 		KeepAlive:      cfg.KeepAlive,
 		MaxBodyBytes:   cfg.MaxUploadBytes,
 		RequestTimeout: cfg.WorkerTimeout,
 		Predictor:      svc,
 		Health:         svc,
+		Searcher:       searcher,
 		Registry:       reg,
 		Metrics:        metrics,
 	}, logger)
