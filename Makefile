@@ -15,7 +15,7 @@ export CGO_ENABLED := 1
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 FUZZTIME ?= 10s
 
-.PHONY: all setup build run test test-go fuzz bench db lint vet fmt clean
+.PHONY: all setup setup-runtime build run test fuzz bench db db-stop lint vet fmt clean
 
 all: build
 
@@ -52,13 +52,15 @@ bench: setup
 	go test -run '^$$' -bench . -benchtime 20x ./...
 
 # make db: a local PostgreSQL + pgvector (PGlite) with data in .data/pglite,
-# for trying `mlserve index` and `mlserve search` without installing PostgreSQL.
+# for trying `mlserve index` and `mlserve search` without installing
+# PostgreSQL. It listens on 127.0.0.1:$(DB_PORT); `make db-stop` stops it.
+DB_PORT ?= 55433
 db: setup
-	MLSERVE_PGLITE_DATA=$(ROOT)/.data/pglite scripts/services.sh start pglite
-	@echo "export MLSERVE_DATABASE_URL='postgres://postgres:postgres@127.0.0.1:55432/postgres?sslmode=disable'"
+	MLSERVE_SERVICES_DIR=$(ROOT)/.data/run MLSERVE_PGLITE_DATA=$(ROOT)/.data/pglite MLSERVE_TEST_PG_PORT=$(DB_PORT) scripts/services.sh start pglite
+	@echo "export MLSERVE_DATABASE_URL='postgres://postgres:postgres@127.0.0.1:$(DB_PORT)/postgres?sslmode=disable'"
 
 db-stop:
-	scripts/services.sh stop
+	MLSERVE_SERVICES_DIR=$(ROOT)/.data/run scripts/services.sh stop
 
 vet:
 	go vet ./...

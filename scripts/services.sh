@@ -7,12 +7,13 @@
 #
 # Ports are off the standard ones so a developer's own Redis/PostgreSQL are
 # never touched: Redis on $MLSERVE_TEST_REDIS_PORT (56379), PGlite with
-# pgvector on $MLSERVE_TEST_PG_PORT (55432). State lives in .deps/run/;
-# PGlite data in $MLSERVE_PGLITE_DATA (default: in memory).
+# pgvector on $MLSERVE_TEST_PG_PORT (55432). State (pid files, logs) lives
+# in $MLSERVE_SERVICES_DIR (default .deps/run/); PGlite data in
+# $MLSERVE_PGLITE_DATA (default: in memory).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RUN="${MLSERVE_DEPS_DIR:-$ROOT/.deps}/run"
+RUN="${MLSERVE_SERVICES_DIR:-${MLSERVE_DEPS_DIR:-$ROOT/.deps}/run}"
 REDIS_PORT="${MLSERVE_TEST_REDIS_PORT:-56379}"
 PG_PORT="${MLSERVE_TEST_PG_PORT:-55432}"
 PG_DATA="${MLSERVE_PGLITE_DATA:-memory://}"
