@@ -15,48 +15,40 @@ func (s *Service) EmbedImages(ctx context.Context, model string, imgs []*imaging
 	if len(imgs) == 0 {
 		return nil, nil
 	}
-	key, _, err := s.resolve(Entry{Task: "clip", Type: "visual", ModelName: model})
-	if err != nil {
-		return nil, err
-	}
-	h, err := s.cache.Acquire(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Release()
-	v, ok := h.Model.(*clip.Visual)
-	if !ok {
-		return nil, fmt.Errorf("%w: %s is not a CLIP image encoder", ErrWrongInput, key)
-	}
-	var out [][]float32
-	_, err = s.workers.Do(ctx, func(ctx context.Context) error {
-		var err error
-		out, err = v.EmbedBatch(ctx, imgs)
-		return err
+	return withModel(ctx, s, "visual", model, func(ctx context.Context, v *clip.Visual) ([][]float32, error) {
+		return v.EmbedBatch(ctx, imgs)
 	})
-	return out, err
 }
 
 // EmbedText runs a CLIP model's text encoder on a query, through the same
 // cache and workers as /predict.
 func (s *Service) EmbedText(ctx context.Context, model, text, language string) ([]float32, error) {
-	key, _, err := s.resolve(Entry{Task: "clip", Type: "textual", ModelName: model})
+	return withModel(ctx, s, "textual", model, func(ctx context.Context, t *clip.Textual) ([]float32, error) {
+		return t.Embed(ctx, text, language)
+	})
+}
+
+// withModel acquires a CLIP model of type typ and runs fn with it on a
+// worker slot.
+func withModel[M any, R any](ctx context.Context, s *Service, typ, model string, fn func(context.Context, M) (R, error)) (R, error) {
+	var zero R
+	key, _, err := s.resolve(Entry{Task: "clip", Type: typ, ModelName: model})
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	h, err := s.cache.Acquire(ctx, key)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	defer h.Release()
-	t, ok := h.Model.(*clip.Textual)
+	m, ok := h.Model.(M)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s is not a CLIP text encoder", ErrWrongInput, key)
+		return zero, fmt.Errorf("%w: %s is not a CLIP %s encoder", ErrWrongInput, key, typ)
 	}
-	var out []float32
+	var out R
 	_, err = s.workers.Do(ctx, func(ctx context.Context) error {
 		var err error
-		out, err = t.Embed(ctx, text, language)
+		out, err = fn(ctx, m)
 		return err
 	})
 	return out, err

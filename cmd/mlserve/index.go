@@ -206,6 +206,25 @@ func openQueue(ctx context.Context, cfg *config.Config, name string, logger *slo
 	return q, func() { _ = c.Close() }, nil
 }
 
+// openWork opens the database side and, with MLSERVE_REDIS_URL, the queue
+// (named after the side and model unless queue is given). closeAll closes
+// both.
+func openWork(ctx context.Context, db dbFlags, cfg *config.Config, deferIdx bool, queue string, logger *slog.Logger) (d *database, rq *jobs.Redis, name string, closeAll func(), err error) {
+	d, err = openDatabase(ctx, db, cfg, deferIdx, logger)
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	if queue == "" {
+		queue = queueName(db, d.model)
+	}
+	rq, closeQueue, err := openQueue(ctx, cfg, queue, logger)
+	if err != nil {
+		d.Close()
+		return nil, nil, "", nil, err
+	}
+	return d, rq, queue, func() { closeQueue(); d.Close() }, nil
+}
+
 // queueName is the default stream of a database side and model: workers
 // and producers that agree on both share it.
 func queueName(f dbFlags, model string) string {
@@ -254,19 +273,11 @@ func runIndex(ctx context.Context, args []string, stdout io.Writer, cfg *config.
 		return errors.New("--force applies to --immich")
 	}
 
-	d, err := openDatabase(ctx, db, cfg, deferIdx, logger)
+	d, rq, queue, closeAll, err := openWork(ctx, db, cfg, deferIdx, queue, logger)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	if queue == "" {
-		queue = queueName(db, d.model)
-	}
-	rq, closeQueue, err := openQueue(ctx, cfg, queue, logger)
-	if err != nil {
-		return err
-	}
-	defer closeQueue()
+	defer closeAll()
 
 	var q interface {
 		jobs.Queue

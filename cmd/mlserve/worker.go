@@ -61,19 +61,11 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer, cfg *config
 	if cfg.RedisURL == "" {
 		return errors.New("MLSERVE_REDIS_URL is not set: workers take their work from a Redis queue (without Redis, `mlserve index` does the work itself)")
 	}
-	d, err := openDatabase(ctx, db, cfg, false, logger)
+	d, rq, queue, closeAll, err := openWork(ctx, db, cfg, false, queue, logger)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	if queue == "" {
-		queue = queueName(db, d.model)
-	}
-	rq, closeQueue, err := openQueue(ctx, cfg, queue, logger)
-	if err != nil {
-		return err
-	}
-	defer closeQueue()
+	defer closeAll()
 	// openQueue used the defaults; apply this command's settings.
 	opts := rq.Options()
 	opts.VisibilityTimeout, opts.MaxAttempts = visibility, attempts
