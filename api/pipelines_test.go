@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/draw"
 	"image/png"
@@ -143,6 +144,58 @@ func TestImmichServerFaces(t *testing.T) {
 	body = decodeBody(t, immichRequest(t, st.url, entries, pngBytes(t, 320, 240), nil))
 	if string(body["facial-recognition"]) != "[]" {
 		t.Fatalf("no-face image gave %s", body["facial-recognition"])
+	}
+}
+
+// TestImmichServerFacesSixPhotos sends the six sample photos (22 faces)
+// through /predict as the Immich server does and matches the faces found
+// against the ground truth kept with the face package's tests: a face
+// counts when a box's centre lies within half a face width of a true
+// centre.
+func TestImmichServerFacesSixPhotos(t *testing.T) {
+	st := startStack(t, map[string]map[string][]byte{"immich-app/buffalo_l": faceRepo(t)}, pool.ServiceOptions{})
+	raw, err := os.ReadFile(filepath.Join(testenv.Root(), "inference", "face", "testdata", "photo_faces.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var truth struct{ Faces map[string][][3]float64 }
+	if err := json.Unmarshal(raw, &truth); err != nil {
+		t.Fatal(err)
+	}
+	entries := `{"facial-recognition":{"detection":{"modelName":"buffalo_l","options":{"minScore":0.7}},"recognition":{"modelName":"buffalo_l"}}}`
+	total, found, falsePos := 0, 0, 0
+	for i := 1; i <= 6; i++ {
+		name := fmt.Sprintf("sample%d.jpg", i)
+		img, err := os.ReadFile(testenv.TestData(t, "photos/"+name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var faces []wireFace
+		if err := json.Unmarshal(decodeBody(t, immichRequest(t, st.url, entries, img, nil))["facial-recognition"], &faces); err != nil {
+			t.Fatal(err)
+		}
+		want := truth.Faces[name]
+		total += len(want)
+		matched := make([]bool, len(want))
+		for _, f := range faces {
+			cx, cy := (f.BoundingBox.X1+f.BoundingBox.X2)/2, (f.BoundingBox.Y1+f.BoundingBox.Y2)/2
+			hit := false
+			for j, w := range want {
+				if !matched[j] && math.Hypot(cx-w[0], cy-w[1]) < w[2]/2 {
+					matched[j], hit = true, true
+					break
+				}
+			}
+			if hit {
+				found++
+			} else {
+				falsePos++
+			}
+		}
+	}
+	t.Logf("faces found %d of %d, false positives %d", found, total, falsePos)
+	if total != 22 || found < 21 || falsePos > 1 {
+		t.Fatalf("found %d of %d faces with %d false positives; want at least 21 and at most 1", found, total, falsePos)
 	}
 }
 
