@@ -7,11 +7,13 @@ import (
 	"github.com/mlserve/mlserve/search"
 )
 
-// StoreSink writes results into our own schema (search.Store) as the CLIP
-// embeddings of Model.
+// StoreSink writes results into our own schema (search.Store): the CLIP
+// embeddings of Model, and faces and OCR text under FaceModel and
+// OCRModel when the worker ran them.
 type StoreSink struct {
-	Store *search.Store
-	Model string
+	Store               *search.Store
+	Model               string
+	FaceModel, OCRModel string
 }
 
 var _ Sink = StoreSink{}
@@ -26,6 +28,8 @@ func (s StoreSink) Write(ctx context.Context, rs []Result) error {
 		out[i] = search.Result{
 			Asset: search.Asset{Path: r.Item.Path, Hash: r.Hash, Size: r.Size, ModTime: r.Item.ModifiedAt()},
 			CLIP:  r.Embedding,
+			Faces: r.Faces, FaceModel: s.FaceModel,
+			OCR: r.OCR, OCRModel: s.OCRModel,
 		}
 	}
 	return s.Store.Write(ctx, s.Model, out)
@@ -44,6 +48,10 @@ func (s ImmichSink) Write(ctx context.Context, rs []Result) error {
 	for i, r := range rs {
 		if r.Item.AssetID == "" {
 			return fmt.Errorf("%w: %s has no Immich asset id; this worker writes an Immich database", ErrPermanent, r.Item.Path)
+		}
+		if r.Faces != nil || r.OCR != nil {
+			// Immich's own face and OCR jobs own those tables.
+			return fmt.Errorf("%w: faces and OCR are never written to an Immich database", ErrPermanent)
 		}
 		es[i] = search.Embedding{AssetID: r.Item.AssetID, Embedding: r.Embedding}
 	}

@@ -43,6 +43,17 @@ type Result struct {
 	Size int64
 	// Embedding is the CLIP image embedding.
 	Embedding []float32
+	// Faces and OCR are the face and text results when the worker has an
+	// Analyzer that runs those tasks (nil: not run).
+	Faces []search.Face
+	OCR   []search.OCRBox
+}
+
+// ImageAnalyzer runs the face and OCR pipelines on one decoded image
+// (through the inference pool). A task it does not run returns nil; one
+// that ran and found nothing returns an empty, non-nil slice.
+type ImageAnalyzer interface {
+	Analyze(ctx context.Context, img *imaging.Image) ([]search.Face, []search.OCRBox, error)
 }
 
 // Sink stores a batch of results, all or nothing, idempotently.
@@ -80,6 +91,9 @@ type WorkerOptions struct {
 	// and imaging.Decode).
 	ReadFile func(path string) ([]byte, error)
 	Decode   func([]byte) (*imaging.Image, error)
+	// Analyzer, when set, also runs faces and OCR on every image (our own
+	// schema only: Immich's own jobs own its face and OCR tables).
+	Analyzer ImageAnalyzer
 
 	// hook, for tests, is called at each stage of a batch.
 	hook func(stage string, ds []Delivery)
@@ -228,6 +242,8 @@ type slot struct {
 	hash      []byte
 	size      int64
 	emb       []float32
+	faces     []search.Face
+	ocr       []search.OCRBox
 	err       error
 	permanent bool
 }
@@ -264,6 +280,7 @@ func (w *Worker) process(ctx context.Context, ds []Delivery) {
 
 	start = time.Now()
 	w.embed(ctx, slots)
+	w.analyze(ctx, slots)
 	w.tInfer.Add(int64(time.Since(start)))
 	w.hook("embedded", ds)
 	if ctx.Err() != nil {
@@ -393,6 +410,27 @@ func (w *Worker) embed(ctx context.Context, slots []*slot) {
 	}
 }
 
+// analyze runs faces and OCR on each image that embedded. A failure
+// fails that item only (it is retried, then dead-lettered).
+func (w *Worker) analyze(ctx context.Context, slots []*slot) {
+	if w.opts.Analyzer == nil {
+		return
+	}
+	for _, s := range slots {
+		if s.err != nil || ctx.Err() != nil {
+			continue
+		}
+		faces, text, err := w.opts.Analyzer.Analyze(ctx, s.img)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.fail(fmt.Errorf("analyze %s: %w", s.d.Item.Path, err), false)
+			}
+			continue
+		}
+		s.faces, s.ocr = faces, text
+	}
+}
+
 // write stores the batch's results in one transaction. An outage is waited
 // out (the items stay held); a data error is narrowed down to the items
 // that cause it by writing them one at a time. It returns false when the
@@ -410,7 +448,7 @@ func (w *Worker) write(ctx context.Context, slots []*slot) bool {
 	results := func(ss []*slot) []Result {
 		rs := make([]Result, len(ss))
 		for i, s := range ss {
-			rs[i] = Result{Item: s.d.Item, Hash: s.hash, Size: s.size, Embedding: s.emb}
+			rs[i] = Result{Item: s.d.Item, Hash: s.hash, Size: s.size, Embedding: s.emb, Faces: s.faces, OCR: s.ocr}
 		}
 		return rs
 	}

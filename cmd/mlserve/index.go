@@ -255,6 +255,8 @@ func runIndex(ctx context.Context, args []string, stdout io.Writer, cfg *config.
 	db.register(fs)
 	fs.BoolVar(&force, "force", false, "with --immich: embed every asset again, not only those without an embedding")
 	fs.IntVar(&batch, "batch", 16, "images per batch (read, embed, write, acknowledge)")
+	var tasks taskFlags
+	tasks.register(fs)
 	fs.IntVar(&workers, "workers", 1, "in-process mode: batches processed at once")
 	fs.BoolVar(&noWait, "no-wait", false, "with Redis: enqueue and return without waiting for the workers")
 	fs.StringVar(&queue, "queue", "", "Redis queue name (default derived from the schema and model)")
@@ -262,6 +264,9 @@ func runIndex(ctx context.Context, args []string, stdout io.Writer, cfg *config.
 	fs.DurationVar(&interval, "progress", 2*time.Second, "how often progress is printed")
 	fs.BoolVar(&heicFiles, "heic", false, "also pick .heic/.heif files (only if this build's decoder reads them)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := tasks.check(db.immich); err != nil {
 		return err
 	}
 	roots := fs.Args()
@@ -321,7 +326,9 @@ func runIndex(ctx context.Context, args []string, stdout io.Writer, cfg *config.
 			return err
 		}
 		defer cm.Close()
-		w := jobs.NewWorker(mem, cm, d.sink(), jobs.WorkerOptions{Model: d.model, BatchSize: batch, Paths: d.paths}, logger)
+		w := jobs.NewWorker(mem, cm, tasks.sink(d.sink()), jobs.WorkerOptions{
+			Model: d.model, BatchSize: batch, Paths: d.paths, Analyzer: tasks.analyzer(cm.svc),
+		}, logger)
 		ws = append(ws, w)
 		for range max(workers, 1) {
 			g.Go(func() error { return w.Run(gctx) })

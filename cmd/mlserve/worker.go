@@ -46,12 +46,17 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer, cfg *config
 	)
 	db.register(fs)
 	fs.IntVar(&batch, "batch", 16, "images per batch")
+	var tasks taskFlags
+	tasks.register(fs)
 	fs.IntVar(&workers, "workers", 1, "batches processed at once on this host")
 	fs.StringVar(&queue, "queue", "", "Redis queue name (default derived from the schema and model, as `mlserve index` does)")
 	fs.DurationVar(&visibility, "visibility", 2*time.Minute, "how long a silent worker's items wait before another worker takes them")
 	fs.IntVar(&attempts, "attempts", 3, "failed attempts before an item goes to the dead-letter stream")
 	fs.DurationVar(&statsEvery, "stats", time.Minute, "how often throughput is logged (0: only at exit)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := tasks.check(db.immich); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -77,8 +82,9 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer, cfg *config
 		return err
 	}
 	defer cm.Close()
-	w := jobs.NewWorker(rq, cm, d.sink(), jobs.WorkerOptions{
-		Model: d.model, BatchSize: batch, Paths: d.paths, Heartbeat: visibility / 3,
+	w := jobs.NewWorker(rq, cm, tasks.sink(d.sink()), jobs.WorkerOptions{
+		Analyzer: tasks.analyzer(cm.svc),
+		Model:    d.model, BatchSize: batch, Paths: d.paths, Heartbeat: visibility / 3,
 	}, logger)
 	logger.Info("worker started", "model", d.model, "queue", queue, "consumer", opts.Consumer, "immich", db.immich, "workers", workers, "batch", batch)
 
