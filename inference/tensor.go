@@ -100,24 +100,21 @@ func (t Tensor) keepAlive() {
 	runtime.KeepAlive(t.Uint8)
 }
 
-// fromORT copies an ONNX Runtime-allocated output into Go memory.
+// fromORT takes an output's data. The binding has already copied what ONNX
+// Runtime allocated into a Go slice and released ONNX Runtime's buffer;
+// the slice stays valid after the value is destroyed (it is Go memory),
+// so no second copy is made.
 func fromORT(v ort.Value) (Tensor, error) {
 	shape := []int64(v.GetShape().Clone())
 	switch x := v.(type) {
 	case *ort.Tensor[float32]:
-		return Tensor{Shape: shape, Float32: clone(x.GetData())}, nil
+		return Tensor{Shape: shape, Float32: x.GetData()}, nil
 	case *ort.Tensor[int32]:
-		return Tensor{Shape: shape, Int32: clone(x.GetData())}, nil
+		return Tensor{Shape: shape, Int32: x.GetData()}, nil
 	case *ort.Tensor[int64]:
-		return Tensor{Shape: shape, Int64: clone(x.GetData())}, nil
+		return Tensor{Shape: shape, Int64: x.GetData()}, nil
 	case *ort.Tensor[uint8]:
-		return Tensor{Shape: shape, Uint8: clone(x.GetData())}, nil
+		return Tensor{Shape: shape, Uint8: x.GetData()}, nil
 	}
 	return Tensor{}, fmt.Errorf("unsupported output type %T", v)
-}
-
-func clone[T any](s []T) []T {
-	out := make([]T, len(s))
-	copy(out, s)
-	return out
 }

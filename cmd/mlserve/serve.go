@@ -86,7 +86,11 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	defer rt.Close()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mlserve_c_heap_bytes",
+			Help: "Bytes the C heap (ONNX Runtime, OpenCV) has allocated and not freed (glibc mallinfo2).",
+		}, func() float64 { return float64(inference.CHeapBytes()) }))
 	metrics := api.NewMetrics(reg)
 	svc, err := newService(cfg, rt, metrics, logger)
 	if err != nil {
