@@ -57,11 +57,7 @@ func previewJPEG(b *testing.B) []byte {
 // generated once into the system temp folder.
 func vitB32Cache(b *testing.B) (cache, model string) {
 	b.Helper()
-	dir := filepath.Join(os.TempDir(), "mlserve-bench")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	model, err := modelgen.WriteOnce(filepath.Join(dir, "vit-b-32-visual.onnx"), modelgen.ViTB32Visual().Model)
+	model, err := modelgen.BenchFile("vit-b-32-visual.onnx", modelgen.ViTB32Visual().Model)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -64,8 +64,7 @@ func benchPreviews(b *testing.B, n int) []string {
 // between runs).
 func benchCLIPDir(b *testing.B) string {
 	b.Helper()
-	cache := filepath.Join(os.TempDir(), "mlserve-bench")
-	model, err := modelgen.WriteOnce(filepath.Join(cache, "vit-b-32-visual.onnx"), modelgen.ViTB32Visual().Model)
+	model, err := modelgen.BenchFile("vit-b-32-visual.onnx", modelgen.ViTB32Visual().Model)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/mlserve/mlserve/inference"
@@ -14,19 +12,7 @@ import (
 	"github.com/mlserve/mlserve/onnx"
 )
 
-func loadGen(t *testing.T, m onnx.Model) *inference.Session {
-	t.Helper()
-	p := t.TempDir() + "/model.onnx"
-	if err := m.WriteFile(p); err != nil {
-		t.Fatal(err)
-	}
-	s, err := testenv.Runtime(t).NewSession(p, inference.SessionOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
-}
+func loadGen(t *testing.T, m onnx.Model) *inference.Session { return testenv.Load(t, m) }
 
 // blobWithSquare is a 640×640 SCRFD blob ((x−127.5)/128), black, with a
 // white square of the given side whose top-left corner is at x0, y0.
@@ -178,11 +164,7 @@ func TestArcFaceVariants(t *testing.T) {
 // folder (kept between runs) and loads it.
 func benchModel(t testing.TB, name string, build func() onnx.Model) *inference.Session {
 	t.Helper()
-	dir := filepath.Join(os.TempDir(), "mlserve-bench")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	p, err := modelgen.WriteOnce(filepath.Join(dir, name), build)
+	p, err := modelgen.BenchFile(name, build)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 
 	"github.com/mlserve/mlserve/onnx"
 )
@@ -79,4 +80,15 @@ func WriteOnce(path string, build func() onnx.Model) (string, error) {
 		return "", err
 	}
 	return path, os.Rename(tmp, path)
+}
+
+// BenchFile writes the model that build returns once into the shared
+// folder <temp>/mlserve-bench (kept between runs: the benchmark graphs take
+// seconds to build and hundreds of MB) and returns its path.
+func BenchFile(name string, build func() onnx.Model) (string, error) {
+	dir := filepath.Join(os.TempDir(), "mlserve-bench")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	return WriteOnce(filepath.Join(dir, name), build)
 }

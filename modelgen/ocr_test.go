@@ -12,19 +12,7 @@ import (
 	"github.com/mlserve/mlserve/onnx"
 )
 
-func loadOCRGen(t *testing.T, m onnx.Model) *inference.Session {
-	t.Helper()
-	p := t.TempDir() + "/model.onnx"
-	if err := m.WriteFile(p); err != nil {
-		t.Fatal(err)
-	}
-	s, err := testenv.Runtime(t).NewSession(p, inference.SessionOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
-}
+func loadOCRGen(t *testing.T, m onnx.Model) *inference.Session { return testenv.Load(t, m) }
 
 // checkDims compares a signature with the real PP-OCRv4 file's: fixed
 // values where they are fixed, dynamic elsewhere.

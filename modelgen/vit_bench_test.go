@@ -2,8 +2,6 @@ package modelgen_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/mlserve/mlserve/inference"
@@ -16,9 +14,7 @@ import (
 // benchmarks.
 func BenchmarkViTB32Run(b *testing.B) {
 	rt := testenv.Runtime(b)
-	dir := filepath.Join(os.TempDir(), "mlserve-bench")
-	os.MkdirAll(dir, 0o755)
-	p, err := modelgen.WriteOnce(filepath.Join(dir, "vit-b-32-visual.onnx"), modelgen.ViTB32Visual().Model)
+	p, err := modelgen.BenchFile("vit-b-32-visual.onnx", modelgen.ViTB32Visual().Model)
 	if err != nil {
 		b.Fatal(err)
 	}

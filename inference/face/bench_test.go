@@ -16,11 +16,7 @@ import (
 // once into a shared temporary folder and linked into the folder.
 func benchPack(b *testing.B, name string, build func() onnx.Model) string {
 	b.Helper()
-	cache := filepath.Join(os.TempDir(), "mlserve-bench")
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	p, err := modelgen.WriteOnce(filepath.Join(cache, name+".onnx"), build)
+	p, err := modelgen.BenchFile(name+".onnx", build)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/mlserve/mlserve/inference"
+	"github.com/mlserve/mlserve/onnx"
 )
 
 // Missing skips t, or fails it when CI is set.
@@ -124,4 +125,20 @@ func DatabaseURL(t testing.TB) string {
 		Missing(t, "PostgreSQL: MLSERVE_TEST_DATABASE_URL is not set")
 	}
 	return u
+}
+
+// Load writes a generated model to a temporary file and loads it on the
+// shared runtime; the session is closed when the test ends.
+func Load(t testing.TB, m onnx.Model) *inference.Session {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "model.onnx")
+	if err := m.WriteFile(p); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Runtime(t).NewSession(p, inference.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }
