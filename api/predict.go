@@ -294,14 +294,7 @@ func appendOutput(b []byte, out any) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = append(b, '[')
-			for j, p := range lm {
-				if j > 0 {
-					b = append(b, ',')
-				}
-				b = appendFloats32(b, p[:])
-			}
-			b = append(b, ']')
+			b = appendPoints(b, lm[:])
 		}
 		return append(b, ']', '}'), nil
 	case *ocr.Result:
@@ -330,20 +323,25 @@ func appendOutput(b []byte, out any) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = append(b, '[')
-			for j, p := range q {
-				if j > 0 {
-					b = append(b, ',')
-				}
-				b = appendFloats32(b, p[:])
-			}
-			b = append(b, ']')
+			b = appendPoints(b, q[:])
 		}
 		b = append(b, `],"scores":`...)
 		b = appendFloats32(b, v.Scores)
 		return append(b, '}'), nil
 	}
 	return nil, fmt.Errorf("no wire format for %T", out)
+}
+
+// appendPoints writes points as [[x,y],...].
+func appendPoints(b []byte, pts [][2]float32) []byte {
+	b = append(b, '[')
+	for i, p := range pts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendFloats32(b, p[:])
+	}
+	return append(b, ']')
 }
 
 func appendFloats32(b []byte, v []float32) []byte {

@@ -340,6 +340,21 @@ func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // lookup resolves repo and revision to a commit and its files.
+// lookupOrError is lookup that answers the hub's error for an unknown
+// repository (401 RepoNotFound) or revision (404) itself.
+func (s *Server) lookupOrError(w http.ResponseWriter, repoID, rev string) (string, map[string][]byte, bool) {
+	commit, files, code := s.lookup(repoID, rev)
+	switch code {
+	case "RepoNotFound":
+		hubError(w, nil, http.StatusUnauthorized, code, "Repository not found")
+		return "", nil, false
+	case "RevisionNotFound":
+		hubError(w, nil, http.StatusNotFound, code, "Invalid rev id: "+rev)
+		return "", nil, false
+	}
+	return commit, files, true
+}
+
 func (s *Server) lookup(repoID, rev string) (string, map[string][]byte, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -387,13 +402,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, repoID string,
 	if !s.authorized(w, r) {
 		return
 	}
-	commit, files, code := s.lookup(repoID, rev)
-	switch code {
-	case "RepoNotFound":
-		hubError(w, nil, http.StatusUnauthorized, code, "Repository not found")
-		return
-	case "RevisionNotFound":
-		hubError(w, nil, http.StatusNotFound, code, "Invalid rev id: "+rev)
+	commit, files, ok := s.lookupOrError(w, repoID, rev)
+	if !ok {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -489,13 +499,8 @@ func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request, repoID, re
 	if !s.authorized(w, r) {
 		return
 	}
-	commit, files, code := s.lookup(repoID, rev)
-	switch code {
-	case "RepoNotFound":
-		hubError(w, nil, http.StatusUnauthorized, code, "Repository not found")
-		return
-	case "RevisionNotFound":
-		hubError(w, nil, http.StatusNotFound, code, "Invalid rev id: "+rev)
+	commit, files, ok := s.lookupOrError(w, repoID, rev)
+	if !ok {
 		return
 	}
 	data, ok := files[file]
