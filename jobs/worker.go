@@ -81,8 +81,9 @@ type WorkerOptions struct {
 	// Backoff is the first wait after a database or queue error; it
 	// doubles up to MaxBackoff (defaults 200ms and 10s).
 	Backoff, MaxBackoff time.Duration
-	// IsTransient tells outages (retry the batch) from data errors
-	// (isolate the item); default search.IsTransient.
+	// IsTransient tells outages (wait and retry the batch, attempts
+	// unchanged) from item errors (charged to the item); default IsOutage.
+	// It applies to inference and to database writes.
 	IsTransient func(error) bool
 	// Paths maps an item's path to where this host reads it (an Immich
 	// library or a shared folder mounted elsewhere); no rules: as is.
@@ -145,7 +146,7 @@ func NewWorker(q Queue, emb ImageEmbedder, sink Sink, opts WorkerOptions, logger
 		opts.MaxBackoff = 10 * time.Second
 	}
 	if opts.IsTransient == nil {
-		opts.IsTransient = search.IsTransient
+		opts.IsTransient = IsOutage
 	}
 	if opts.ReadFile == nil {
 		opts.ReadFile = os.ReadFile
@@ -359,8 +360,10 @@ func (w *Worker) decode(ctx context.Context, slots []*slot) {
 	_ = g.Wait()
 }
 
-// embed runs the batch through the model. If the batch fails, each image
-// is tried alone, so that one bad image does not fail the others.
+// embed runs the batch through the model. An outage (the pool is full,
+// the model does not load, ...) is waited out with the items held, without
+// charging them an attempt. Any other failure is narrowed down by trying
+// each image alone, so that one bad image does not fail the others.
 func (w *Worker) embed(ctx context.Context, slots []*slot) {
 	var todo []*slot
 	for _, s := range slots {
@@ -371,27 +374,29 @@ func (w *Worker) embed(ctx context.Context, slots []*slot) {
 	if len(todo) == 0 {
 		return
 	}
-	try := func(ss []*slot) error {
-		imgs := make([]*imaging.Image, len(ss))
-		for i, s := range ss {
-			imgs[i] = s.img
-		}
-		out, err := w.emb.EmbedImages(ctx, imgs)
-		if err != nil {
-			return err
-		}
-		if len(out) != len(ss) {
-			return fmt.Errorf("embedder returned %d embeddings for %d images", len(out), len(ss))
-		}
-		for i, s := range ss {
-			if len(out[i]) == 0 {
-				return fmt.Errorf("embedder returned an empty embedding for %s", s.d.Item.Path)
+	try := func(ss []*slot) func(context.Context) error {
+		return func(ctx context.Context) error {
+			imgs := make([]*imaging.Image, len(ss))
+			for i, s := range ss {
+				imgs[i] = s.img
 			}
-			s.emb = out[i]
+			out, err := w.emb.EmbedImages(ctx, imgs)
+			if err != nil {
+				return err
+			}
+			if len(out) != len(ss) {
+				return fmt.Errorf("embedder returned %d embeddings for %d images", len(out), len(ss))
+			}
+			for i, s := range ss {
+				if len(out[i]) == 0 {
+					return fmt.Errorf("embedder returned an empty embedding for %s", s.d.Item.Path)
+				}
+				s.emb = out[i]
+			}
+			return nil
 		}
-		return nil
 	}
-	err := try(todo)
+	err := w.retry(ctx, "embed", try(todo), w.opts.IsTransient)
 	if err == nil || ctx.Err() != nil {
 		return
 	}
@@ -401,7 +406,7 @@ func (w *Worker) embed(ctx context.Context, slots []*slot) {
 	}
 	w.logger.Warn("batch inference failed; trying images one by one", "err", err, "images", len(todo))
 	for _, s := range todo {
-		if err := try([]*slot{s}); err != nil {
+		if err := w.retry(ctx, "embed", try([]*slot{s}), w.opts.IsTransient); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -410,8 +415,9 @@ func (w *Worker) embed(ctx context.Context, slots []*slot) {
 	}
 }
 
-// analyze runs faces and OCR on each image that embedded. A failure
-// fails that item only (it is retried, then dead-lettered).
+// analyze runs faces and OCR on each image that embedded. An outage is
+// waited out; any other failure fails that item only (it is retried, then
+// dead-lettered).
 func (w *Worker) analyze(ctx context.Context, slots []*slot) {
 	if w.opts.Analyzer == nil {
 		return
@@ -420,14 +426,16 @@ func (w *Worker) analyze(ctx context.Context, slots []*slot) {
 		if s.err != nil || ctx.Err() != nil {
 			continue
 		}
-		faces, text, err := w.opts.Analyzer.Analyze(ctx, s.img)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.fail(fmt.Errorf("analyze %s: %w", s.d.Item.Path, err), false)
+		err := w.retry(ctx, "analyze", func(ctx context.Context) error {
+			faces, text, err := w.opts.Analyzer.Analyze(ctx, s.img)
+			if err == nil {
+				s.faces, s.ocr = faces, text
 			}
-			continue
+			return err
+		}, w.opts.IsTransient)
+		if err != nil && ctx.Err() == nil {
+			s.fail(fmt.Errorf("analyze %s: %w", s.d.Item.Path, err), false)
 		}
-		s.faces, s.ocr = faces, text
 	}
 }
 
