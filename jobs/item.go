@@ -22,6 +22,10 @@ var (
 	ErrPermanent = errors.New("permanent item error")
 	// ErrBadEntry: a queue entry that does not decode to an Item.
 	ErrBadEntry = errors.New("malformed queue entry")
+	// ErrLost: a worker no longer holds an entry it is working on: another
+	// worker reclaimed it after the visibility timeout (the item is then
+	// processed twice, which the idempotent writes make harmless).
+	ErrLost = errors.New("queue entries taken over by another worker")
 )
 
 // Item is one unit of work: one image to embed.
@@ -98,7 +102,8 @@ type Queue interface {
 	// worker shutting down).
 	Release(ctx context.Context, ds []Delivery) error
 	// Extend tells the queue the worker is still on these deliveries, so
-	// they are not handed to another worker.
+	// they are not handed to another worker. It never takes back a
+	// delivery another worker has reclaimed (it returns ErrLost for it).
 	Extend(ctx context.Context, ds []Delivery) error
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -436,4 +437,72 @@ func FuzzDecodeEntry(f *testing.F) {
 			t.Fatalf("round trip: %+v, %v", d2.Item, err)
 		}
 	})
+}
+
+// TestRedisExtendNeverSteals: a slow worker whose entry was reclaimed by
+// another worker (its visibility timeout passed) must not take it back
+// with its next heartbeat; it learns that it lost the entry. Extending an
+// entry it still holds resets its idle time.
+func TestRedisExtendNeverSteals(t *testing.T) {
+	ctx := ctxT(t)
+	c := redisClient(t, testenv.RedisURL(t))
+	opts := RedisOptions{VisibilityTimeout: 200 * time.Millisecond, Block: 50 * time.Millisecond, Consumer: "slow"}
+	a := newRedisQueue(t, c, opts)
+	opts.Name, opts.Consumer = a.Options().Name, "fast"
+	b := newRedisQueue(t, c, opts)
+	if err := a.Enqueue(ctx, items("r", 2)); err != nil {
+		t.Fatal(err)
+	}
+	held, err := a.Read(ctx, 1)
+	if err != nil || len(held) != 1 {
+		t.Fatalf("read: %v, %v", held, err)
+	}
+	owner := func(id string) (string, time.Duration) {
+		t.Helper()
+		p, err := c.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: a.stream, Group: a.opts.Group, Start: id, End: id, Count: 1}).Result()
+		if err != nil || len(p) != 1 {
+			t.Fatalf("XPENDING %s: %v, %v", id, p, err)
+		}
+		return p[0].Consumer, p[0].Idle
+	}
+	// a still holds it: Extend resets the idle time.
+	time.Sleep(150 * time.Millisecond)
+	if err := a.Extend(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	if who, idle := owner(held[0].ID); who != "slow" || idle > 100*time.Millisecond {
+		t.Fatalf("after Extend: owner %s, idle %v", who, idle)
+	}
+	// a stalls past the visibility timeout; b reclaims the entry.
+	time.Sleep(300 * time.Millisecond)
+	var got []Delivery
+	for len(got) == 0 {
+		ds, err := b.Read(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			if d.ID == held[0].ID {
+				got = append(got, d)
+			}
+		}
+	}
+	// a's late heartbeat must not take it back.
+	err = a.Extend(ctx, held)
+	if who, _ := owner(held[0].ID); who != "fast" {
+		t.Fatalf("the entry went back to %s; want it with the worker that reclaimed it", who)
+	}
+	if !errors.Is(err, ErrLost) || !strings.Contains(err.Error(), held[0].ID) {
+		t.Fatalf("Extend of a reclaimed entry: %v, want ErrLost naming %s", err, held[0].ID)
+	}
+	if err := b.Extend(ctx, got); err != nil {
+		t.Fatalf("the new owner's Extend: %v", err)
+	}
+	// Settled entries are lost too: nothing to extend.
+	if err := b.Ack(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Extend(ctx, got); !errors.Is(err, ErrLost) {
+		t.Fatalf("Extend after Ack: %v, want ErrLost", err)
+	}
 }

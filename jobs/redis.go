@@ -395,21 +395,46 @@ func (q *Redis) Release(ctx context.Context, ds []Delivery) error {
 	return errors.Join(errs...)
 }
 
-// Extend implements Queue: claiming its own entries with JUSTID resets
-// their idle time without counting a delivery.
+// extendScript resets the idle time of the entries this consumer still
+// holds (XCLAIM … JUSTID, which counts no delivery) and returns the ids it
+// no longer holds: another worker reclaimed them after our visibility
+// timeout, or they were settled. Checking and claiming in one script means
+// a heartbeat can never take an entry back from the worker that reclaimed
+// it.
+var extendScript = redis.NewScript(`
+local lost = {}
+for i = 3, #ARGV do
+	local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+	if #p == 1 and p[1][2] == ARGV[2] then
+		redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+	else
+		lost[#lost + 1] = ARGV[i]
+	end
+end
+return lost`)
+
+// Extend implements Queue: it resets the idle time of the entries this
+// worker still holds, without counting a delivery. Entries another worker
+// has reclaimed meanwhile stay with it; Extend then returns an error
+// wrapping ErrLost with their ids.
 func (q *Redis) Extend(ctx context.Context, ds []Delivery) error {
 	if len(ds) == 0 {
 		return nil
 	}
-	ids := make([]string, len(ds))
-	for i, d := range ds {
-		ids[i] = d.ID
+	args := make([]any, 0, len(ds)+2)
+	args = append(args, q.opts.Group, q.opts.Consumer)
+	for _, d := range ds {
+		args = append(args, d.ID)
 	}
-	err := q.c.XClaimJustID(ctx, &redis.XClaimArgs{
-		Stream: q.stream, Group: q.opts.Group, Consumer: q.opts.Consumer, MinIdle: 0, Messages: ids,
-	}).Err()
-	if err != nil && !isNoGroup(err) {
+	lost, err := extendScript.Run(ctx, q.c, []string{q.stream}, args...).StringSlice()
+	if isNoGroup(err) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("extend: %w", err)
+	}
+	if len(lost) > 0 {
+		return fmt.Errorf("%w: %d of %d entries (%s)", ErrLost, len(lost), len(ds), strings.Join(lost, ", "))
 	}
 	return nil
 }

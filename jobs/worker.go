@@ -308,12 +308,21 @@ func (w *Worker) process(ctx context.Context, ds []Delivery) {
 func (w *Worker) heartbeat(ctx context.Context, ds []Delivery) {
 	t := time.NewTicker(w.opts.Heartbeat)
 	defer t.Stop()
+	lost := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := w.q.Extend(ctx, ds); err != nil && ctx.Err() == nil {
+			err := w.q.Extend(ctx, ds)
+			switch {
+			case err == nil || ctx.Err() != nil:
+			case errors.Is(err, ErrLost):
+				if !lost {
+					w.logger.Warn("another worker took over items of this batch (this one stalled past the visibility timeout); they may be processed twice, which is harmless", "err", err)
+				}
+				lost = true
+			default:
 				w.logger.Warn("cannot extend items in flight", "err", err)
 			}
 		}
