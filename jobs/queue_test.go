@@ -506,3 +506,83 @@ func TestRedisExtendNeverSteals(t *testing.T) {
 		t.Fatalf("Extend after Ack: %v, want ErrLost", err)
 	}
 }
+
+// TestRedisRemovesGoneConsumers: consumers silent for ConsumerIdle that
+// hold nothing are removed from the group when a worker reads; one that
+// still holds an entry (reclaimed later by a live worker) stays, as do
+// live consumers.
+func TestRedisRemovesGoneConsumers(t *testing.T) {
+	ctx := ctxT(t)
+	c := redisClient(t, testenv.RedisURL(t))
+	opts := RedisOptions{ConsumerIdle: 300 * time.Millisecond, Block: 20 * time.Millisecond}
+	consumer := func(name string) *Redis {
+		o := opts
+		o.Consumer = name
+		q := newRedisQueue(t, c, o)
+		opts.Name = q.Options().Name
+		return q
+	}
+	self := consumer("self")
+	idle, holding, live := consumer("exited"), consumer("died-holding"), consumer("live")
+	if err := self.Enqueue(ctx, items("r", 2)); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := idle.Read(ctx, 1)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("read: %v %v", ds, err)
+	}
+	if err := idle.Ack(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := holding.Read(ctx, 1); err != nil || len(ds) != 1 {
+		t.Fatalf("read: %v %v", ds, err)
+	}
+	// Live workers: each round, each gets an entry and settles it.
+	work := func() {
+		t.Helper()
+		if err := self.Enqueue(ctx, items("r", 2)); err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []*Redis{self, live} {
+			ds, err := q.Read(ctx, 1)
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("read: %v %v", ds, err)
+			}
+			if err := q.Ack(ctx, ds); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	work()
+	names := func() []string {
+		t.Helper()
+		cs, err := c.XInfoConsumers(ctx, self.stream, self.opts.Group).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, x := range cs {
+			out = append(out, x.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := names(); !slices.Equal(got, []string{"died-holding", "exited", "live", "self"}) {
+		t.Fatalf("consumers %v", got)
+	}
+	// Time passes; self and live keep working, the others are silent.
+	// Their reads remove the consumer that held nothing.
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		work()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := names(); !slices.Equal(got, []string{"died-holding", "live", "self"}) {
+		t.Fatalf("consumers after the sweep: %v, want the one that exited gone", got)
+	}
+	// The entry the dead consumer held is still pending, ready to reclaim.
+	p, err := c.XPending(ctx, self.stream, self.opts.Group).Result()
+	if err != nil || p.Count != 1 || p.Consumers["died-holding"] != 1 {
+		t.Fatalf("pending %+v, %v", p, err)
+	}
+}

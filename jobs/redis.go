@@ -49,6 +49,14 @@ type RedisOptions struct {
 	// RunTTL is how long a run's progress counters are kept (default 7
 	// days).
 	RunTTL time.Duration
+	// ConsumerIdle is how long a consumer of the group may stay silent
+	// before it is taken for gone and removed from the group, if it holds
+	// no entry (default 1 hour, and at least 10 visibility timeouts). Each
+	// worker process is a consumer with a name of its own; without this,
+	// every restart would leave one behind. A live worker that found
+	// nothing to do for that long may be removed too: it holds nothing,
+	// and Redis adds it again with the next entry it reads.
+	ConsumerIdle time.Duration
 }
 
 // Redis is a job queue on a Redis stream with a consumer group. It is safe
@@ -64,6 +72,7 @@ type Redis struct {
 	mu      sync.Mutex
 	cursor  string    // XAUTOCLAIM cursor
 	claimed time.Time // last reclaim sweep
+	swept   time.Time // last removal of gone consumers
 }
 
 var (
@@ -112,6 +121,9 @@ func NewRedis(ctx context.Context, opts RedisOptions, logger *slog.Logger) (*Red
 	}
 	if opts.RunTTL <= 0 {
 		opts.RunTTL = 7 * 24 * time.Hour
+	}
+	if opts.ConsumerIdle <= 0 {
+		opts.ConsumerIdle = max(time.Hour, 10*opts.VisibilityTimeout)
 	}
 	base := "{" + opts.Name + "}" // one hash slot for every key of the queue
 	q := &Redis{c: opts.Client, opts: opts, stream: base, dead: base + ":dead", runs: base + ":run:", logger: logger, cursor: "0-0"}
@@ -200,6 +212,17 @@ func (q *Redis) waitForRoom(ctx context.Context) (int, error) {
 // (XAUTOCLAIM, at most every quarter visibility timeout), then new ones
 // (XREADGROUP).
 func (q *Redis) Read(ctx context.Context, max int) ([]Delivery, error) {
+	q.mu.Lock()
+	sweep := time.Since(q.swept) >= q.opts.ConsumerIdle/4
+	if sweep {
+		q.swept = time.Now()
+	}
+	q.mu.Unlock()
+	if sweep {
+		if _, err := q.RemoveGoneConsumers(ctx); err != nil && ctx.Err() == nil {
+			q.logger.Warn("cannot remove gone consumers from the queue's group", "err", err)
+		}
+	}
 	out, err := q.reclaim(ctx, max)
 	if err != nil {
 		return nil, err
@@ -298,6 +321,44 @@ func (q *Redis) reclaim(ctx context.Context, max int) ([]Delivery, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// goneScript removes the consumers of the group, other than the caller,
+// that have been silent for at least ARGV[3] ms and hold no entry, and
+// returns their names. Checking and removing in one script means an entry
+// is never dropped with its consumer (XGROUP DELCONSUMER forgets the
+// entries a consumer holds).
+var goneScript = redis.NewScript(`
+local gone = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+	local f = {}
+	for i = 1, #c, 2 do
+		f[c[i]] = c[i + 1]
+	end
+	if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0 and tonumber(f['idle']) >= tonumber(ARGV[3]) then
+		redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+		gone[#gone + 1] = f['name']
+	end
+end
+return gone`)
+
+// RemoveGoneConsumers removes from the group the consumers silent for
+// ConsumerIdle that hold no entry (workers that exited or died, whose
+// entries were reclaimed), and returns how many it removed. Read calls it
+// every quarter of ConsumerIdle.
+func (q *Redis) RemoveGoneConsumers(ctx context.Context) (int, error) {
+	gone, err := goneScript.Run(ctx, q.c, []string{q.stream},
+		q.opts.Group, q.opts.Consumer, q.opts.ConsumerIdle.Milliseconds()).StringSlice()
+	if isNoGroup(err) || errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("remove gone consumers: %w", err)
+	}
+	for _, name := range gone {
+		q.logger.Info("removed a gone consumer from the queue's group", "consumer", name, "silent_for_at_least", q.opts.ConsumerIdle)
+	}
+	return len(gone), nil
 }
 
 // bury sends an undecodable entry to the dead-letter stream.
