@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/internal/testenv"
 )
 
@@ -230,7 +232,7 @@ func TestRedisQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st != (QueueStats{Length: 0, Pending: 0, Dead: 2}) {
+	if st != (QueueStats{Length: 0, Pending: 0, Dead: 2, DeadMax: 100000}) {
 		t.Fatalf("stats %+v: acknowledged entries must be deleted", st)
 	}
 }
@@ -584,5 +586,98 @@ func TestRedisRemovesGoneConsumers(t *testing.T) {
 	p, err := c.XPending(ctx, self.stream, self.opts.Group).Result()
 	if err != nil || p.Count != 1 || p.Consumers["died-holding"] != 1 {
 		t.Fatalf("pending %+v, %v", p, err)
+	}
+}
+
+// syncBuffer is a log destination safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRedisDeadLettersNeverDropped: the dead-letter stream is never
+// trimmed. Near its cap every failure is logged as a warning; at the cap
+// Fail refuses and the entry stays pending in the queue, and a worker that
+// meets the refusal hands its items back and stops with ErrDeadLetterFull.
+func TestRedisDeadLettersNeverDropped(t *testing.T) {
+	ctx := ctxT(t)
+	c := redisClient(t, testenv.RedisURL(t))
+	q := newRedisQueue(t, c, RedisOptions{DeadMaxLen: 10, Block: 20 * time.Millisecond})
+	var logs syncBuffer
+	q.logger = slog.New(slog.NewTextHandler(&logs, nil))
+	if err := q.Enqueue(ctx, items("r", 12)); err != nil {
+		t.Fatal(err)
+	}
+	var got []Delivery
+	for len(got) < 12 {
+		ds, err := q.Read(ctx, 12)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ds...)
+	}
+	for i, d := range got {
+		err := q.Fail(ctx, d, errors.New("bad"), true)
+		switch {
+		case i < 10 && err != nil:
+			t.Fatalf("dead letter %d: %v", i+1, err)
+		case i >= 10 && !errors.Is(err, ErrDeadLetterFull):
+			t.Fatalf("dead letter %d beyond the cap of 10: %v, want ErrDeadLetterFull", i+1, err)
+		}
+		if i == 7 && strings.Contains(logs.String(), "nearly full") {
+			t.Fatal("warned below 90% of the cap")
+		}
+		if i == 8 && !strings.Contains(logs.String(), "dead-letter stream nearly full") {
+			t.Fatalf("no warning at 90%% of the cap; logs:\n%s", logs.String())
+		}
+	}
+	dl, err := q.Dead(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dl) != 10 || dl[0].Item.Path != got[0].Item.Path || dl[9].Item.Path != got[9].Item.Path {
+		t.Fatalf("dead letters %d (first %v): want the first 10, none dropped", len(dl), dl[0].Item.Path)
+	}
+	st, err := q.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Dead != 10 || st.DeadMax != 10 || st.Pending != 2 || st.Length != 2 {
+		t.Fatalf("stats %+v: the 2 refused entries must stay pending in the queue", st)
+	}
+
+	// A worker whose items all fail meets the full stream and stops,
+	// handing its items back.
+	if err := q.Release(ctx, got[10:]); err != nil {
+		t.Fatal(err)
+	}
+	w := NewWorker(q, EmbedFunc(func(context.Context, []*imaging.Image) ([][]float32, error) {
+		t.Error("nothing should reach the model")
+		return nil, nil
+	}), nil, WorkerOptions{BatchSize: 4}, nil)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrDeadLetterFull) || !strings.Contains(err.Error(), q.dead) {
+			t.Fatalf("worker: %v, want ErrDeadLetterFull naming %s", err, q.dead)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not stop at a full dead-letter stream")
+	}
+	if st, _ := q.Stats(ctx); st.Dead != 10 || st.Length != 2 || st.Pending != 0 {
+		t.Fatalf("after the worker stopped: %+v, want 10 dead and 2 waiting", st)
 	}
 }

@@ -43,8 +43,10 @@ type RedisOptions struct {
 	// an outcome (its worker died or hung) before the dead-letter stream
 	// (default 5).
 	MaxDeliveries int
-	// DeadMaxLen bounds the dead-letter stream, approximately; the oldest
-	// dead letters are trimmed first (default 100000).
+	// DeadMaxLen bounds the dead-letter stream (default 100000). Dead
+	// letters are never dropped: from 90% of the cap every failure logs a
+	// warning (at most once a minute), and at the cap Fail refuses with
+	// ErrDeadLetterFull, the item stays in the queue and the worker stops.
 	DeadMaxLen int64
 	// RunTTL is how long a run's progress counters are kept (default 7
 	// days).
@@ -73,6 +75,7 @@ type Redis struct {
 	cursor  string    // XAUTOCLAIM cursor
 	claimed time.Time // last reclaim sweep
 	swept   time.Time // last removal of gone consumers
+	warned  time.Time // last warning that the dead-letter stream fills up
 }
 
 var (
@@ -250,13 +253,24 @@ func (q *Redis) Read(ctx context.Context, max int) ([]Delivery, error) {
 		for _, m := range s.Messages {
 			d, err := decodeEntry(m.ID, m.Values)
 			if err != nil {
-				q.bury(ctx, d, err)
+				if err := q.bury(ctx, d, err); err != nil {
+					return nil, q.giveBack(ctx, out, err)
+				}
 				continue
 			}
 			out = append(out, d)
 		}
 	}
 	return out, nil
+}
+
+// giveBack hands deliveries back when Read cannot go on (the dead-letter
+// stream is full), and returns err.
+func (q *Redis) giveBack(ctx context.Context, ds []Delivery, err error) error {
+	if rerr := q.Release(ctx, ds); rerr != nil {
+		q.logger.Warn("cannot hand entries back; they return after the visibility timeout", "entries", len(ds), "err", rerr)
+	}
+	return err
 }
 
 // reclaim takes over entries idle longer than the visibility timeout.
@@ -306,14 +320,16 @@ func (q *Redis) reclaim(ctx context.Context, max int) ([]Delivery, error) {
 	for _, m := range msgs {
 		d, err := decodeEntry(m.ID, m.Values)
 		if err != nil {
-			q.bury(ctx, d, err)
+			if err := q.bury(ctx, d, err); err != nil {
+				return nil, q.giveBack(ctx, out, err)
+			}
 			continue
 		}
 		if n := counts[m.ID]; n > int64(q.opts.MaxDeliveries) {
 			cause := fmt.Errorf("%w: handed to workers %d times without an outcome (a worker crashed or hung on it); last error: %s",
 				ErrPermanent, n, d.LastError)
 			if err := q.Fail(ctx, d, cause, true); err != nil {
-				return nil, err
+				return nil, q.giveBack(ctx, out, err)
 			}
 			continue
 		}
@@ -361,12 +377,19 @@ func (q *Redis) RemoveGoneConsumers(ctx context.Context) (int, error) {
 	return len(gone), nil
 }
 
-// bury sends an undecodable entry to the dead-letter stream.
-func (q *Redis) bury(ctx context.Context, d Delivery, cause error) {
+// bury sends an undecodable entry to the dead-letter stream. Only a full
+// dead-letter stream is returned; other errors leave the entry pending, to
+// be reclaimed and buried later.
+func (q *Redis) bury(ctx context.Context, d Delivery, cause error) error {
 	q.logger.Error("malformed queue entry", "id", d.ID, "err", cause)
-	if err := q.Fail(ctx, d, cause, true); err != nil {
+	err := q.Fail(ctx, d, cause, true)
+	if errors.Is(err, ErrDeadLetterFull) {
+		return err
+	}
+	if err != nil {
 		q.logger.Error("cannot move malformed entry to the dead-letter stream", "id", d.ID, "err", err)
 	}
+	return nil
 }
 
 // ackScript acknowledges and deletes entries and counts each one done
@@ -388,21 +411,27 @@ return n`)
 // moveScript acknowledges one entry and, if this caller is the one that
 // acknowledged it, re-adds it (retry or release) or adds it to the
 // dead-letter stream, atomically: an item is never lost between the two
-// and never duplicated by two workers failing it at once.
+// and never duplicated by two workers failing it at once. It returns 0
+// when another worker settled the entry first, -1 when the dead-letter
+// stream is full (nothing changed: the entry stays pending), else the
+// length of the stream the entry went to.
 var moveScript = redis.NewScript(`
+if ARGV[5] == 'dead' and redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[9]) then
+	return -1
+end
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[3]) == 0 then
 	return 0
 end
 redis.call('XDEL', KEYS[1], ARGV[3])
 if ARGV[5] == 'dead' then
-	redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', 'item', ARGV[6], 'attempt', ARGV[7], 'error', ARGV[8], 'id', ARGV[3])
+	redis.call('XADD', KEYS[2], '*', 'item', ARGV[6], 'attempt', ARGV[7], 'error', ARGV[8], 'id', ARGV[3])
 	if ARGV[4] ~= '' then
 		redis.call('HINCRBY', ARGV[2] .. ARGV[4], 'failed', 1)
 	end
-else
-	redis.call('XADD', KEYS[1], '*', 'item', ARGV[6], 'attempt', ARGV[7], 'error', ARGV[8])
+	return redis.call('XLEN', KEYS[2])
 end
-return 1`)
+redis.call('XADD', KEYS[1], '*', 'item', ARGV[6], 'attempt', ARGV[7], 'error', ARGV[8])
+return redis.call('XLEN', KEYS[1])`)
 
 // Ack implements Queue.
 func (q *Redis) Ack(ctx context.Context, ds []Delivery) error {
@@ -424,13 +453,34 @@ func (q *Redis) Ack(ctx context.Context, ds []Delivery) error {
 }
 
 func (q *Redis) move(ctx context.Context, d Delivery, dest string, attempt int, msg string) error {
-	err := moveScript.Run(ctx, q.c, []string{q.stream, q.dead},
-		q.opts.Group, q.runs, d.ID, d.Item.Run, dest, d.raw, strconv.Itoa(attempt), msg, q.opts.DeadMaxLen).Err()
+	n, err := moveScript.Run(ctx, q.c, []string{q.stream, q.dead},
+		q.opts.Group, q.runs, d.ID, d.Item.Run, dest, d.raw, strconv.Itoa(attempt), msg, q.opts.DeadMaxLen).Int64()
 	if isNoGroup(err) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("queue %s: %w", dest, err)
+	}
+	if dest != "dead" {
+		return nil
+	}
+	if n < 0 {
+		q.logger.Error("dead-letter stream full: failed items are kept in the queue, never dropped",
+			"stream", q.dead, "cap", q.opts.DeadMaxLen, "path", d.Item.Path)
+		return fmt.Errorf("%w: %s holds %d entries (DeadMaxLen); look at them with `redis-cli XRANGE '%s' - +`, then delete them (or raise the cap) and restart the workers",
+			ErrDeadLetterFull, q.dead, q.opts.DeadMaxLen, q.dead)
+	}
+	if n*10 >= q.opts.DeadMaxLen*9 {
+		q.mu.Lock()
+		warn := time.Since(q.warned) >= time.Minute
+		if warn {
+			q.warned = time.Now()
+		}
+		q.mu.Unlock()
+		if warn {
+			q.logger.Warn("dead-letter stream nearly full: at the cap the workers stop rather than drop failed items",
+				"stream", q.dead, "entries", n, "cap", q.opts.DeadMaxLen)
+		}
 	}
 	return nil
 }
@@ -520,13 +570,13 @@ type QueueStats struct {
 	Length int64
 	// Pending is the entries handed out and not yet acknowledged.
 	Pending int64
-	// Dead is the dead-letter stream's length.
-	Dead int64
+	// Dead is the dead-letter stream's length; at DeadMax, workers stop.
+	Dead, DeadMax int64
 }
 
 // Stats returns the queue's current sizes.
 func (q *Redis) Stats(ctx context.Context) (QueueStats, error) {
-	var s QueueStats
+	s := QueueStats{DeadMax: q.opts.DeadMaxLen}
 	var err error
 	if s.Length, err = q.c.XLen(ctx, q.stream).Result(); err != nil {
 		return s, fmt.Errorf("queue stats: %w", err)

@@ -203,6 +203,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		if errors.Is(err, ErrDrained) {
 			return nil
 		}
+		if errors.Is(err, ErrDeadLetterFull) {
+			return err
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -216,7 +219,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		if len(ds) == 0 {
 			continue
 		}
-		w.process(work, ds)
+		if err := w.process(work, ds); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -254,8 +259,9 @@ func (s *slot) fail(err error, permanent bool) {
 }
 
 // process runs one batch: decode, embed, write, then acknowledge. ctx is
-// the work context: it ends only ShutdownTimeout after the worker's.
-func (w *Worker) process(ctx context.Context, ds []Delivery) {
+// the work context: it ends only ShutdownTimeout after the worker's. It
+// returns an error only when the worker must stop (ErrDeadLetterFull).
+func (w *Worker) process(ctx context.Context, ds []Delivery) error {
 	w.batches.Add(1)
 	w.items.Add(int64(len(ds)))
 	w.hook("read", ds)
@@ -276,7 +282,7 @@ func (w *Worker) process(ctx context.Context, ds []Delivery) {
 	w.hook("decoded", ds)
 	if ctx.Err() != nil {
 		w.release(slots)
-		return
+		return nil
 	}
 
 	start = time.Now()
@@ -286,7 +292,7 @@ func (w *Worker) process(ctx context.Context, ds []Delivery) {
 	w.hook("embedded", ds)
 	if ctx.Err() != nil {
 		w.release(slots)
-		return
+		return nil
 	}
 
 	start = time.Now()
@@ -294,14 +300,15 @@ func (w *Worker) process(ctx context.Context, ds []Delivery) {
 	w.tWrite.Add(int64(time.Since(start)))
 	if !committed {
 		w.release(slots)
-		return
+		return nil
 	}
 	w.hook("written", ds)
 
 	start = time.Now()
-	w.settle(ctx, slots)
+	err := w.settle(ctx, slots)
 	w.tAck.Add(int64(time.Since(start)))
 	w.hook("acked", ds)
+	return err
 }
 
 // heartbeat extends the batch's items until ctx ends.
@@ -491,15 +498,26 @@ func (w *Worker) write(ctx context.Context, slots []*slot) bool {
 	return true
 }
 
-// settle acknowledges what was stored and fails the rest.
-func (w *Worker) settle(ctx context.Context, slots []*slot) {
+// settle acknowledges what was stored and fails the rest. When the
+// dead-letter stream is full, the items it refuses are handed back
+// (attempts unchanged) and ErrDeadLetterFull is returned: the worker stops
+// rather than drop them.
+func (w *Worker) settle(ctx context.Context, slots []*slot) error {
 	var acks []Delivery
+	var refused []*slot
+	var full error
+	notFull := func(err error) bool { return !errors.Is(err, ErrDeadLetterFull) }
 	for _, s := range slots {
 		if s.err == nil {
 			acks = append(acks, s.d)
 			continue
 		}
-		err := w.retry(ctx, "fail item", func(ctx context.Context) error { return w.q.Fail(ctx, s.d, s.err, s.permanent) }, always)
+		err := w.retry(ctx, "fail item", func(ctx context.Context) error { return w.q.Fail(ctx, s.d, s.err, s.permanent) }, notFull)
+		if errors.Is(err, ErrDeadLetterFull) {
+			full = err
+			refused = append(refused, s)
+			continue
+		}
 		if err != nil {
 			w.logger.Warn("cannot record a failed item; it will be redelivered", "path", s.d.Item.Path, "err", err)
 			continue
@@ -511,16 +529,20 @@ func (w *Worker) settle(ctx context.Context, slots []*slot) {
 		}
 		w.logger.Debug("item failed", "path", s.d.Item.Path, "permanent", s.permanent, "err", s.err)
 	}
+	if len(refused) > 0 {
+		w.release(refused)
+	}
 	if len(acks) == 0 {
-		return
+		return full
 	}
 	if err := w.retry(ctx, "acknowledge", func(ctx context.Context) error { return w.q.Ack(ctx, acks) }, always); err != nil {
 		// The results are stored; the items will be redelivered and
 		// rewritten, which changes nothing.
 		w.logger.Warn("cannot acknowledge stored items; they will be redelivered", "items", len(acks), "err", err)
-		return
+		return full
 	}
 	w.done.Add(int64(len(acks)))
+	return full
 }
 
 // release hands the batch back, with a context of its own: the work
