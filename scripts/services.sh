@@ -49,7 +49,7 @@ start_pglite() {
 	# setsid: the server outlives this script and gets its own process group,
 	# so `stop` can end it cleanly.
 	setsid node "$server" --db="$PG_DATA" --host=127.0.0.1 --port="$PG_PORT" \
-		-e @electric-sql/pglite-pgvector:vector -m 8 \
+		-e @electric-sql/pglite-pgvector:vector,pg_trgm,unaccent -m 8 \
 		>"$RUN/pglite/pglite.log" 2>&1 </dev/null &
 	echo $! >"$RUN/pglite/pglite.pid"
 	for _ in $(seq 1 300); do

@@ -32,6 +32,8 @@ var (
 	ErrSchema = errors.New("database schema")
 	// ErrInvalid: an argument is out of range (empty vector, bad limit).
 	ErrInvalid = errors.New("invalid argument")
+	// ErrNotFound: no person (or other row) with the given id.
+	ErrNotFound = errors.New("not found")
 )
 
 // DefaultSchema holds our tables unless Options.Schema says otherwise.
@@ -70,6 +72,9 @@ type Store struct {
 	schema   string
 	defer_   bool
 	logger   *slog.Logger
+
+	// text is what the database offers for OCR search, found by Open.
+	text textSearch
 
 	mu     sync.Mutex
 	models map[string]clipTable // by model name

@@ -3,6 +3,7 @@ package search
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -241,26 +242,39 @@ func realArray(v []float32) string {
 	return string(append(b, '}'))
 }
 
+// writeFaces replaces the faces of the assets in c.replace. A new face
+// keeps the person of the old face it overlaps most when their boxes'
+// intersection over union exceeds 0.5 (the old box scaled by the ratio of
+// the image heights): Immich's rule for matching a fresh detection to a
+// stored face. So re-indexing a changed or forced file keeps its people.
 func (s *Store) writeFaces(ctx context.Context, tx pgx.Tx, c faceCols) error {
 	if len(c.replace) == 0 {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, s.expand(`
-DELETE FROM {{s}}.faces f USING {{s}}.assets a
-WHERE f.asset_id = a.id AND a.path = ANY($1::text[])`), c.replace); err != nil {
-		return fmt.Errorf("replace faces: %w", err)
-	}
-	if len(c.paths) == 0 {
-		return nil
-	}
 	_, err := tx.Exec(ctx, s.expand(`
-INSERT INTO {{s}}.faces (asset_id, model, image_width, image_height, x1, y1, x2, y2, score, landmarks, embedding)
-SELECT a.id, u.model, u.w, u.h, u.x1, u.y1, u.x2, u.y2, u.score, u.lm::real[], u.embedding
-FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::real[], $6::real[], $7::real[], $8::real[],
-	$9::real[], $10::text[], $11::vector[])
+WITH old AS (
+	DELETE FROM {{s}}.faces f USING {{s}}.assets a
+	WHERE f.asset_id = a.id AND a.path = ANY($1::text[])
+	RETURNING f.asset_id, f.image_height, f.x1, f.y1, f.x2, f.y2, f.person_id
+)
+INSERT INTO {{s}}.faces (asset_id, model, image_width, image_height, x1, y1, x2, y2, score, landmarks, embedding, person_id)
+SELECT a.id, u.model, u.w, u.h, u.x1, u.y1, u.x2, u.y2, u.score, u.lm::real[], u.embedding, (
+	SELECT m.person_id FROM (
+		SELECT o.person_id,
+			greatest(0, least(u.x2, o.x2 * o.k) - greatest(u.x1, o.x1 * o.k)) *
+			greatest(0, least(u.y2, o.y2 * o.k) - greatest(u.y1, o.y1 * o.k)) AS inter,
+			(u.x2 - u.x1) * (u.y2 - u.y1) + (o.x2 - o.x1) * (o.y2 - o.y1) * o.k * o.k AS sum
+		FROM (SELECT old.*, u.h::real / nullif(old.image_height, 0) AS k FROM old
+			WHERE old.asset_id = a.id AND old.person_id IS NOT NULL) o
+	) m
+	WHERE m.inter > 0.5 * (m.sum - m.inter)
+	ORDER BY m.inter / (m.sum - m.inter) DESC
+	LIMIT 1)
+FROM unnest($2::text[], $3::text[], $4::int[], $5::int[], $6::real[], $7::real[], $8::real[], $9::real[],
+	$10::real[], $11::text[], $12::vector[])
 	AS u(path, model, w, h, x1, y1, x2, y2, score, lm, embedding)
 JOIN {{s}}.assets a ON a.path = u.path`),
-		c.paths, c.models, c.widths, c.heights, c.x1, c.y1, c.x2, c.y2, c.score, c.landmarks, vectorArray(s.pool, c.embeddings))
+		c.replace, c.paths, c.models, c.widths, c.heights, c.x1, c.y1, c.x2, c.y2, c.score, c.landmarks, vectorArray(s.pool, c.embeddings))
 	if err != nil {
 		return fmt.Errorf("write faces: %w", err)
 	}
@@ -284,7 +298,7 @@ func ocrColumns(rs []Result) ocrCols {
 			continue
 		}
 		c.replace = append(c.replace, r.Path)
-		var all []byte
+		lines := make([]string, len(r.OCR))
 		for i, b := range r.OCR {
 			c.paths = append(c.paths, r.Path)
 			c.models = append(c.models, r.OCRModel)
@@ -293,14 +307,13 @@ func ocrColumns(rs []Result) ocrCols {
 			c.boxScores = append(c.boxScores, b.BoxScore)
 			c.texts = append(c.texts, b.Text)
 			c.textScores = append(c.textScores, b.TextScore)
-			if i > 0 {
-				all = append(all, ' ')
-			}
-			all = append(all, b.Text...)
+			lines[i] = b.Text
 		}
+		// The searchable text is Immich's: the lines' tokens joined by
+		// single spaces, CJK runs as overlapping bigrams.
 		c.textPaths = append(c.textPaths, r.Path)
 		c.joinedModels = append(c.joinedModels, r.OCRModel)
-		c.joined = append(c.joined, string(all))
+		c.joined = append(c.joined, strings.Join(tokenizeForSearch(strings.Join(lines, " ")), " "))
 	}
 	return c
 }
