@@ -52,11 +52,13 @@ type textSearch struct {
 func (s *Store) setupTextSearch(ctx context.Context, tx pgx.Tx) (textSearch, error) {
 	var ts textSearch
 	var err error
-	if ts.trgm, err = s.extension(ctx, tx, "pg_trgm"); err != nil {
-		return ts, err
-	}
-	if ts.unaccent, err = s.extension(ctx, tx, "unaccent"); err != nil {
-		return ts, err
+	if !s.noTextExt {
+		if ts.trgm, err = s.extension(ctx, tx, "pg_trgm"); err != nil {
+			return ts, err
+		}
+		if ts.unaccent, err = s.extension(ctx, tx, "unaccent"); err != nil {
+			return ts, err
+		}
 	}
 	body := "SELECT $1"
 	if ts.unaccent != "" {
@@ -192,7 +194,8 @@ type OCRLine struct {
 	// of the image's width and height.
 	Box [8]float32 `json:"box"`
 	// Score is how well the line matches: 1 when it contains the query,
-	// else the strict word similarity of the query to the line.
+	// else the strict word similarity of the query to the line (0 without
+	// pg_trgm).
 	Score float64 `json:"score"`
 }
 
@@ -204,9 +207,11 @@ type OCRHit struct {
 	// case ignored), else the trigram strict word similarity of the query
 	// to the text (OCRSimilarity up to 1).
 	Score float64 `json:"score"`
-	// Lines are the lines that match the whole query, best first; when the
-	// query spans several lines and none matches alone, the lines that
-	// match one of its words, in reading order.
+	// Lines are the lines that match the query by themselves, best first:
+	// those that contain it, or, when the asset matched fuzzily, those
+	// similar enough to it. When none does (the query runs over several
+	// lines), they are the lines that match one of its words, in reading
+	// order. Empty when no line matches even a word.
 	Lines []OCRLine `json:"lines"`
 }
 
@@ -238,7 +243,11 @@ func (s *Store) SearchOCR(ctx context.Context, query string, limit int) ([]OCRHi
 			return nil, fmt.Errorf("ocr search: %w", err)
 		}
 	}
-	rows, err := tx.Query(ctx, s.ocrSQL(), raw, strings.Join(tokens, " "), tokens, limit, OCRSimilarity)
+	args := []any{raw, tokens, limit, OCRSimilarity}
+	if s.text.trgm != "" {
+		args = append(args, strings.Join(tokens, " "))
+	}
+	rows, err := tx.Query(ctx, s.ocrSQL(), args...)
 	if err != nil {
 		return nil, fmt.Errorf("ocr search: %w", err)
 	}
@@ -276,8 +285,9 @@ func (s *Store) SearchOCR(ctx context.Context, query string, limit int) ([]OCRHi
 }
 
 // ocrSQL is SearchOCR's statement for the extensions at hand. Parameters:
-// $1 the query with its white space collapsed, $2 its tokens joined by
-// spaces, $3 its tokens, $4 the limit, $5 OCRSimilarity.
+// $1 the query with its white space collapsed, $2 its tokens, $3 the
+// limit, $4 OCRSimilarity and, with pg_trgm only, $5 its tokens joined by
+// spaces.
 //
 // Assets are found through ocr_text (one row per asset, tokens joined, GIN
 // trigram index on f_unaccent(text)); their lines are then scored from
@@ -294,34 +304,35 @@ func (s *Store) ocrSQL() string {
 		sim = func(q, text string) string {
 			return fmt.Sprintf("%s.strict_word_similarity(%s(%s), %s(%s))", t, fold, q, fold, text)
 		}
-		fuzzy = fmt.Sprintf(" OR %s(t.text) OPERATOR(%s.%%>>) %s($2)", fold, t, fold)
+		fuzzy = fmt.Sprintf(" OR %s(t.text) OPERATOR(%s.%%>>) %s($5)", fold, t, fold)
 	}
 	return fmt.Sprintf(`
 WITH hits AS (
-	SELECT t.asset_id,
+	SELECT t.asset_id, %[1]s(t.text) ILIKE %[2]s AS sub,
 		CASE WHEN %[1]s(t.text) ILIKE %[2]s THEN 1 ELSE %[3]s END AS score
 	FROM %[4]s t
 	WHERE %[1]s(t.text) ILIKE %[2]s%[5]s
 	ORDER BY score DESC, t.asset_id
-	LIMIT $4
+	LIMIT $3
 ), lines AS (
-	SELECT h.asset_id, h.score, b.idx, b.text, b.box,
+	SELECT h.asset_id, b.idx, b.text, b.box,
 		CASE WHEN %[1]s(b.text) ILIKE %[2]s THEN 1 ELSE %[6]s END AS line_score,
-		EXISTS (SELECT 1 FROM unnest($3::text[]) w
-			WHERE %[1]s(b.text) ILIKE %[7]s OR %[8]s >= $5) AS partial
+		%[1]s(b.text) ILIKE %[2]s OR (NOT h.sub AND %[6]s >= $4) AS good,
+		EXISTS (SELECT 1 FROM unnest($2::text[]) w
+			WHERE %[1]s(b.text) ILIKE %[7]s OR %[8]s >= $4) AS partial
 	FROM hits h JOIN %[9]s b ON b.asset_id = h.asset_id
 ), marked AS (
-	SELECT l.*, bool_or(l.line_score >= $5) OVER (PARTITION BY l.asset_id) AS any_whole
+	SELECT l.*, bool_or(l.good) OVER (PARTITION BY l.asset_id) AS any_good
 	FROM lines l
 ), chosen AS (
-	SELECT * FROM marked m WHERE m.line_score >= $5 OR (NOT m.any_whole AND m.partial)
+	SELECT * FROM marked m WHERE m.good OR (NOT m.any_good AND m.partial)
 )
 SELECT h.asset_id, a.path, h.score::float8, c.idx, c.text, c.box, c.line_score::float8
 FROM hits h
 JOIN %[10]s a ON a.id = h.asset_id
 LEFT JOIN chosen c ON c.asset_id = h.asset_id
 ORDER BY h.score DESC, h.asset_id,
-	CASE WHEN c.any_whole THEN c.line_score ELSE 0 END DESC, c.idx`,
-		fold, like("$1"), sim("$2", "t.text"), s.table("ocr_text"), fuzzy,
-		sim("$2", "b.text"), like("w"), sim("w", "b.text"), s.table("ocr_boxes"), s.table("assets"))
+	CASE WHEN c.any_good THEN c.line_score ELSE 0 END DESC, c.idx`,
+		fold, like("$1"), sim("$5", "t.text"), s.table("ocr_text"), fuzzy,
+		sim("$5", "b.text"), like("w"), sim("w", "b.text"), s.table("ocr_boxes"), s.table("assets"))
 }
