@@ -110,7 +110,9 @@ func (s *Store) ClusterFaces(ctx context.Context, opts ClusterOptions) (ClusterR
 	c := clusterer{s: s, opts: opts, res: &res}
 	for last := int64(0); last < maxID; {
 		rows, err := s.pool.Query(ctx, s.expand(`
-SELECT id FROM {{s}}.faces WHERE person_id IS NULL AND id > $1 AND id <= $2 ORDER BY id LIMIT $3`), last, maxID, opts.BatchSize)
+SELECT f.id FROM {{s}}.faces f
+WHERE f.id > $1 AND f.id <= $2 AND NOT EXISTS (SELECT 1 FROM {{s}}.face_person fp WHERE fp.face_id = f.id)
+ORDER BY f.id LIMIT $3`), last, maxID, opts.BatchSize)
 		if err != nil {
 			return c.done(start), fmt.Errorf("cluster faces: %w", err)
 		}
@@ -160,18 +162,19 @@ func (s *Store) prepareClustering(ctx context.Context) (removed int, maxID int64
 		return 0, 0, fmt.Errorf("cluster faces: %w", err)
 	}
 	tag, err := tx.Exec(ctx, s.expand(`
-DELETE FROM {{s}}.people p WHERE NOT EXISTS (SELECT 1 FROM {{s}}.faces f WHERE f.person_id = p.id)`))
+DELETE FROM {{s}}.people p WHERE NOT EXISTS (SELECT 1 FROM {{s}}.face_person fp WHERE fp.person_id = p.id)`))
 	if err != nil {
 		return 0, 0, fmt.Errorf("cluster faces: remove empty people: %w", err)
 	}
 	if _, err := tx.Exec(ctx, s.expand(`
 UPDATE {{s}}.people p SET cover_face_id = (
-	SELECT f.id FROM {{s}}.faces f WHERE f.person_id = p.id ORDER BY f.score DESC, f.id LIMIT 1)
+	SELECT f.id FROM {{s}}.face_person fp JOIN {{s}}.faces f ON f.id = fp.face_id
+	WHERE fp.person_id = p.id ORDER BY f.score DESC, f.id LIMIT 1)
 WHERE p.cover_face_id IS NULL
-   OR NOT EXISTS (SELECT 1 FROM {{s}}.faces f WHERE f.id = p.cover_face_id AND f.person_id = p.id)`)); err != nil {
+   OR NOT EXISTS (SELECT 1 FROM {{s}}.face_person fp WHERE fp.face_id = p.cover_face_id AND fp.person_id = p.id)`)); err != nil {
 		return 0, 0, fmt.Errorf("cluster faces: covers: %w", err)
 	}
-	if err := tx.QueryRow(ctx, s.expand("SELECT coalesce(max(id), 0) FROM {{s}}.faces WHERE person_id IS NULL")).Scan(&maxID); err != nil {
+	if err := tx.QueryRow(ctx, s.expand("SELECT coalesce(max(id), 0) FROM {{s}}.faces")).Scan(&maxID); err != nil {
 		return 0, 0, fmt.Errorf("cluster faces: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -191,30 +194,87 @@ func (c *clusterer) done(start time.Time) ClusterResult {
 	return *c.res
 }
 
-// neighbourSQL returns, for face $1, its $2 nearest faces (itself
-// included; kind 0) and its nearest face that has a person (kind 1),
-// those within distance $3, nearest first; then the face's own person
-// (kind 2; no row when the face was deleted meanwhile).
+// neighbourSQL returns the candidate neighbours of the faces $1: for each
+// face (that still exists) and its person if it has one, its $2 nearest
+// faces by the HNSW index (itself included) that lie within cosine
+// distance $3, nearest first, each with its person if it has one. $2 is
+// pgvector's default ef_search: Immich's kNN asks for minFaces of them,
+// and its search for the nearest face with a person filters pgvector's
+// candidate list of that size.
 const neighbourSQL = `
-SELECT n.kind, n.person_id, n.distance FROM (
-	(SELECT 2 AS kind, person_id, 0::float8 AS distance FROM {{s}}.faces WHERE id = $1)
-	UNION ALL
-	(SELECT 0, f.person_id, f.embedding <=> (SELECT embedding FROM {{s}}.faces WHERE id = $1)
-	 FROM {{s}}.faces f
-	 ORDER BY f.embedding <=> (SELECT embedding FROM {{s}}.faces WHERE id = $1)
-	 LIMIT $2)
-	UNION ALL
-	(SELECT 1, f.person_id, f.embedding <=> (SELECT embedding FROM {{s}}.faces WHERE id = $1)
-	 FROM {{s}}.faces f
-	 WHERE f.person_id IS NOT NULL
-	 ORDER BY f.embedding <=> (SELECT embedding FROM {{s}}.faces WHERE id = $1)
-	 LIMIT 1)
+SELECT q.id, qp.person_id, n.id, n.distance, np.person_id
+FROM {{s}}.faces q
+LEFT JOIN {{s}}.face_person qp ON qp.face_id = q.id
+CROSS JOIN LATERAL (
+	SELECT f.id, f.embedding <=> q.embedding AS distance
+	FROM {{s}}.faces f
+	ORDER BY f.embedding <=> q.embedding
+	LIMIT $2
 ) n
-WHERE n.distance <= $3
-ORDER BY n.kind, n.distance`
+LEFT JOIN {{s}}.face_person np ON np.face_id = n.id
+WHERE q.id = ANY($1::bigint[]) AND n.distance <= $3
+ORDER BY q.id, n.distance, n.id`
+
+// candidates is how many nearest faces the neighbour search considers.
+// More cost: on PGlite, 100 candidates take several times as long as 40.
+func (c *clusterer) candidates() int { return max(40, c.opts.MinFaces) }
+
+// neighbour is a face near another, and its person (0: none).
+type neighbour struct {
+	id, person int64
+}
+
+// faceNeighbours is a face's person (0: none) and its neighbours within
+// MaxDistance, nearest first.
+type faceNeighbours struct {
+	person     int64
+	neighbours []neighbour
+}
+
+// neighbours fetches the candidate lists of ids; faces deleted meanwhile
+// are absent.
+func (c *clusterer) neighbours(ctx context.Context, tx pgx.Tx, ids []int64) (map[int64]*faceNeighbours, error) {
+	rows, err := tx.Query(ctx, c.s.expand(neighbourSQL), ids, c.candidates(), c.opts.MaxDistance)
+	if err != nil {
+		return nil, fmt.Errorf("cluster faces: neighbours: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[int64]*faceNeighbours, len(ids))
+	for rows.Next() {
+		var (
+			id, nid  int64
+			qp, np   *int64
+			distance float64
+		)
+		if err := rows.Scan(&id, &qp, &nid, &distance, &np); err != nil {
+			return nil, fmt.Errorf("cluster faces: neighbours: %w", err)
+		}
+		fn := out[id]
+		if fn == nil {
+			fn = &faceNeighbours{}
+			if qp != nil {
+				fn.person = *qp
+			}
+			out[id] = fn
+		}
+		n := neighbour{id: nid}
+		if np != nil {
+			n.person = *np
+		}
+		fn.neighbours = append(fn.neighbours, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cluster faces: neighbours: %w", err)
+	}
+	return out, nil
+}
 
 // batch decides faces ids in one transaction and returns the non-core
-// ones it deferred (never when final).
+// ones it deferred (never when final). The neighbours of all of them are
+// fetched with one statement; the faces are then decided one by one in id
+// order, each seeing the people the ones before it got (new people get
+// temporary negative ids until they are written, with the assignments, at
+// the end).
 func (c *clusterer) batch(ctx context.Context, ids []int64, final bool) ([]int64, error) {
 	s := c.s
 	tx, err := s.pool.Begin(ctx)
@@ -225,60 +285,41 @@ func (c *clusterer) batch(ctx context.Context, ids []int64, final bool) ([]int64
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", s.peopleLockKey()); err != nil {
 		return nil, fmt.Errorf("cluster faces: lock: %w", err)
 	}
-	// A wider candidate list than pgvector's default 40, for the filtered
-	// search of the nearest face with a person.
-	if _, err := tx.Exec(ctx, "SET LOCAL hnsw.ef_search = "+strconv.Itoa(max(100, c.opts.MinFaces))); err != nil {
+	// The HNSW scan must return every candidate the query asks for. And it
+	// is the scan to use, however few the faces: the planner would rather
+	// compare a few hundred faces with every face in the batch, but reading
+	// each embedding back from TOAST makes that several times slower than
+	// the index (16 against 3 ms a face over 400 faces on PGlite).
+	if _, err := tx.Exec(ctx, "SET LOCAL hnsw.ef_search = "+strconv.Itoa(c.candidates())+"; SET LOCAL enable_seqscan = off"); err != nil {
 		return nil, fmt.Errorf("cluster faces: %w", err)
 	}
-	var deferred []int64
-	var res ClusterResult
-	neighbours, assign, create := s.expand(neighbourSQL), s.expand(`
-UPDATE {{s}}.faces SET person_id = $2 WHERE id = $1 AND person_id IS NULL`), s.expand(`
-WITH p AS (
-	INSERT INTO {{s}}.people (cover_face_id)
-	SELECT id FROM {{s}}.faces WHERE id = $1 AND person_id IS NULL
-	RETURNING id, cover_face_id
-)
-UPDATE {{s}}.faces f SET person_id = p.id FROM p WHERE f.id = p.cover_face_id`)
+	// Keep the batch's faces from being deleted (by a rewrite of their
+	// asset) until the assignments that refer to them are written.
+	if _, err := tx.Exec(ctx, s.expand("SELECT id FROM {{s}}.faces WHERE id = ANY($1::bigint[]) FOR KEY SHARE"), ids); err != nil {
+		return nil, fmt.Errorf("cluster faces: %w", err)
+	}
+	near, err := c.neighbours(ctx, tx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		deferred []int64
+		res      ClusterResult
+		pending  = map[int64]int64{} // face → person decided in this batch
+		covers   []int64             // new person −(i+1) is founded by covers[i]
+	)
+	personOf := func(n neighbour) int64 {
+		if p, ok := pending[n.id]; ok {
+			return p
+		}
+		return n.person
+	}
 	for _, id := range ids {
-		rows, err := tx.Query(ctx, neighbours, id, c.opts.MinFaces, c.opts.MaxDistance)
-		if err != nil {
-			return nil, fmt.Errorf("cluster faces: neighbours of face %d: %w", id, err)
-		}
-		var (
-			matches  int
-			personID int64 // of the nearest neighbour that has one
-			nearest  int64 // of the nearest face with a person (kind 1)
-			exists   bool
-			taken    bool // the face got a person meanwhile
-		)
-		for rows.Next() {
-			var kind int
-			var pid *int64
-			var d float64
-			if err := rows.Scan(&kind, &pid, &d); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("cluster faces: %w", err)
-			}
-			switch kind {
-			case 0:
-				matches++
-				if pid != nil && personID == 0 {
-					personID = *pid
-				}
-			case 1:
-				nearest = *pid
-			case 2:
-				exists, taken = true, pid != nil
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("cluster faces: neighbours of face %d: %w", id, err)
-		}
-		if !exists || taken {
+		fn := near[id]
+		if fn == nil || fn.person != 0 {
 			continue // deleted by a rewrite, or assigned by another run
 		}
+		matches := min(len(fn.neighbours), c.opts.MinFaces)
 		if c.opts.MinFaces > 1 && matches <= 1 {
 			res.Unassigned++
 			continue
@@ -288,26 +329,29 @@ UPDATE {{s}}.faces f SET person_id = p.id FROM p WHERE f.id = p.cover_face_id`)
 			deferred = append(deferred, id)
 			continue
 		}
-		if personID == 0 {
-			personID = nearest
+		var person int64
+		for _, n := range fn.neighbours {
+			if p := personOf(n); p != 0 {
+				person = p
+				break
+			}
 		}
 		switch {
-		case personID != 0:
-			tag, err := tx.Exec(ctx, assign, id, personID)
-			if err != nil {
-				return nil, fmt.Errorf("cluster faces: assign face %d: %w", id, err)
-			}
-			res.Assigned += int(tag.RowsAffected())
+		case person != 0:
+			pending[id] = person
 		case core:
-			tag, err := tx.Exec(ctx, create, id)
-			if err != nil {
-				return nil, fmt.Errorf("cluster faces: new person for face %d: %w", id, err)
-			}
-			res.Assigned += int(tag.RowsAffected())
-			res.Created += int(tag.RowsAffected())
+			covers = append(covers, id)
+			pending[id] = -int64(len(covers))
 		default:
 			res.Unassigned++
 		}
+	}
+	if len(pending) > 0 {
+		created, assigned, err := c.write(ctx, tx, pending, covers)
+		if err != nil {
+			return nil, err
+		}
+		res.Created, res.Assigned = created, assigned
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("cluster faces: commit: %w", err)
@@ -316,4 +360,53 @@ UPDATE {{s}}.faces f SET person_id = p.id FROM p WHERE f.id = p.cover_face_id`)
 	c.res.Created += res.Created
 	c.res.Unassigned += res.Unassigned
 	return deferred, nil
+}
+
+// write creates the batch's new people (founded by covers) and writes its
+// assignments.
+func (c *clusterer) write(ctx context.Context, tx pgx.Tx, pending map[int64]int64, covers []int64) (created, assigned int, err error) {
+	s := c.s
+	real := make(map[int64]int64, len(covers)) // temporary id → id
+	if len(covers) > 0 {
+		rows, err := tx.Query(ctx, s.expand(`
+INSERT INTO {{s}}.people (cover_face_id) SELECT u.id FROM unnest($1::bigint[]) AS u(id)
+RETURNING id, cover_face_id`), covers)
+		if err != nil {
+			return 0, 0, fmt.Errorf("cluster faces: new people: %w", err)
+		}
+		byCover := make(map[int64]int64, len(covers))
+		for rows.Next() {
+			var id, cover int64
+			if err := rows.Scan(&id, &cover); err != nil {
+				rows.Close()
+				return 0, 0, fmt.Errorf("cluster faces: new people: %w", err)
+			}
+			byCover[cover] = id
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return 0, 0, fmt.Errorf("cluster faces: new people: %w", err)
+		}
+		for i, f := range covers {
+			real[-int64(i+1)] = byCover[f]
+		}
+		created = len(byCover)
+	}
+	faces := make([]int64, 0, len(pending))
+	people := make([]int64, 0, len(pending))
+	for f, p := range pending {
+		if p < 0 {
+			p = real[p]
+		}
+		faces = append(faces, f)
+		people = append(people, p)
+	}
+	tag, err := tx.Exec(ctx, s.expand(`
+INSERT INTO {{s}}.face_person (face_id, person_id)
+SELECT u.face_id, u.person_id FROM unnest($1::bigint[], $2::bigint[]) AS u(face_id, person_id)
+ON CONFLICT (face_id) DO NOTHING`), faces, people)
+	if err != nil {
+		return 0, 0, fmt.Errorf("cluster faces: assign: %w", err)
+	}
+	return created, int(tag.RowsAffected()), nil
 }

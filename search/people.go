@@ -88,13 +88,15 @@ const personColumns = `p.id, p.name, p.created_at, c.faces, c.assets,
 // branch runs only when the first finds nothing).
 const personJoins = `
 CROSS JOIN LATERAL (SELECT count(*) AS faces, count(DISTINCT f.asset_id) AS assets
-	FROM {{s}}.faces f WHERE f.person_id = p.id) c
+	FROM {{s}}.face_person fp JOIN {{s}}.faces f ON f.id = fp.face_id WHERE fp.person_id = p.id) c
 LEFT JOIN LATERAL (
 	(SELECT f.id, f.asset_id, f.image_width, f.image_height, f.x1, f.y1, f.x2, f.y2, f.score
-		FROM {{s}}.faces f WHERE f.id = p.cover_face_id AND f.person_id = p.id)
+		FROM {{s}}.face_person fp JOIN {{s}}.faces f ON f.id = fp.face_id
+		WHERE fp.face_id = p.cover_face_id AND fp.person_id = p.id)
 	UNION ALL
 	(SELECT f.id, f.asset_id, f.image_width, f.image_height, f.x1, f.y1, f.x2, f.y2, f.score
-		FROM {{s}}.faces f WHERE f.person_id = p.id ORDER BY f.score DESC, f.id LIMIT 1)
+		FROM {{s}}.face_person fp JOIN {{s}}.faces f ON f.id = fp.face_id
+		WHERE fp.person_id = p.id ORDER BY f.score DESC, f.id LIMIT 1)
 	LIMIT 1
 ) cf ON true
 LEFT JOIN {{s}}.assets ca ON ca.id = cf.asset_id`
@@ -242,7 +244,7 @@ func (s *Store) MergePeople(ctx context.Context, into int64, from ...int64) (Per
 			name = names[id]
 		}
 	}
-	if _, err := tx.Exec(ctx, s.expand("UPDATE {{s}}.faces SET person_id = $1 WHERE person_id = ANY($2::bigint[])"), into, from); err != nil {
+	if _, err := tx.Exec(ctx, s.expand("UPDATE {{s}}.face_person SET person_id = $1 WHERE person_id = ANY($2::bigint[])"), into, from); err != nil {
 		return Person{}, fmt.Errorf("merge people: %w", err)
 	}
 	if _, err := tx.Exec(ctx, s.expand("UPDATE {{s}}.people SET name = $2, updated_at = now() WHERE id = $1"), into, name); err != nil {
@@ -267,8 +269,9 @@ func (s *Store) PersonAssets(ctx context.Context, id int64, limit, offset int) (
 	rows, err := s.pool.Query(ctx, s.expand(`
 SELECT a.id, a.path, a.modified_at, f.id, f.image_width, f.image_height, f.x1, f.y1, f.x2, f.y2, f.score
 FROM (
-	SELECT DISTINCT ON (f.asset_id) f.*
-	FROM {{s}}.faces f WHERE f.person_id = $1
+	SELECT DISTINCT ON (f.asset_id) f.id, f.asset_id, f.image_width, f.image_height, f.x1, f.y1, f.x2, f.y2, f.score
+	FROM {{s}}.face_person fp JOIN {{s}}.faces f ON f.id = fp.face_id
+	WHERE fp.person_id = $1
 	ORDER BY f.asset_id, f.score DESC, f.id
 ) f
 JOIN {{s}}.assets a ON a.id = f.asset_id
@@ -347,10 +350,10 @@ func (s *Store) SearchCLIPFiltered(ctx context.Context, model string, query []fl
 WITH c AS MATERIALIZED (
 	SELECT a.id, a.path, e.embedding <=> $1 AS distance
 	FROM %s e JOIN %s a ON a.id = e.asset_id
-	WHERE e.asset_id IN (SELECT f.asset_id FROM %s f WHERE f.person_id = $3)
+	WHERE e.asset_id IN (SELECT f.asset_id FROM %s fp JOIN %s f ON f.id = fp.face_id WHERE fp.person_id = $3)
 )
 SELECT c.id::text, c.path, c.distance FROM c
 ORDER BY c.distance, c.id
-LIMIT $2`, s.table(t.table), s.table("assets"), s.table("faces"))
+LIMIT $2`, s.table(t.table), s.table("assets"), s.table("face_person"), s.table("faces"))
 	return knn(ctx, s.pool, limit, sql, pgvector.NewVector(query), limit, f.PersonID)
 }

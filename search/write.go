@@ -255,25 +255,33 @@ func (s *Store) writeFaces(ctx context.Context, tx pgx.Tx, c faceCols) error {
 WITH old AS (
 	DELETE FROM {{s}}.faces f USING {{s}}.assets a
 	WHERE f.asset_id = a.id AND a.path = ANY($1::text[])
-	RETURNING f.asset_id, f.image_height, f.x1, f.y1, f.x2, f.y2, f.person_id
+	RETURNING f.asset_id, f.image_height, f.x1, f.y1, f.x2, f.y2,
+		(SELECT fp.person_id FROM {{s}}.face_person fp WHERE fp.face_id = f.id) AS person_id
+), ins AS (
+	INSERT INTO {{s}}.faces (asset_id, model, image_width, image_height, x1, y1, x2, y2, score, landmarks, embedding)
+	SELECT a.id, u.model, u.w, u.h, u.x1, u.y1, u.x2, u.y2, u.score, u.lm::real[], u.embedding
+	FROM unnest($2::text[], $3::text[], $4::int[], $5::int[], $6::real[], $7::real[], $8::real[], $9::real[],
+		$10::real[], $11::text[], $12::vector[])
+		AS u(path, model, w, h, x1, y1, x2, y2, score, lm, embedding)
+	JOIN {{s}}.assets a ON a.path = u.path
+	RETURNING id, asset_id, image_height, x1, y1, x2, y2
 )
-INSERT INTO {{s}}.faces (asset_id, model, image_width, image_height, x1, y1, x2, y2, score, landmarks, embedding, person_id)
-SELECT a.id, u.model, u.w, u.h, u.x1, u.y1, u.x2, u.y2, u.score, u.lm::real[], u.embedding, (
-	SELECT m.person_id FROM (
-		SELECT o.person_id,
-			greatest(0, least(u.x2, o.x2 * o.k) - greatest(u.x1, o.x1 * o.k)) *
-			greatest(0, least(u.y2, o.y2 * o.k) - greatest(u.y1, o.y1 * o.k)) AS inter,
-			(u.x2 - u.x1) * (u.y2 - u.y1) + (o.x2 - o.x1) * (o.y2 - o.y1) * o.k * o.k AS sum
-		FROM (SELECT old.*, u.h::real / nullif(old.image_height, 0) AS k FROM old
-			WHERE old.asset_id = a.id AND old.person_id IS NOT NULL) o
-	) m
-	WHERE m.inter > 0.5 * (m.sum - m.inter)
-	ORDER BY m.inter / (m.sum - m.inter) DESC
-	LIMIT 1)
-FROM unnest($2::text[], $3::text[], $4::int[], $5::int[], $6::real[], $7::real[], $8::real[], $9::real[],
-	$10::real[], $11::text[], $12::vector[])
-	AS u(path, model, w, h, x1, y1, x2, y2, score, lm, embedding)
-JOIN {{s}}.assets a ON a.path = u.path`),
+INSERT INTO {{s}}.face_person (face_id, person_id)
+SELECT i.id, m.person_id
+FROM ins i CROSS JOIN LATERAL (
+	SELECT o.person_id, o.inter / (o.sum - o.inter) AS iou
+	FROM (
+		SELECT old.person_id,
+			greatest(0, least(i.x2, old.x2 * k.k) - greatest(i.x1, old.x1 * k.k)) *
+			greatest(0, least(i.y2, old.y2 * k.k) - greatest(i.y1, old.y1 * k.k)) AS inter,
+			(i.x2 - i.x1) * (i.y2 - i.y1) + (old.x2 - old.x1) * (old.y2 - old.y1) * k.k * k.k AS sum
+		FROM old CROSS JOIN LATERAL (SELECT i.image_height::real / nullif(old.image_height, 0) AS k) k
+		WHERE old.asset_id = i.asset_id AND old.person_id IS NOT NULL
+	) o
+	WHERE o.inter > 0.5 * (o.sum - o.inter)
+	ORDER BY iou DESC
+	LIMIT 1
+) m`),
 		c.replace, c.paths, c.models, c.widths, c.heights, c.x1, c.y1, c.x2, c.y2, c.score, c.landmarks, vectorArray(s.pool, c.embeddings))
 	if err != nil {
 		return fmt.Errorf("write faces: %w", err)
