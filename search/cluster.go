@@ -71,7 +71,8 @@ type ClusterResult struct {
 //     deferred: decided once more after all the others, when more of its
 //     neighbours may have a person;
 //   - it joins the person of its nearest neighbour that has one, else of
-//     the nearest face within MaxDistance that has one;
+//     the nearest face within MaxDistance that has one (among its 40
+//     nearest: the candidate list pgvector gives Immich's filtered search);
 //   - a core face that found no person founds a new one, with itself as
 //     the cover; a non-core face that found none stays unassigned.
 //
@@ -81,7 +82,8 @@ type ClusterResult struct {
 // it runs are left to the next run. Each batch of faces is decided in one
 // transaction under an advisory lock, so concurrent runs (and MergePeople)
 // never see each other half done; a cancelled run keeps the batches it
-// finished.
+// finished. Index writers wait for a batch to finish before they replace
+// an asset's faces, and a batch waits for them.
 //
 // Before clustering it builds the faces' HNSW index if it is missing, and
 // deletes people that have no faces left.
@@ -145,7 +147,7 @@ ORDER BY f.id LIMIT $3`), last, maxID, opts.BatchSize)
 
 // prepareClustering builds the faces' index if missing, deletes people
 // without faces, points covers that lost their face at the best face left,
-// and returns how many people it deleted and the newest unassigned face.
+// and returns how many people it deleted and the newest face's id.
 func (s *Store) prepareClustering(ctx context.Context) (removed int, maxID int64, err error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -282,6 +284,8 @@ func (c *clusterer) batch(ctx context.Context, ids []int64, final bool) ([]int64
 		return nil, fmt.Errorf("cluster faces: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	// Held alone: no face of the batch can be deleted (Write holds it
+	// shared to replace faces) until the assignments are written.
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", s.peopleLockKey()); err != nil {
 		return nil, fmt.Errorf("cluster faces: lock: %w", err)
 	}
@@ -291,11 +295,6 @@ func (c *clusterer) batch(ctx context.Context, ids []int64, final bool) ([]int64
 	// each embedding back from TOAST makes that several times slower than
 	// the index (16 against 3 ms a face over 400 faces on PGlite).
 	if _, err := tx.Exec(ctx, "SET LOCAL hnsw.ef_search = "+strconv.Itoa(c.candidates())+"; SET LOCAL enable_seqscan = off"); err != nil {
-		return nil, fmt.Errorf("cluster faces: %w", err)
-	}
-	// Keep the batch's faces from being deleted (by a rewrite of their
-	// asset) until the assignments that refer to them are written.
-	if _, err := tx.Exec(ctx, s.expand("SELECT id FROM {{s}}.faces WHERE id = ANY($1::bigint[]) FOR KEY SHARE"), ids); err != nil {
 		return nil, fmt.Errorf("cluster faces: %w", err)
 	}
 	near, err := c.neighbours(ctx, tx, ids)

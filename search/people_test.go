@@ -343,6 +343,14 @@ func TestPeopleAPI(t *testing.T) {
 		if pa[0].Face.Box[0] != 100 || pa[0].Face.Path != "/photos/ab.jpg" || pa[0].ModifiedAt.IsZero() {
 			t.Errorf("bob's face in ab: %+v", pa[0])
 		}
+		// A thumbnail finds the file by the asset id.
+		if a, err := s.Asset(ctx, pa[0].AssetID); err != nil || a.Path != "/photos/ab.jpg" || a.ID != pa[0].AssetID ||
+			!a.ModifiedAt.Equal(rs[8].ModTime) || a.Size != 1 || a.IndexedAt.IsZero() {
+			t.Errorf("Asset(%d) = %+v, %v", pa[0].AssetID, a, err)
+		}
+		if _, err := s.Asset(ctx, -1); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Asset(-1): %v, want ErrNotFound", err)
+		}
 		if pa, err := s.PersonAssets(ctx, b.ID, 2, 3); err != nil || len(pa) != 1 || pa[0].Path != "/photos/b0.jpg" {
 			t.Errorf("page: %+v, %v", pa, err)
 		}
@@ -623,4 +631,55 @@ func BenchmarkClusterFaces(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*len(rs))/1000, "ms/face")
+}
+
+// TestClusterFacesConcurrent: two runs at once (two processes, or a
+// worker and a CLI) interleave their batches under the people lock and
+// place every face once, with one person per identity.
+func TestClusterFacesConcurrent(t *testing.T) {
+	ctx := ctxT(t)
+	s := openStore(t, Options{})
+	w := faceWorld{mrand.New(mrand.NewPCG(17, 18))}
+	const people, per = 6, 4
+	centres := make([][]float32, people)
+	for i := range centres {
+		centres[i] = unitVec(w.r, 512)
+	}
+	var rs []Result
+	for k := range per {
+		for i := range people {
+			rs = append(rs, photo(fmt.Sprintf("c%d-%d", i, k), nil, w.around(centres[i], 0.1)))
+		}
+	}
+	if err := s.Write(ctx, "", rs); err != nil {
+		t.Fatal(err)
+	}
+	results := make([]ClusterResult, 2)
+	errs := make([]error, 2)
+	done := make(chan int)
+	for i := range 2 {
+		go func() {
+			results[i], errs[i] = s.ClusterFaces(ctx, ClusterOptions{BatchSize: 2})
+			done <- i
+		}()
+	}
+	<-done
+	<-done
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, a := results[0].Created+results[1].Created, results[0].Assigned+results[1].Assigned; c != people || a != len(rs) {
+		t.Errorf("two runs created %d people and placed %d faces, want %d and %d: %+v", c, a, people, len(rs), results)
+	}
+	got := personOf(t, s)
+	for i := range people {
+		p := got[fmt.Sprintf("c%d-0#0", i)]
+		for k := range per {
+			if q := got[fmt.Sprintf("c%d-%d#0", i, k)]; q == 0 || q != p {
+				t.Errorf("identity %d: faces in people %d and %d", i, p, q)
+			}
+		}
+	}
 }

@@ -247,9 +247,16 @@ func realArray(v []float32) string {
 // intersection over union exceeds 0.5 (the old box scaled by the ratio of
 // the image heights): Immich's rule for matching a fresh detection to a
 // stored face. So re-indexing a changed or forced file keeps its people.
+//
+// It holds the people lock shared: clustering and merging (which hold it
+// alone) never see faces vanish under them, and a person is never deleted
+// between reading an old face's person and giving it to the new face.
 func (s *Store) writeFaces(ctx context.Context, tx pgx.Tx, c faceCols) error {
 	if len(c.replace) == 0 {
 		return nil
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock_shared($1)", s.peopleLockKey()); err != nil {
+		return fmt.Errorf("write faces: lock: %w", err)
 	}
 	_, err := tx.Exec(ctx, s.expand(`
 WITH old AS (
