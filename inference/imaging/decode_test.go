@@ -183,7 +183,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"jpeg no frame", []byte{0xFF, 0xD8, 0xFF, 0xD9}, DecodeOptions{}, []error{ErrDecode}},
 		{"jpeg truncated header", valid[:40], DecodeOptions{}, []error{ErrDecode}},
 		{"jpeg over a small cap", valid, DecodeOptions{MaxPixels: 100}, []error{ErrTooLarge, ErrDecode}},
-		{"gif 0×0", []byte("GIF89a\x00\x00\x00\x00\x00\x00\x00;"), DecodeOptions{}, []error{ErrEmpty}},
+		{"gif 0×0 without a frame", []byte("GIF89a\x00\x00\x00\x00\x00\x00\x00;"), DecodeOptions{}, []error{ErrDecode}},
 		{"bmp huge", append([]byte("BM"), make([]byte, 12)...), DecodeOptions{}, []error{ErrDecode}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
