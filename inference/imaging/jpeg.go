@@ -40,21 +40,41 @@ static void mlserve_jpeg_emit(j_common_ptr c, int level) {
 	}
 }
 
-// A progress monitor that bounds the number of scans: each scan of a
-// progressive file passes over the coefficients of the whole image, so a
-// small file with many scans would cost unbounded time.
+// A progress monitor that bounds the work of multi-scan files: each scan
+// of a progressive file is a pass over the blocks of its components, so a
+// small file with many scans (or many scans over a large image) would cost
+// unbounded time. It counts the scans and the blocks they cover.
 typedef struct {
 	struct jpeg_progress_mgr pub;
 	int max_scans;
+	double max_passes;
+	int scan;          // the last scan counted
+	double blocks;     // blocks of all components: one full pass
+	double work;       // blocks of all scans so far
 } mlserve_jpeg_progress;
 
 static void mlserve_jpeg_monitor(j_common_ptr c) {
 	mlserve_jpeg_progress *p = (mlserve_jpeg_progress *)c->progress;
 	j_decompress_ptr d = (j_decompress_ptr)c;
-	if (d->input_scan_number > p->max_scans) {
-		mlserve_jpeg_err *e = (mlserve_jpeg_err *)c->err;
+	if (d->input_scan_number == p->scan || d->input_scan_number <= 0 || d->comp_info == NULL)
+		return;
+	p->scan = d->input_scan_number;
+	if (p->blocks == 0)
+		for (int i = 0; i < d->num_components; i++)
+			p->blocks += (double)d->comp_info[i].width_in_blocks * d->comp_info[i].height_in_blocks;
+	for (int i = 0; i < d->comps_in_scan && i < MAX_COMPS_IN_SCAN; i++)
+		p->work += (double)d->cur_comp_info[i]->width_in_blocks * d->cur_comp_info[i]->height_in_blocks;
+	mlserve_jpeg_err *e = (mlserve_jpeg_err *)c->err;
+	if (p->scan > p->max_scans) {
 		e->status = MLSERVE_JPEG_SCANS;
 		snprintf(e->msg, sizeof e->msg, "more than %d scans", p->max_scans);
+		longjmp(e->jump, 1);
+	}
+	// Small images may take more passes: their scans cost little each, and
+	// the scan count bounds them.
+	if (p->work > p->max_passes * (p->blocks > 65536 ? p->blocks : 65536)) {
+		e->status = MLSERVE_JPEG_SCANS;
+		snprintf(e->msg, sizeof e->msg, "its scans pass over the image more than %g times", p->max_passes);
 		longjmp(e->jump, 1);
 	}
 }
@@ -65,9 +85,11 @@ static void mlserve_jpeg_monitor(j_common_ptr c) {
 // replicated), raw CMYK for 4-component ones (YCCK converted by libjpeg).
 // channels is 3 or 4 and must match. libjpeg may allocate at most
 // max_memory bytes for its whole-image buffers, and read at most
-// max_scans scans. It returns 0, or one of MLSERVE_JPEG_* with a message.
+// max_scans scans covering at most max_passes times the image's blocks.
+// It returns 0, or one of MLSERVE_JPEG_* with a message.
 static int mlserve_decode_jpeg(const unsigned char *data, unsigned long len, int w, int h, int channels,
-                               unsigned char *out, long max_memory, int max_scans, char *msg, int msglen) {
+                               unsigned char *out, long max_memory, int max_scans, double max_passes,
+                               char *msg, int msglen) {
 	struct jpeg_decompress_struct cinfo;
 	mlserve_jpeg_err err;
 	mlserve_jpeg_progress progress;
@@ -84,8 +106,10 @@ static int mlserve_decode_jpeg(const unsigned char *data, unsigned long len, int
 	}
 	jpeg_create_decompress(&cinfo);
 	cinfo.mem->max_memory_to_use = max_memory > 0 ? max_memory : 1;
+	memset(&progress, 0, sizeof progress);
 	progress.pub.progress_monitor = mlserve_jpeg_monitor;
 	progress.max_scans = max_scans;
+	progress.max_passes = max_passes;
 	cinfo.progress = &progress.pub;
 	jpeg_mem_src(&cinfo, data, len);
 	jpeg_read_header(&cinfo, TRUE);
@@ -126,13 +150,17 @@ import (
 	"unsafe"
 )
 
-// jpegMaxScans bounds the scans of a JPEG. Encoders write about ten
-// (libjpeg's progressive script) to a few dozen; every scan of a
-// progressive image costs a pass over its coefficients, so without a
-// bound a file of a few kilobytes could keep a worker busy for minutes.
-// libjpeg-turbo recommends a limit of 500 or lower for untrusted input
-// (TJPARAM_SCANLIMIT). PIL has none; files over it are refused.
-const jpegMaxScans = 500
+// Bounds on the work of a multi-scan JPEG. Encoders write one scan, or
+// about ten for a progressive file (libjpeg's script) in a few passes over
+// the image's blocks; every scan of a progressive file costs a pass over
+// the blocks of its components, so a file of a few kilobytes could
+// otherwise keep a worker busy for minutes. libjpeg-turbo recommends at
+// most 500 scans for untrusted input (TJPARAM_SCANLIMIT). PIL has no
+// limit; files over these are refused.
+const (
+	jpegMaxScans  = 500
+	jpegMaxPasses = 64
+)
 
 // decodeJPEG decodes a JPEG with libjpeg directly, the library PIL uses
 // (and OpenCV, which reaches the same pixels but took twice as long here).
@@ -156,12 +184,14 @@ func decodeJPEG(data []byte, h Header, maxBytes int64) (*Image, error) {
 	}
 	var msg [200]C.char
 	rc := C.mlserve_decode_jpeg((*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)), C.int(h.W), C.int(h.H),
-		C.int(channels), (*C.uchar)(unsafe.Pointer(&buf[0])), C.long(max(libjpeg, 1)), C.int(jpegMaxScans),
+		C.int(channels), (*C.uchar)(unsafe.Pointer(&buf[0])), C.long(max(libjpeg, 1)), C.int(jpegMaxScans), C.double(jpegMaxPasses),
 		&msg[0], C.int(len(msg)))
 	switch rc {
 	case 0:
 	case C.MLSERVE_JPEG_TRUNCATED:
 		return nil, fmt.Errorf("%w: %w: jpeg: %s", ErrDecode, ErrTruncated, C.GoString(&msg[0]))
+	case C.MLSERVE_JPEG_SCANS:
+		return nil, fmt.Errorf("%w: %w: jpeg: %s", ErrDecode, ErrTooLarge, C.GoString(&msg[0]))
 	case C.MLSERVE_JPEG_TOO_LARGE:
 		return nil, fmt.Errorf("%w: %w: jpeg: decoding needs more than the %d MB limit", ErrDecode, ErrTooLarge, maxBytes/1e6)
 	default:
