@@ -474,3 +474,43 @@ func TestJPEGScanLimits(t *testing.T) {
 		t.Errorf("within the budget: %v", err)
 	}
 }
+
+// BenchmarkDecodeAtCap decodes the largest bomb of each format that the
+// default caps let through (32 MP, or fewer where the format's working
+// memory reaches the 192 MB budget first), with the decoding time alone
+// (decode-ms; ns/op also counts a garbage collection per decode) and the
+// peak resident growth: the worst a small file can cost one request. Run
+// with
+// go test -run '^$' -bench DecodeAtCap -benchtime 3x ./inference/imaging/
+func BenchmarkDecodeAtCap(b *testing.B) {
+	const side = 5656 // 31.99 MP
+	for _, c := range []struct {
+		name string
+		data func() []byte
+	}{
+		{"gif screen 32MP", func() []byte { return bombGIF(side, side) }},
+		{"jpeg 32MP", func() []byte { return bombJPEG(side, side, 0) }},
+		{"jpeg progressive 32MP 10 scans", func() []byte { return scanBombJPEG(side, side, 10) }},
+		{"png 32MP", func() []byte { return bombPNG(side, side, false) }},
+		{"bmp rle8 32MP", func() []byte { return bombBMP(side, side) }},
+		{"webp lossless 25MP", func() []byte { return bombWebP(5000, 5000, false) }},
+		{"tiff 18MP", func() []byte { return bombTIFF(4300, 4300, false) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			data := c.data()
+			var peak int64
+			var decoding time.Duration
+			for b.Loop() {
+				_, err, took, grew := peakDecode(b, data, DecodeOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				peak = max(peak, grew)
+				decoding += took
+			}
+			b.ReportMetric(float64(decoding.Milliseconds())/float64(b.N), "decode-ms")
+			b.ReportMetric(float64(peak)/1e6, "peakMB")
+			b.ReportMetric(float64(len(data)), "fileB")
+		})
+	}
+}
