@@ -103,6 +103,9 @@ type Config struct {
 	MaxLoadedModels int
 	// MaxUploadBytes caps the size of one /predict request body.
 	MaxUploadBytes int64
+	// MaxImagePixels caps the pixels of one decoded image; decoding may
+	// also hold at most 6 bytes per pixel of it (imaging.DecodeOptions).
+	MaxImagePixels int
 
 	// DatabaseURL is the PostgreSQL (pgvector) URL for indexing and search.
 	DatabaseURL string
@@ -398,6 +401,7 @@ func Load(lookup LookupFunc) (*Config, error) {
 	c.MaxQueue = p.integer("MLSERVE_MAX_QUEUE", 64, 0, "requests that may wait for a worker; more get 503")
 	c.MaxLoadedModels = p.integer("MLSERVE_MAX_LOADED_MODELS", 8, 1, "models kept in memory at most")
 	c.MaxUploadBytes = int64(p.integer("MLSERVE_MAX_UPLOAD_BYTES", 100<<20, 1024, "largest /predict body, in bytes"))
+	c.MaxImagePixels = p.integer("MLSERVE_MAX_IMAGE_PIXELS", 32_000_000, 1, "largest image decoded, in pixels (imaging.DefaultMaxPixels); decoding may hold 6 bytes per pixel of it")
 
 	c.DatabaseURL = p.str("MLSERVE_DATABASE_URL", "", "PostgreSQL with pgvector, for indexing and search")
 	c.RedisURL = p.str("MLSERVE_REDIS_URL", "", "Redis, for the shared job queue (empty: in-process)")

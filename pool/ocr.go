@@ -17,7 +17,9 @@ func (s *Service) ocrHandlers() []*handler {
 				if err != nil {
 					return nil, err
 				}
-				res, err := optInt(o, "maxResolution", 736, 1, 1<<16)
+				// Immich accepts any value of at least 1; the detector's
+				// input is capped at 4000 pixels on its long side anyway.
+				res, err := optInt(o, "maxResolution", 736, 1, ocr.DetectMaxSide)
 				if err != nil {
 					return nil, err
 				}

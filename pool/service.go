@@ -92,6 +92,9 @@ type ServiceOptions struct {
 	MaxBatchOCR int
 	// Metrics receives observations; nil records nothing.
 	Metrics Observer
+	// Decode caps the images of /predict requests (zero: imaging's
+	// defaults).
+	Decode imaging.DecodeOptions
 }
 
 // Observer receives what the service measures; the API's Prometheus
@@ -332,7 +335,7 @@ func (s *Service) Predict(ctx context.Context, req *Request) (*Response, error) 
 		in := input{text: req.Text}
 		if hasImage {
 			start := time.Now()
-			img, err := imaging.Decode(req.Image)
+			img, err := imaging.DecodeWith(req.Image, s.opts.Decode)
 			res.Timings.Decode = time.Since(start)
 			if err != nil {
 				return err

@@ -72,7 +72,7 @@ func runSearch(ctx context.Context, args []string, stdout io.Writer, cfg *config
 		if err != nil {
 			return err
 		}
-		img, err := imaging.Decode(data)
+		img, err := imaging.DecodeWith(data, decodeOptions(cfg))
 		if err != nil {
 			return fmt.Errorf("%s: %w", image, err)
 		}

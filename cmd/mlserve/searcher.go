@@ -16,8 +16,9 @@ import (
 // cache and workers, nearest neighbours from pgvector (our schema or
 // Immich's smart_search).
 type searcher struct {
-	svc *pool.Service
-	db  *database
+	svc    *pool.Service
+	db     *database
+	decode imaging.DecodeOptions
 }
 
 var _ api.Searcher = (*searcher)(nil)
@@ -46,7 +47,7 @@ func openSearcher(ctx context.Context, cfg *config.Config, svc *pool.Service, lo
 		mode = "Immich smart_search"
 	}
 	logger.Info("smart search enabled", "model", db.model, "tables", mode)
-	return &searcher{svc: svc, db: db}, nil
+	return &searcher{svc: svc, db: db, decode: decodeOptions(cfg)}, nil
 }
 
 func (s *searcher) Close() { s.db.Close() }
@@ -62,7 +63,7 @@ func (s *searcher) SearchText(ctx context.Context, q string, limit int) ([]api.S
 
 // SearchImage implements api.Searcher.
 func (s *searcher) SearchImage(ctx context.Context, data []byte, limit int) ([]api.SearchHit, error) {
-	img, err := imaging.Decode(data)
+	img, err := imaging.DecodeWith(data, s.decode)
 	if err != nil {
 		return nil, err
 	}

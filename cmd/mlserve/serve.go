@@ -14,6 +14,7 @@ import (
 	"github.com/mlserve/mlserve/api"
 	"github.com/mlserve/mlserve/config"
 	"github.com/mlserve/mlserve/inference"
+	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/models"
 	"github.com/mlserve/mlserve/pool"
 )
@@ -54,6 +55,17 @@ func firstLine(s string) string {
 	return s
 }
 
+// decodeOptions are the caps on decoded images (MLSERVE_MAX_IMAGE_PIXELS).
+func decodeOptions(cfg *config.Config) imaging.DecodeOptions {
+	return imaging.DecodeOptions{MaxPixels: cfg.MaxImagePixels}
+}
+
+// decoder decodes with decodeOptions, for the indexer's workers.
+func decoder(cfg *config.Config) func([]byte) (*imaging.Image, error) {
+	o := decodeOptions(cfg)
+	return func(b []byte) (*imaging.Image, error) { return imaging.DecodeWith(b, o) }
+}
+
 // newService builds the model store and the prediction service.
 func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, logger *slog.Logger) (*pool.Service, error) {
 	store, err := models.NewStore(models.StoreOptions{
@@ -74,6 +86,7 @@ func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, lo
 		MaxBatchFace: cfg.MaxBatchFace,
 		MaxBatchOCR:  cfg.MaxBatchOCR,
 		Metrics:      obs,
+		Decode:       decodeOptions(cfg),
 	}, store, rt, logger)
 }
 

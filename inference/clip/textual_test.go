@@ -261,10 +261,10 @@ func TestTextualCanonicalize(t *testing.T) {
 		{"", "", ""},
 	}
 	for _, c := range cases {
-		if got := textualCleanText(c.in, true); got != c.canon {
+		if got := textualCleanText(c.in, true, 0); got != c.canon {
 			t.Errorf("canonicalize(%q) = %q, want %q", c.in, got, c.canon)
 		}
-		if got := textualCleanText(c.in, false); got != c.plain {
+		if got := textualCleanText(c.in, false, 0); got != c.plain {
 			t.Errorf("clean(%q) = %q, want %q", c.in, got, c.plain)
 		}
 	}

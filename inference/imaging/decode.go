@@ -3,26 +3,56 @@ package imaging
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
 	"io"
 
-	"gocv.io/x/gocv"
 	"golang.org/x/image/tiff"
 	"golang.org/x/image/webp"
 )
 
-// DefaultMaxPixels is the pixel cap Decode applies: 100 megapixels, a little
-// above PIL's decompression-bomb warning (89.5 MP). An RGB image that size
-// takes 300 MB.
-const DefaultMaxPixels = 100_000_000
+// DefaultMaxPixels is the pixel cap Decode applies: 32 megapixels (an RGB
+// image that size takes 96 MB). It is far above what Immich sends (its
+// previews are at most 2160 pixels on the long side, under 5 MP) and
+// covers camera originals up to 32 MP for the bulk indexer; PIL's own
+// decompression-bomb limits (89.5 MP warning, 179 MP error) are meant for
+// one process decoding one file, not for a service with several requests
+// in flight. Servers set their own cap from MLSERVE_MAX_IMAGE_PIXELS.
+const DefaultMaxPixels = 32_000_000
+
+// DefaultBytesPerPixel sets the default decoding budget: MaxBytes defaults
+// to this many bytes for each pixel of MaxPixels, twice the RGB output. A
+// baseline JPEG, a PNG, a GIF, a BMP or a lossy WebP needs 3 bytes per
+// pixel and decodes up to the pixel cap; formats that need working memory
+// on top (progressive or CMYK JPEG, lossless or transparent WebP,
+// single-strip TIFF) are refused at fewer pixels.
+const DefaultBytesPerPixel = 6
 
 // DecodeOptions adjust DecodeWith.
 type DecodeOptions struct {
 	// MaxPixels refuses images with more pixels (width × height, read from
 	// the header) with ErrTooLarge. Zero means DefaultMaxPixels.
 	MaxPixels int
+	// MaxBytes bounds the memory decoding one image may hold at its peak,
+	// the RGB output included: images whose header says they would need
+	// more are refused with ErrTooLarge before anything is allocated, and
+	// libjpeg is held to what is left of it. Zero means
+	// DefaultBytesPerPixel × MaxPixels.
+	MaxBytes int64
+}
+
+func (o DecodeOptions) limits() (maxPixels, maxBytes int64) {
+	maxPixels = int64(o.MaxPixels)
+	if maxPixels <= 0 {
+		maxPixels = DefaultMaxPixels
+	}
+	maxBytes = o.MaxBytes
+	if maxBytes <= 0 {
+		maxBytes = DefaultBytesPerPixel * maxPixels
+	}
+	return maxPixels, maxBytes
 }
 
 // Format is an encoded image format that Decode accepts.
@@ -41,17 +71,69 @@ const (
 // Header is what an encoded image's header tells before any decoding.
 type Header struct {
 	Format Format
-	W, H   int
-	// How the pixels are stored, where it changes how they are decoded.
-	jpegComponents int  // JPEG: 1 grey, 3 colour, 4 CMYK/YCCK
-	gray16         bool // PNG/TIFF: 16-bit greyscale (PIL mode I / I;16)
+	// W and H are the size of the decoded image. For a GIF that is the
+	// logical screen, enlarged to hold the first frame where it sticks
+	// out, as PIL does.
+	W, H int
+	// How the pixels are stored, where it changes how they are decoded or
+	// what decoding them costs.
+	jpegComponents int   // JPEG: 1 grey, 3 colour, 4 CMYK/YCCK
+	jpegCoefBytes  int64 // JPEG: whole-image coefficient buffers (progressive)
+	gray16         bool  // PNG/TIFF: 16-bit greyscale (PIL mode I / I;16)
+	webpLossless   bool
+	webpAlpha      bool
+	tiffTile       int64 // TIFF: pixels in one strip or tile
+	tiffSampleSize int64 // TIFF: bytes of one pixel as stored
+	gif            *gifInfo
+}
+
+// Pixels is W × H.
+func (h Header) Pixels() int64 { return int64(h.W) * int64(h.H) }
+
+// DecodeBytes estimates the most memory decoding the image holds at once:
+// the 3-byte RGB output plus the decoder's own buffers, as the libraries
+// this package uses allocate them (libjpeg's coefficient arrays for
+// progressive files, libwebp's 32-bit lossless pixels, OpenCV's alpha
+// and TIFF strip buffers, libtiff's strip). Input bytes and buffers of a
+// few rows are not counted.
+func (h Header) DecodeBytes() int64 {
+	px := h.Pixels()
+	n := 3 * px
+	switch {
+	case h.Format == JPEG:
+		if h.jpegComponents == 4 {
+			n += 4 * px // raw CMYK before conversion
+		}
+		n += h.jpegCoefBytes
+	case h.Format == WebP:
+		if h.webpLossless {
+			n += 4 * px // libwebp decodes lossless images to 32-bit ARGB
+		}
+		if h.webpAlpha {
+			n += 4 * px // OpenCV decodes BGRA, then drops alpha
+			if !h.webpLossless {
+				n += px // the alpha plane
+			}
+		}
+	case h.Format == TIFF:
+		n += 4*h.tiffTile + h.tiffSampleSize*h.tiffTile // OpenCV's RGBA tile, libtiff's strip
+		if h.gray16 {
+			n += 2 * px // a 16-bit Mat before clipping
+		}
+	case h.gray16:
+		n += 2 * px
+	}
+	return n
 }
 
 // Decode reads an encoded image (JPEG, PNG, WebP, GIF, BMP, TIFF) into RGB
 // as Immich's decode_pil does: alpha dropped without compositing, grey,
 // palette and CMYK converted as PIL converts them, and no EXIF orientation
 // (Immich sends previews that are already upright). Images over
-// DefaultMaxPixels are refused with ErrTooLarge.
+// DefaultMaxPixels, or whose decoding would hold more than
+// DefaultBytesPerPixel bytes per pixel of that cap, are refused with
+// ErrTooLarge; truncated files are refused with ErrTruncated where PIL
+// refuses them.
 func Decode(data []byte) (*Image, error) { return DecodeWith(data, DecodeOptions{}) }
 
 // DecodeWith is Decode with options.
@@ -60,23 +142,48 @@ func DecodeWith(data []byte, o DecodeOptions) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	maxPixels := o.MaxPixels
-	if maxPixels <= 0 {
-		maxPixels = DefaultMaxPixels
-	}
-	if int64(h.W)*int64(h.H) > int64(maxPixels) {
+	maxPixels, maxBytes := o.limits()
+	if h.Pixels() > maxPixels {
 		return nil, fmt.Errorf("%w: %w: %d×%d %s is over %d pixels", ErrDecode, ErrTooLarge, h.W, h.H, h.Format, maxPixels)
+	}
+	if need := h.DecodeBytes(); need > maxBytes {
+		return nil, fmt.Errorf("%w: %w: decoding this %d×%d %s needs about %d MB, over the %d MB limit",
+			ErrDecode, ErrTooLarge, h.W, h.H, h.Format, need/1e6, maxBytes/1e6)
 	}
 	var im *Image
 	switch {
 	case h.Format == JPEG:
-		im, err = decodeJPEG(data, h)
+		im, err = decodeJPEG(data, h, maxBytes)
 	case h.Format == GIF:
-		im, err = decodeGIF(data)
+		im, err = decodeGIF(data, h)
 	case h.gray16:
 		im, err = decodeGray16(data)
 	default:
-		im, err = decodeOpenCV(data)
+		im, err = decodeOpenCV(data, h)
+	}
+	if err != nil && h.Format == BMP {
+		padded, perr := padBMP(data, h, maxBytes)
+		if perr != nil {
+			return nil, perr
+		}
+		if padded != nil {
+			im, err = decodeOpenCV(padded, h)
+		}
+	}
+	if err != nil && h.Format == PNG {
+		// libpng is stricter than PIL about the end of the file.
+		fixed, ferr := repairPNG(data, h, maxBytes)
+		if ferr != nil {
+			if errors.Is(ferr, ErrTruncated) || errors.Is(ferr, ErrTooLarge) {
+				return nil, ferr
+			}
+			return nil, err
+		}
+		if h.gray16 {
+			im, err = decodeGray16(fixed)
+		} else {
+			im, err = decodeOpenCV(fixed, h)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -109,12 +216,16 @@ func ReadHeader(data []byte) (Header, error) {
 		h, err = gifHeader(data)
 	case len(data) >= 12 && bytes.Equal(data[:4], []byte("RIFF")) && bytes.Equal(data[8:12], []byte("WEBP")):
 		h, err = configHeader(WebP, data, webp.DecodeConfig)
+		if err == nil {
+			h.webpLossless, h.webpAlpha = webpLayout(data)
+		}
 	case bytes.HasPrefix(data, []byte("BM")):
 		h, err = bmpHeader(data)
 	case bytes.HasPrefix(data, []byte("II*\x00")) || bytes.HasPrefix(data, []byte("MM\x00*")):
 		h, err = configHeader(TIFF, data, tiff.DecodeConfig)
-		// PIL opens 16-bit greyscale TIFFs as I;16 and clips them to 8 bits.
-		h.gray16 = err == nil && h.gray16
+		if err == nil {
+			h.tiffTile, h.tiffSampleSize = tiffLayout(data, h.W, h.H)
+		}
 	default:
 		return Header{}, fmt.Errorf("%w: unknown format", ErrDecode)
 	}
@@ -156,15 +267,46 @@ func jpegHeader(data []byte) (Header, error) {
 			if n < 8 {
 				return h, fmt.Errorf("%w: jpeg: short frame header", ErrDecode)
 			}
-			seg := data[i+4:]
+			seg := data[i+4 : i+2+n]
 			h.H = int(binary.BigEndian.Uint16(seg[1:]))
 			h.W = int(binary.BigEndian.Uint16(seg[3:]))
 			h.jpegComponents = int(seg[5])
+			// Progressive frames (SOF2, 6, 10, 14) are decoded through
+			// coefficient buffers of the whole image.
+			if m&3 == 2 {
+				h.jpegCoefBytes = jpegCoefBytes(seg, h.W, h.H)
+			}
 			return h, nil
 		}
 		i += 2 + n
 	}
 	return h, fmt.Errorf("%w: jpeg: no frame header", ErrDecode)
+}
+
+// jpegCoefBytes is what libjpeg allocates for the coefficients of a
+// progressive image: 64 16-bit values per 8×8 block of every component,
+// each component's blocks padded to whole MCUs.
+func jpegCoefBytes(sof []byte, w, h int) int64 {
+	nc := int(sof[5])
+	if len(sof) < 6+3*nc {
+		return 0 // libjpeg refuses it
+	}
+	hmax, vmax := 1, 1
+	for c := range nc {
+		f := sof[6+3*c+1]
+		hmax, vmax = max(hmax, int(f>>4)), max(vmax, int(f&15))
+	}
+	var n int64
+	for c := range nc {
+		f := sof[6+3*c+1]
+		hs, vs := max(1, int(f>>4)), max(1, int(f&15))
+		bw := (int64(w)*int64(hs) + int64(8*hmax) - 1) / int64(8*hmax)
+		bh := (int64(h)*int64(vs) + int64(8*vmax) - 1) / int64(8*vmax)
+		bw = (bw + int64(hs) - 1) / int64(hs) * int64(hs)
+		bh = (bh + int64(vs) - 1) / int64(vs) * int64(vs)
+		n += bw * bh * 128
+	}
+	return n
 }
 
 func pngHeader(data []byte) (Header, error) {
@@ -187,13 +329,11 @@ func pngHeader(data []byte) (Header, error) {
 }
 
 func gifHeader(data []byte) (Header, error) {
-	h := Header{Format: GIF}
-	if len(data) < 10 {
-		return h, fmt.Errorf("%w: gif: truncated header", ErrDecode)
+	g, err := parseGIF(data)
+	if err != nil {
+		return Header{Format: GIF}, err
 	}
-	h.W = int(binary.LittleEndian.Uint16(data[6:]))
-	h.H = int(binary.LittleEndian.Uint16(data[8:]))
-	return h, nil
+	return Header{Format: GIF, W: g.canvasW, H: g.canvasH, gif: g}, nil
 }
 
 func bmpHeader(data []byte) (Header, error) {
@@ -221,49 +361,104 @@ func configHeader(f Format, data []byte, decodeConfig func(r io.Reader) (image.C
 	if err != nil {
 		return Header{Format: f}, fmt.Errorf("%w: %s: %w", ErrDecode, f, err)
 	}
-	return Header{Format: f, W: c.Width, H: c.Height, gray16: c.ColorModel == color.Gray16Model}, nil
+	// PIL opens 16-bit greyscale TIFFs as I;16 and clips them to 8 bits.
+	return Header{Format: f, W: c.Width, H: c.Height, gray16: f == TIFF && c.ColorModel == color.Gray16Model}, nil
 }
 
-// decodeOpenCV decodes what OpenCV decodes as PIL does: PNG other than
-// 16-bit grey, WebP, BMP and 8-bit TIFF (and JPEG: same libjpeg-turbo, same
-// IDCT and upsampling, but decodeJPEG is faster). IMREAD_COLOR drops alpha without
-// compositing, expands palettes and grey, and takes the high byte of 16-bit
-// colour samples, exactly as PIL's RGB conversion does.
-func decodeOpenCV(data []byte) (*Image, error) {
-	m, err := gocv.IMDecode(data, gocv.IMReadColor|gocv.IMReadIgnoreOrientation)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDecode, err)
+// webpLayout tells whether a WebP is lossless (VP8L) and has alpha, which
+// decide the buffers libwebp and OpenCV allocate.
+func webpLayout(data []byte) (lossless, alpha bool) {
+	for i := 12; i+8 <= len(data); {
+		size := int64(binary.LittleEndian.Uint32(data[i+4:]))
+		body := data[i+8:]
+		if int64(len(body)) > size {
+			body = body[:size]
+		}
+		switch string(data[i : i+4]) {
+		case "VP8X":
+			alpha = len(body) > 0 && body[0]&0x10 != 0
+		case "ALPH":
+			alpha = true
+		case "VP8L":
+			// Signature byte, then 14+14 bits of size and the alpha bit.
+			if len(body) >= 5 && binary.LittleEndian.Uint32(body[1:])>>28&1 == 1 {
+				alpha = true
+			}
+			return true, alpha
+		case "VP8 ":
+			return false, alpha
+		}
+		next := int64(i) + 8 + size + size&1
+		if next > int64(len(data)) {
+			break
+		}
+		i = int(next)
 	}
-	defer m.Close()
-	if m.Empty() {
-		return nil, ErrDecode
-	}
-	return FromMat(m)
+	return false, alpha
 }
 
-// decodeGray16 reads a 16-bit greyscale image as PIL converts its mode I
-// (PNG) or I;16 (TIFF) to RGB: each sample clipped to 255, not scaled.
-func decodeGray16(data []byte) (*Image, error) {
-	m, err := gocv.IMDecode(data, gocv.IMReadAnyDepth|gocv.IMReadIgnoreOrientation)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDecode, err)
+// tiffLayout reads from the first IFD how many pixels a strip or tile
+// holds and how many bytes a stored pixel takes: OpenCV's TIFF decoder
+// allocates a 4-byte-per-pixel buffer of one strip or tile, and libtiff
+// one strip or tile as stored.
+func tiffLayout(data []byte, w, h int) (tile, sampleSize int64) {
+	tile, sampleSize = int64(w)*int64(h), 3 // unknown: the worst case
+	if len(data) < 8 {
+		return
 	}
-	defer m.Close()
-	if m.Empty() {
-		return nil, ErrDecode
+	var bo binary.ByteOrder = binary.LittleEndian
+	if data[0] == 'M' {
+		bo = binary.BigEndian
 	}
-	if m.Type() != gocv.MatTypeCV16UC1 {
-		return FromMat(m)
+	off := int64(bo.Uint32(data[4:]))
+	if off+2 > int64(len(data)) {
+		return
 	}
-	src, err := m.DataPtrUint16()
-	if err != nil || len(src) != m.Rows()*m.Cols() {
-		return nil, fmt.Errorf("%w: 16-bit grey: unexpected layout", ErrDecode)
+	n := int64(bo.Uint16(data[off:]))
+	value := func(e []byte) int64 {
+		switch bo.Uint16(e[2:]) {
+		case 3: // SHORT
+			return int64(bo.Uint16(e[8:]))
+		case 4: // LONG
+			return int64(bo.Uint32(e[8:]))
+		}
+		return -1
 	}
-	im := New(m.Cols(), m.Rows())
-	for i, v := range src {
-		g := byte(min(v, 255))
-		p := im.Pix[i*3 : i*3+3 : i*3+3]
-		p[0], p[1], p[2] = g, g, g
+	bps, spp := int64(8), int64(1)
+	rows, tw, th := int64(h), int64(0), int64(0)
+	for k := range n {
+		p := off + 2 + 12*k
+		if p+12 > int64(len(data)) {
+			break
+		}
+		e := data[p : p+12]
+		v := value(e)
+		switch bo.Uint16(e) {
+		case 258: // BitsPerSample: the first value (inline when count ≤ 2)
+			if bo.Uint32(e[4:]) <= 2 && v > 0 {
+				bps = v
+			} else if o := int64(bo.Uint32(e[8:])); o+2 <= int64(len(data)) && bo.Uint16(e[2:]) == 3 {
+				bps = int64(bo.Uint16(data[o:]))
+			}
+		case 277:
+			spp = v
+		case 278:
+			rows = v
+		case 322:
+			tw = v
+		case 323:
+			th = v
+		}
 	}
-	return im, nil
+	if rows <= 0 || rows > int64(h) {
+		rows = int64(h)
+	}
+	tile = int64(w) * rows
+	if tw > 0 && th > 0 {
+		tile = tw * th
+	}
+	if spp <= 0 || bps <= 0 {
+		return tile, 3
+	}
+	return tile, max(1, (spp*bps+7)/8)
 }

@@ -8,14 +8,19 @@
 // request and shared read-only by every model of the request.
 //
 // The format and size are read from the header first, so that oversized
-// images are refused before any pixel memory exists. JPEGs are decoded with
+// images are refused before any pixel memory exists: a cap on pixels and
+// a cap on the memory decoding may hold, estimated per format and layout
+// from the header ([DecodeOptions]). Truncated files are refused where PIL
+// refuses them ([ErrTruncated]). JPEGs are decoded with
 // libjpeg(-turbo) directly, the library PIL uses, with PIL's settings (and
 // PIL's CMYK→RGB formula for CMYK files, where OpenCV's differs); other
-// formats go through OpenCV (gocv) wherever OpenCV produces PIL's pixels:
+// formats go through OpenCV, decoding straight into the Go-owned output,
+// wherever OpenCV produces PIL's pixels:
 // PNG (8-bit, palette, grey, alpha, 16-bit colour), WebP, BMP and TIFF.
 // The remaining differences are handled here: 16-bit greyscale PNG and TIFF
 // (PIL clips the samples to 255 rather than scaling them) and GIF (which
-// OpenCV 4.6 cannot read).
+// OpenCV 4.6 cannot read: a port of PIL's own LZW decoder, canvas rules
+// and palette conversion).
 //
 // [Resize] is a port of the arithmetic of Pillow's ImagingResample (fixed
 // point, separable, horizontal pass first): its output equals PIL's
@@ -41,6 +46,11 @@ var (
 	// errors also match ErrDecode (the image cannot be decoded here), so
 	// code that knows only ErrDecode still treats them as the client's.
 	ErrTooLarge = errors.New("image too large")
+	// ErrTruncated: the file ends before its image data does, where PIL
+	// (with LOAD_TRUNCATED_IMAGES off, as in Immich) raises "image file is
+	// truncated" rather than filling in the missing pixels. Such errors
+	// also match ErrDecode.
+	ErrTruncated = errors.New("image file is truncated")
 )
 
 // Image is an 8-bit RGB image, rows top to bottom, 3 bytes per pixel.

@@ -42,7 +42,8 @@ type DetectOptions struct {
 	// default is 0.5 (see DefaultDetectOptions).
 	MinScore float32
 	// MaxResolution caps the image's shorter side before detection; 0
-	// means 736. Images are never upscaled.
+	// means 736. Images are never upscaled, and the input is further
+	// bounded by DetectMaxSide and DetectMaxPixels.
 	MaxResolution int
 	// ScoreMode is "fast" (mean over the box) or "slow" (mean over the
 	// contour). Empty means "fast"; as in Immich, any other value means
@@ -123,9 +124,28 @@ func (d *Detector) Provider() string { return d.sess.Provider() }
 // Close releases the model once runs in progress have finished.
 func (d *Detector) Close() error { return d.sess.Close() }
 
+// Bounds on the detector's input. Immich caps only the shorter side
+// (maxResolution) and never upscales, so the input follows the long side:
+// a 24000×400 strip went to the model as 24000×384 and cost 1 GB, since
+// the model's activations take about 115 bytes per input pixel. The long
+// side is capped as PaddleOCR 3 caps it (max_side_limit, 4000 pixels),
+// and the area at what that cap gives at Immich's default maxResolution
+// (4000×736, about 340 MB of activations). Immich's previews (at most
+// 2160 pixels on the long side) are within both caps at the default
+// maxResolution, so only panoramas wider than about 5.4:1, or a
+// maxResolution raised so far that the input would exceed 2.9 megapixels,
+// are detected at a lower resolution than Immich's (RapidOCR's own
+// pipeline resizes such images too: its max_side_len is 2000).
+const (
+	DetectMaxSide   = 4000
+	DetectMaxPixels = DetectMaxSide * 736
+)
+
 // detectSize is the detector's input size for a w×h image: the shorter
-// side capped at maxRes (ratio ≤ 1), each side truncated, then rounded to
-// a multiple of 32 half to even, as Python's round does.
+// side capped at maxRes (ratio ≤ 1), each side truncated, then, past
+// DetectMaxSide on the long side or DetectMaxPixels in area, scaled down
+// again (sides truncated), and finally rounded to a multiple of 32 half
+// to even, as Python's round does.
 func detectSize(w, h, maxRes int) (int, int) {
 	var ratio float64
 	if h < w {
@@ -136,6 +156,14 @@ func detectSize(w, h, maxRes int) (int, int) {
 	ratio = min(ratio, 1.0)
 	rh := int(float64(h) * ratio)
 	rw := int(float64(w) * ratio)
+	if long := max(rw, rh); long > DetectMaxSide {
+		r := float64(DetectMaxSide) / float64(long)
+		rh, rw = int(float64(rh)*r), int(float64(rw)*r)
+	}
+	if area := int64(rw) * int64(rh); area > DetectMaxPixels {
+		r := math.Sqrt(float64(DetectMaxPixels) / float64(area))
+		rh, rw = int(float64(rh)*r), int(float64(rw)*r)
+	}
 	return int(math.RoundToEven(float64(rw)/32) * 32), int(math.RoundToEven(float64(rh)/32) * 32)
 }
 

@@ -8,7 +8,10 @@
 //
 //   - Detection resizes the image so that its shorter side is at most
 //     maxResolution (never upscaling) with sides rounded to multiples of
-//     32, with Pillow's Lanczos; normalises as Immich does (BGR,
+//     32, with Pillow's Lanczos; unlike Immich, the input's long side is
+//     also capped (4000 pixels, as PaddleOCR 3) and its area (2.9
+//     megapixels), which Immich's previews never reach at the default
+//     maxResolution ([DetectMaxSide], [DetectMaxPixels]); normalises as Immich does (BGR,
 //     (x-0.5)/127.5 on 0..255); and post-processes the probability map as
 //     RapidOCR's DBPostProcess: threshold 0.3, 2×2 dilation, contours,
 //     minimum-area rectangles (OpenCV's own, through a small cgo shim,
@@ -30,7 +33,8 @@
 // with their boxes (Immich returns them in contour order).
 //
 // Memory does not grow with the input beyond the image itself: detection
-// runs on the resized image and recognition crops one batch at a time.
+// runs on the resized image, whose size is bounded, and recognition crops
+// one batch at a time.
 //
 // Detectors and recognisers are safe for concurrent use.
 package ocr

@@ -212,9 +212,28 @@ func (t *Tokenizer) VocabSize() int { return t.nVocab }
 // padding as configured.
 func (t *Tokenizer) Encode(text string, addSpecialTokens bool) (Encoding, error) {
 	text = strings.ToValidUTF8(text, "\uFFFD")
+	max := -1 // ids kept by truncation; -1: all
+	if t.truncate > 0 {
+		max = t.truncate
+		if addSpecialTokens && t.post != nil {
+			max -= t.post.added()
+		}
+		if max < 0 {
+			max = 0
+		}
+	}
+	// With truncation on the right, the model stops once it has produced
+	// the ids that are kept: a piece's tokens never depend on the pieces
+	// after it, so the result is the same, and a long text costs the
+	// normalizer and the pre-tokenizer only.
+	full := func(ids []int32) bool { return max >= 0 && !t.truncLeft && len(ids) >= max }
 	var ids []int32
 	var toks []string
-	for _, seg := range t.segments(text) {
+	segs := t.segments(text)
+	for _, seg := range segs {
+		if full(ids) {
+			break
+		}
 		if seg.id >= 0 {
 			ids = append(ids, seg.id)
 			toks = append(toks, seg.s)
@@ -225,6 +244,9 @@ func (t *Tokenizer) Encode(text string, addSpecialTokens bool) (Encoding, error)
 			pieces = applyPre(t.pre, pieces)
 		}
 		for _, p := range pieces {
+			if full(ids) {
+				break
+			}
 			ts, err := t.model.tokenize(p.s)
 			if err != nil {
 				return Encoding{}, err
@@ -236,14 +258,7 @@ func (t *Tokenizer) Encode(text string, addSpecialTokens bool) (Encoding, error)
 		}
 	}
 
-	if t.truncate > 0 {
-		max := t.truncate
-		if addSpecialTokens && t.post != nil {
-			max -= t.post.added()
-		}
-		if max < 0 {
-			max = 0
-		}
+	if max >= 0 {
 		if len(ids) > max {
 			if t.truncLeft {
 				ids, toks = ids[len(ids)-max:], toks[len(toks)-max:]

@@ -148,25 +148,27 @@ func (m *unigram) encode(s string) ([]string, error) {
 		start += mblen
 	}
 	var out []string
-	unk := ""
+	unkEnd := -1 // end of the run of unknown pieces being fused
 	for end := len(s); end > 0; {
 		n := best[end]
 		if n.starts < 0 {
 			return nil, fmt.Errorf("%w: unigram lattice has no path", ErrInvalid)
 		}
 		if m.unkID >= 0 && n.id == m.unkID {
-			unk = s[n.starts:end] + unk
+			if unkEnd < 0 {
+				unkEnd = end
+			}
 		} else {
-			if unk != "" {
-				out = append(out, unk)
-				unk = ""
+			if unkEnd >= 0 {
+				out = append(out, s[end:unkEnd])
+				unkEnd = -1
 			}
 			out = append(out, s[n.starts:end])
 		}
 		end = n.starts
 	}
-	if unk != "" {
-		out = append(out, unk)
+	if unkEnd >= 0 {
+		out = append(out, s[:unkEnd])
 	}
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 		out[i], out[j] = out[j], out[i]
@@ -221,6 +223,11 @@ type wordPiece struct {
 	unk      string
 	prefix   string
 	maxChars int
+	// maxLen is the longest vocabulary entry in bytes: no match can be
+	// longer, so the greedy search starts there rather than at the end of
+	// the word (which would be quadratic in a long word when
+	// max_input_chars_per_word allows one).
+	maxLen int
 }
 
 func parseWordPiece(raw json.RawMessage) (*wordPiece, error) {
@@ -236,7 +243,11 @@ func parseWordPiece(raw json.RawMessage) (*wordPiece, error) {
 	if v.Vocab == nil {
 		return nil, fmt.Errorf("%w: WordPiece model without vocab", ErrInvalid)
 	}
-	return &wordPiece{ids: v.Vocab, unk: v.Unk, prefix: v.Prefix, maxChars: v.MaxChars}, nil
+	m := &wordPiece{ids: v.Vocab, unk: v.Unk, prefix: v.Prefix, maxChars: v.MaxChars}
+	for tok := range v.Vocab {
+		m.maxLen = max(m.maxLen, len(tok))
+	}
+	return m, nil
 }
 
 func (m *wordPiece) vocab() map[string]int32 { return m.ids }
@@ -254,7 +265,10 @@ func (m *wordPiece) tokenize(s string) ([]token, error) {
 	}
 	var out []token
 	for start := 0; start < len(s); {
-		end := len(s)
+		end := min(len(s), start+m.maxLen)
+		for end > start && end < len(s) && !utf8.RuneStart(s[end]) {
+			end-- // back to a character boundary
+		}
 		found := false
 		for start < end {
 			sub := s[start:end]

@@ -1,0 +1,5 @@
+//go:build !race
+
+package clip
+
+const raceEnabled = false
