@@ -102,7 +102,6 @@ type Session struct {
 	info       *onnx.Info
 	loadTime   time.Duration
 	rt         *Runtime
-	logger     *slog.Logger
 	cacheDir   string
 	noFallback bool
 
@@ -166,7 +165,6 @@ func (r *Runtime) NewSession(path string, so SessionOptions) (*Session, error) {
 	sess.backend = b
 	sess.where.Store(where)
 	sess.loadTime = time.Since(start)
-	sess.logger = r.logger.With("model", path, "device", where.dev.name)
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
