@@ -341,9 +341,13 @@ func notBuilt(dir, p string) (string, bool) {
 }
 
 // libraryDir is the folder of the loaded ONNX Runtime library, where ONNX
-// Runtime looks for its provider libraries: read from the process's
-// mappings, or from the configured path; "" when neither tells.
+// Runtime looks for its provider libraries: the configured path's when it
+// has one (dlopen keeps that name), else read from the process's
+// mappings; "" when neither tells.
 func libraryDir(configured string) string {
+	if strings.Contains(configured, "/") {
+		return filepath.Dir(configured)
+	}
 	if f, err := os.Open("/proc/self/maps"); err == nil {
 		defer f.Close()
 		sc := bufio.NewScanner(f)
@@ -359,9 +363,6 @@ func libraryDir(configured string) string {
 				return filepath.Dir(path)
 			}
 		}
-	}
-	if strings.Contains(configured, "/") {
-		return filepath.Dir(configured)
 	}
 	return ""
 }

@@ -340,19 +340,13 @@ func (r *Runtime) reasons() string {
 // probeProvider returns p's usable devices, and the reason of those that
 // are not (nil when all are).
 func (r *Runtime) probeProvider(p, dir string) ([]*Device, error) {
-	if lib, missing := notBuilt(dir, p); missing {
-		return nil, fmt.Errorf("%w (%s is missing)", ErrNotBuilt, lib)
-	}
 	var cands []*Device
 	switch p {
 	case CPU:
 		cands = []*Device{r.cpu}
 	case CUDA, TensorRT:
-		if r.cuda == nil {
-			r.cuda = openCUDADriver(cudaDriverLibrary)
-		}
 		for _, id := range r.opts.DeviceIDs {
-			cands = append(cands, &Device{name: "CUDA:" + strconv.Itoa(id), provider: p, id: id, cuda: r.cuda, arena: "gpu:" + strconv.Itoa(id)})
+			cands = append(cands, &Device{name: "CUDA:" + strconv.Itoa(id), provider: p, id: id, arena: "gpu:" + strconv.Itoa(id)})
 		}
 	case OpenVINO:
 		ov := func(t string) *Device { return &Device{name: OpenVINO + ":" + t, provider: OpenVINO, ovType: t} }
@@ -374,15 +368,29 @@ func (r *Runtime) probeProvider(p, dir string) ([]*Device, error) {
 	var ok []*Device
 	var errs []error
 	for _, d := range cands {
-		if err := r.probe(d); err != nil {
-			reason := unusableReason(p, err)
-			if errors.Is(reason, ErrNotBuilt) {
-				return nil, reason
-			}
-			errs = append(errs, fmt.Errorf("%s: %w", d.name, reason))
+		err := r.probe(d)
+		if err == nil {
+			ok = append(ok, d)
 			continue
 		}
-		ok = append(ok, d)
+		// Only a failed probe is checked against the files: a provider
+		// that works is built, wherever its libraries are.
+		if lib, missing := notBuilt(dir, p); missing {
+			return nil, fmt.Errorf("%w (%s is missing)", ErrNotBuilt, lib)
+		}
+		reason := unusableReason(p, err)
+		if errors.Is(reason, ErrNotBuilt) {
+			return nil, reason
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", d.name, reason))
+	}
+	if len(ok) > 0 && (p == CUDA || p == TensorRT) {
+		if r.cuda == nil {
+			r.cuda = openCUDADriver(cudaDriverLibrary)
+		}
+		for _, d := range ok {
+			d.cuda = r.cuda
+		}
 	}
 	if len(ok) == 0 && p == OpenVINO && r.opts.OpenVINO.Device == OpenVINOAuto {
 		// Immich's choice: OpenVINO on the CPU when it sees no GPU. That
