@@ -222,6 +222,9 @@ func TestFakeDeviceOutOfMemoryOnRun(t *testing.T) {
 	if err := s.FallBackToCPU(err); !errors.Is(err, inference.ErrFallbackNotAllowed) {
 		t.Fatalf("FallBackToCPU without the fallback allowed: %v", err)
 	}
+	if _, err := rt.NewFallbackSession(path, inference.SessionOptions{}, err); !errors.Is(err, inference.ErrFallbackNotAllowed) {
+		t.Fatalf("NewFallbackSession without the fallback allowed: %v", err)
+	}
 }
 
 // TestCPUFallbackOnFakeDevice allows the CPU fallback: a load and a run
@@ -273,10 +276,20 @@ func TestCPUFallbackOnFakeDevice(t *testing.T) {
 	}
 	noSourcePaths(t, "log", logs.String())
 
-	// NoFallback: the caller first frees memory and retries.
+	// NoFallback: the caller first frees memory and retries, then falls
+	// back itself.
 	dev.FailLoads(1)
-	if _, err := rt.NewSession(path, inference.SessionOptions{NoFallback: true}); !errors.Is(err, inference.ErrOutOfMemory) {
+	_, err = rt.NewSession(path, inference.SessionOptions{NoFallback: true})
+	if !errors.Is(err, inference.ErrOutOfMemory) {
 		t.Fatalf("NoFallback load: %v", err)
+	}
+	s4, err := rt.NewFallbackSession(path, inference.SessionOptions{NoFallback: true}, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s4.Close()
+	if s4.Device() != "CPU" || !errors.Is(s4.Fallback(), inference.ErrOutOfMemory) {
+		t.Fatalf("NewFallbackSession: on %s, fallback %v", s4.Device(), s4.Fallback())
 	}
 	s3, err := rt.NewSession(path, inference.SessionOptions{NoFallback: true})
 	if err != nil {
@@ -342,5 +355,39 @@ func TestTwoFakeDevices(t *testing.T) {
 	// The CPU is neither listed nor allowed as fallback.
 	if _, err := rt.NewSession(path, inference.SessionOptions{Device: "CPU"}); !errors.Is(err, inference.ErrUnknownDevice) {
 		t.Fatalf("placement on the CPU: %v", err)
+	}
+}
+
+// TestConcurrentFallback fails runs on a fake device while others are in
+// flight, with the CPU fallback allowed: every run succeeds, the session
+// ends on the CPU and the device gets all its memory back.
+func TestConcurrentFallback(t *testing.T) {
+	path, _ := fakeModel(t)
+	dev := &inference.FakeDevice{Total: 1 << 30}
+	var logs logBuffer
+	rt := fakeRuntime(t, &logs, true, dev)
+	s, err := rt.NewSession(path, inference.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dev.FailRuns(3)
+	errs := make(chan error, 16)
+	for range 16 {
+		go func() {
+			_, err := s.Run(context.Background(), fakeInput())
+			errs <- err
+		}()
+	}
+	for range 16 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if s.Device() != "CPU" || free(dev) != dev.Total || dev.Sessions() != 0 {
+		t.Fatalf("on %s; device keeps %d bytes, %d sessions", s.Device(), dev.Total-free(dev), dev.Sessions())
+	}
+	if n := strings.Count(logs.String(), "model moved to the CPU"); n != 1 {
+		t.Fatalf("%d moves logged, want 1", n)
 	}
 }

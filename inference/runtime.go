@@ -28,8 +28,9 @@
 // ErrDevice, with the device's memory figures when it reports them. Only
 // with Options.AllowCPUFallback does a failed session move to the CPU,
 // and then [Session.Fallback] says why, for readiness and metrics.
-// SessionOptions.NoFallback and [Session.FallBackToCPU] let a scheduler
-// first free memory on the device and retry, and fall back only after.
+// SessionOptions.NoFallback, [Runtime.NewFallbackSession] and
+// [Session.FallBackToCPU] let a scheduler first free memory on the device
+// and retry, and fall back only after.
 //
 // Sessions on a GPU get small ONNX Runtime thread pools (2 intra-op, 1
 // inter-op threads unless configured): the device does the work. CUDA

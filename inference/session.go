@@ -127,15 +127,41 @@ type Session struct {
 // so.NoFallback is not set, a session whose device fails is built on the
 // CPU instead, and its Fallback says why.
 func (r *Runtime) NewSession(path string, so SessionOptions) (*Session, error) {
+	dev, err := r.Device(so.Device)
+	if err != nil {
+		return nil, err
+	}
+	return r.newSession(path, so, dev, nil)
+}
+
+// NewFallbackSession loads the model on the CPU because cause (a failure
+// on a device) keeps it from its device: the session's Fallback returns
+// cause. It is the load-time twin of Session.FallBackToCPU, for callers
+// that load with NoFallback, free memory, retry, and fall back last. It
+// returns ErrFallbackNotAllowed unless the runtime allows the CPU
+// fallback.
+func (r *Runtime) NewFallbackSession(path string, so SessionOptions, cause error) (*Session, error) {
+	if !r.AllowCPUFallback() {
+		return nil, ErrFallbackNotAllowed
+	}
+	if cause == nil {
+		cause = errors.New("no cause given")
+	}
+	sess, err := r.newSession(path, so, r.cpu, cause)
+	if err == nil {
+		r.logger.Warn("model runs on the CPU: its device failed (CPU fallback allowed)", "model", path, "err", cause)
+	}
+	return sess, err
+}
+
+// newSession loads the model on dev; cause, when set, is why it is not on
+// its device.
+func (r *Runtime) newSession(path string, so SessionOptions, dev *Device, cause error) (*Session, error) {
 	r.mu.Lock()
 	closed := r.closed
 	r.mu.Unlock()
 	if closed {
 		return nil, ErrClosed
-	}
-	dev, err := r.Device(so.Device)
-	if err != nil {
-		return nil, err
 	}
 	start := time.Now()
 	info, err := onnx.Inspect(path)
@@ -147,7 +173,7 @@ func (r *Runtime) NewSession(path string, so SessionOptions) (*Session, error) {
 	}
 	sess := &Session{path: path, info: info, rt: r, cacheDir: so.CacheDir, noFallback: so.NoFallback}
 	b, mem, err := r.open(dev, path, info, so.CacheDir)
-	where := &placement{dev: dev, mem: mem}
+	where := &placement{dev: dev, mem: mem, fallback: cause}
 	if err != nil {
 		err = r.failure("load", path, dev, err)
 		var derr *DeviceError
@@ -300,7 +326,7 @@ func (s *Session) LogValue() slog.Value {
 func (s *Session) Run(ctx context.Context, inputs ...Tensor) ([]Tensor, error) {
 	out, err := s.run(ctx, inputs)
 	var derr *DeviceError
-	if err == nil || s.noFallback || !s.rt.AllowCPUFallback() || !errors.As(err, &derr) {
+	if err == nil || s.noFallback || !s.rt.AllowCPUFallback() || !errors.As(err, &derr) || derr.Device == s.rt.cpu.name {
 		return out, err
 	}
 	if ferr := s.FallBackToCPU(err); ferr != nil {
