@@ -74,12 +74,37 @@ type Config struct {
 	// MaxBatchOCR caps OCR recognition batches.
 	MaxBatchOCR int
 
-	// Providers is the ordered list of execution providers to try.
+	// Providers is the order of preference of execution providers: the
+	// first usable one runs every model.
 	Providers []string
-	// DeviceID selects the GPU for CUDA and OpenVINO.
+	// DeviceID selects the GPU for CUDA and OpenVINO: the first of
+	// DeviceIDs.
 	DeviceID int
+	// DeviceIDs are the GPUs models are placed on (CUDA ordinals, OpenVINO
+	// GPU.<id>), DeviceID first.
+	DeviceIDs []int
 	// OpenVINOPrecision is FP32 or FP16.
 	OpenVINOPrecision string
+	// AllowCPUFallback lets a model whose GPU fails (out of memory, a
+	// provider error) run on the CPU, and the service start on the CPU
+	// when no configured provider is usable.
+	AllowCPUFallback bool
+	// CUDAMemLimit caps each model's CUDA memory arena, in bytes (0: no
+	// cap).
+	CUDAMemLimit int64
+	// CUDAArenaExtendStrategy is kSameAsRequested or kNextPowerOfTwo.
+	CUDAArenaExtendStrategy string
+	// CUDAConvAlgoSearch is HEURISTIC, DEFAULT or EXHAUSTIVE.
+	CUDAConvAlgoSearch string
+	// CUDACopyInDefaultStream keeps copies on CUDA's default stream.
+	CUDACopyInDefaultStream bool
+	// CUDAArenaShrink gives a model's unused CUDA arena memory back after
+	// every run.
+	CUDAArenaShrink bool
+	// TensorRTFP16 lets TensorRT use FP16 kernels.
+	TensorRTFP16 bool
+	// OpenVINODevice is AUTO, GPU, CPU or NPU.
+	OpenVINODevice string
 
 	// ModelOrganization and ModelRevision pick the Hugging Face repos
 	// (<organization>/<model>) and their revision.
@@ -374,21 +399,31 @@ func Load(lookup LookupFunc) (*Config, error) {
 	c.MaxBatchFace = p.integer("MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION", 0, 0, "faces per recognition batch (0: all at once when the model allows)")
 	c.MaxBatchOCR = p.integer("MACHINE_LEARNING_MAX_BATCH_SIZE__OCR", 6, 1, "text crops per OCR recognition batch")
 
-	c.Providers = p.list("MLSERVE_PROVIDERS", "CUDA,OpenVINO,CPU", "execution providers to try, in order; CPU is always the last resort")
+	c.Providers = p.list("MLSERVE_PROVIDERS", "CUDA,OpenVINO,CPU", "execution providers in order of preference: the first usable one runs every model (the CPU only when listed, or with MLSERVE_ALLOW_CPU_FALLBACK)")
 	for i, name := range c.Providers {
 		canon, ok := CanonicalProvider(name)
 		if !ok {
-			p.fail("MLSERVE_PROVIDERS", name, "unknown provider; want CPU, CUDA or OpenVINO")
+			p.fail("MLSERVE_PROVIDERS", name, "unknown provider; want CUDA, TensorRT, OpenVINO or CPU")
 			continue
 		}
 		c.Providers[i] = canon
 	}
-	ids := p.list("MACHINE_LEARNING_DEVICE_IDS", "0", "GPU ids; mlserve uses the first (one process)")
-	c.DeviceID = p.integer("MACHINE_LEARNING_DEVICE_ID", firstInt(ids), 0, "GPU id for CUDA and OpenVINO")
-	c.OpenVINOPrecision = strings.ToUpper(p.str("MACHINE_LEARNING_OPENVINO_PRECISION", "FP32", "FP32 or FP16"))
+	if len(c.Providers) == 0 {
+		p.fail("MLSERVE_PROVIDERS", "", "no provider listed")
+	}
+	c.AllowCPUFallback = p.boolean("MLSERVE_ALLOW_CPU_FALLBACK", false, "a model whose GPU fails (out of memory, provider error) runs on the CPU, and the service starts on the CPU when no listed provider is usable; off, those are errors")
+	p.deviceIDs(c)
+	c.OpenVINOPrecision = strings.ToUpper(p.str("MACHINE_LEARNING_OPENVINO_PRECISION", "FP32", "FP32 or FP16 (OpenVINO GPUs)"))
 	if c.OpenVINOPrecision != "FP32" && c.OpenVINOPrecision != "FP16" {
 		p.fail("MACHINE_LEARNING_OPENVINO_PRECISION", c.OpenVINOPrecision, "want FP32 or FP16")
 	}
+	c.OpenVINODevice = p.choice("MLSERVE_OPENVINO_DEVICE", "AUTO", "OpenVINO device: AUTO (a GPU when OpenVINO sees one, else the CPU), GPU, CPU or NPU", "AUTO", "GPU", "CPU", "NPU")
+	c.CUDAMemLimit = p.size("MLSERVE_CUDA_MEM_LIMIT", "cap of each model's CUDA memory arena (gpu_mem_limit), bytes or with a unit (8GiB, 512MB); 0: no cap")
+	c.CUDAArenaExtendStrategy = p.choice("MLSERVE_CUDA_ARENA_EXTEND_STRATEGY", "kSameAsRequested", "how the CUDA arena grows: kSameAsRequested (by what a run needs) or kNextPowerOfTwo (ONNX Runtime's default, up to twice the memory)", "kSameAsRequested", "kNextPowerOfTwo")
+	c.CUDAConvAlgoSearch = p.choice("MLSERVE_CUDA_CONV_ALGO_SEARCH", "HEURISTIC", "cuDNN convolution algorithm search: HEURISTIC, DEFAULT or EXHAUSTIVE (slow and memory-hungry for every new input shape)", "HEURISTIC", "DEFAULT", "EXHAUSTIVE")
+	c.CUDACopyInDefaultStream = p.boolean("MLSERVE_CUDA_COPY_IN_DEFAULT_STREAM", true, "CUDA copies on the default stream (do_copy_in_default_stream); false uses a separate stream, which ONNX Runtime says may race")
+	c.CUDAArenaShrink = p.boolean("MLSERVE_CUDA_ARENA_SHRINK", false, "give a model's unused CUDA arena memory back after every run (costs allocations on every run; off, it comes back when the model is unloaded)")
+	c.TensorRTFP16 = p.boolean("MLSERVE_TENSORRT_FP16", false, "TensorRT may use FP16 kernels (faster, slightly different embeddings)")
 
 	c.ModelOrganization = p.str("MACHINE_LEARNING_MODEL_ORGANIZATION", "immich-app", "Hugging Face organization of the CLIP and face models")
 	c.ModelRevision = p.str("MACHINE_LEARNING_MODEL_REVISION", "main", "Hugging Face revision of the models")
@@ -422,19 +457,125 @@ func Load(lookup LookupFunc) (*Config, error) {
 	return c, nil
 }
 
-func firstInt(ids []string) int {
-	if len(ids) == 0 {
+// set tells whether a variable has a non-blank value.
+func (p *parser) set(name string) bool {
+	v, ok := p.lookup(name)
+	return ok && strings.TrimSpace(v) != ""
+}
+
+// choice reads one of a fixed set of values, compared without case, and
+// returns its canonical spelling.
+func (p *parser) choice(name, def, desc string, choices ...string) string {
+	v, set := p.raw(name, def, desc)
+	if !set {
+		return def
+	}
+	for _, c := range choices {
+		if strings.EqualFold(v, c) {
+			return c
+		}
+	}
+	p.fail(name, v, "unknown option; want "+strings.Join(choices, ", "))
+	return def
+}
+
+// size reads a number of bytes, with an optional unit: B, KB/MB/GB/TB
+// (powers of 1000) or KiB/MiB/GiB/TiB (powers of 1024); K, M, G and T alone
+// are binary. Default 0.
+func (p *parser) size(name, desc string) int64 {
+	v, set := p.raw(name, "0", desc)
+	if !set {
 		return 0
 	}
-	n, err := strconv.Atoi(ids[0])
+	n, err := ParseSize(v)
 	if err != nil {
+		p.fail(name, v, err.Error())
 		return 0
 	}
 	return n
 }
 
+// ParseSize parses a number of bytes with an optional unit (see the
+// MLSERVE_CUDA_MEM_LIMIT row of the README).
+func ParseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := 0
+	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.') {
+		i++
+	}
+	num, unit := s[:i], strings.ToLower(strings.TrimSpace(s[i:]))
+	if num == "" {
+		return 0, errors.New("not a size (a number of bytes, or with a unit such as 8GiB or 512MB)")
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil {
+		return 0, errors.New("not a size (a number of bytes, or with a unit such as 8GiB or 512MB)")
+	}
+	mult := map[string]float64{
+		"": 1, "b": 1,
+		"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+		"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
+		"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+	}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("unknown unit %q; want B, KB, MB, GB, TB, KiB, MiB, GiB or TiB", unit)
+	}
+	f *= mult
+	if f >= 1<<62 {
+		return 0, errors.New("too large")
+	}
+	return int64(f), nil
+}
+
+// deviceIDs reads MACHINE_LEARNING_DEVICE_IDS and MACHINE_LEARNING_DEVICE_ID
+// (which Immich sets per worker): the list, with DEVICE_ID first when both
+// are set, or DEVICE_ID alone.
+func (p *parser) deviceIDs(c *Config) {
+	const listVar, oneVar = "MACHINE_LEARNING_DEVICE_IDS", "MACHINE_LEARNING_DEVICE_ID"
+	raw := p.list(listVar, "0", "GPU ids models are placed on (CUDA ordinals, OpenVINO GPU.<id>), comma-separated")
+	seen := map[int]bool{}
+	for _, s := range raw {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			p.fail(listVar, s, "not a device id (a number ≥ 0)")
+			continue
+		}
+		if seen[n] {
+			p.fail(listVar, s, "listed twice")
+			continue
+		}
+		seen[n] = true
+		c.DeviceIDs = append(c.DeviceIDs, n)
+	}
+	if len(c.DeviceIDs) == 0 {
+		if len(raw) == 0 {
+			p.fail(listVar, "", "no device id listed")
+		}
+		c.DeviceIDs = []int{0}
+	}
+	c.DeviceID = p.integer(oneVar, c.DeviceIDs[0], 0, "GPU id for CUDA and OpenVINO when "+listVar+" is not set")
+	if !p.set(oneVar) {
+		return
+	}
+	if !p.set(listVar) {
+		c.DeviceIDs = []int{c.DeviceID}
+		return
+	}
+	if !seen[c.DeviceID] {
+		p.fail(oneVar, strconv.Itoa(c.DeviceID), "not among "+listVar)
+		return
+	}
+	ids := []int{c.DeviceID}
+	for _, id := range c.DeviceIDs {
+		if id != c.DeviceID {
+			ids = append(ids, id)
+		}
+	}
+	c.DeviceIDs = ids
+}
+
 // CanonicalProvider maps the spellings users write (cuda, CUDAExecutionProvider,
-// openvino) to CPU, CUDA or OpenVINO.
+// openvino, tensorrt) to CPU, CUDA, OpenVINO or TensorRT.
 func CanonicalProvider(name string) (string, bool) {
 	n := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(name), "ExecutionProvider"))
 	n = strings.TrimSuffix(n, "executionprovider")
@@ -445,6 +586,8 @@ func CanonicalProvider(name string) (string, bool) {
 		return "CUDA", true
 	case "openvino":
 		return "OpenVINO", true
+	case "tensorrt":
+		return "TensorRT", true
 	}
 	return "", false
 }

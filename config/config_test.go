@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,4 +81,108 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "IMMICH_PORT") || !strings.Contains(err.Error(), "MLSERVE_MAX_QUEUE") {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+func TestProviderVariables(t *testing.T) {
+	c, err := Load(env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AllowCPUFallback || c.CUDAMemLimit != 0 || c.CUDAArenaExtendStrategy != "kSameAsRequested" ||
+		c.CUDAConvAlgoSearch != "HEURISTIC" || !c.CUDACopyInDefaultStream || c.CUDAArenaShrink || c.TensorRTFP16 ||
+		c.OpenVINODevice != "AUTO" || len(c.DeviceIDs) != 1 || c.DeviceIDs[0] != 0 || c.DeviceID != 0 {
+		t.Fatalf("defaults %+v", c)
+	}
+	c, err = Load(env(
+		"MLSERVE_PROVIDERS", "tensorrt,CUDA", "MLSERVE_ALLOW_CPU_FALLBACK", "true",
+		"MLSERVE_CUDA_MEM_LIMIT", "8GiB", "MLSERVE_CUDA_ARENA_EXTEND_STRATEGY", "knextpoweroftwo",
+		"MLSERVE_CUDA_CONV_ALGO_SEARCH", "exhaustive", "MLSERVE_CUDA_COPY_IN_DEFAULT_STREAM", "false",
+		"MLSERVE_CUDA_ARENA_SHRINK", "1", "MLSERVE_TENSORRT_FP16", "yes", "MLSERVE_OPENVINO_DEVICE", "npu",
+		"MACHINE_LEARNING_DEVICE_IDS", "2, 0,1",
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.Providers, ",") != "TensorRT,CUDA" || !c.AllowCPUFallback || c.CUDAMemLimit != 8<<30 ||
+		c.CUDAArenaExtendStrategy != "kNextPowerOfTwo" || c.CUDAConvAlgoSearch != "EXHAUSTIVE" || c.CUDACopyInDefaultStream ||
+		!c.CUDAArenaShrink || !c.TensorRTFP16 || c.OpenVINODevice != "NPU" || fmtInts(c.DeviceIDs) != "2,0,1" || c.DeviceID != 2 {
+		t.Fatalf("%+v", c)
+	}
+	// Immich's per-worker MACHINE_LEARNING_DEVICE_ID: alone, or first of
+	// the list.
+	for _, tc := range []struct {
+		kv       []string
+		ids      string
+		deviceID int
+	}{
+		{[]string{"MACHINE_LEARNING_DEVICE_ID", "3"}, "3", 3},
+		{[]string{"MACHINE_LEARNING_DEVICE_ID", "1", "MACHINE_LEARNING_DEVICE_IDS", "0,1,2"}, "1,0,2", 1},
+	} {
+		c, err := Load(env(tc.kv...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmtInts(c.DeviceIDs) != tc.ids || c.DeviceID != tc.deviceID {
+			t.Errorf("%v: ids %v, id %d", tc.kv, c.DeviceIDs, c.DeviceID)
+		}
+	}
+}
+
+func fmtInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+func TestProviderVariablesRejected(t *testing.T) {
+	for _, kv := range [][]string{
+		{"MLSERVE_PROVIDERS", "CUDA,TPU"}, {"MLSERVE_PROVIDERS", ","}, {"MLSERVE_PROVIDERS", "FakeGPU"},
+		{"MLSERVE_ALLOW_CPU_FALLBACK", "sometimes"},
+		{"MLSERVE_CUDA_MEM_LIMIT", "lots"}, {"MLSERVE_CUDA_MEM_LIMIT", "-1"}, {"MLSERVE_CUDA_MEM_LIMIT", "8XB"},
+		{"MLSERVE_CUDA_MEM_LIMIT", "99999999999TiB"},
+		{"MLSERVE_CUDA_ARENA_EXTEND_STRATEGY", "kDouble"}, {"MLSERVE_CUDA_CONV_ALGO_SEARCH", "FASTEST"},
+		{"MLSERVE_CUDA_COPY_IN_DEFAULT_STREAM", "2"}, {"MLSERVE_CUDA_ARENA_SHRINK", "often"},
+		{"MLSERVE_TENSORRT_FP16", "half"}, {"MLSERVE_OPENVINO_DEVICE", "TPU"},
+		{"MACHINE_LEARNING_DEVICE_IDS", "0,x"}, {"MACHINE_LEARNING_DEVICE_IDS", "0,0"}, {"MACHINE_LEARNING_DEVICE_IDS", "-1"},
+		{"MACHINE_LEARNING_DEVICE_IDS", ","},
+		{"MACHINE_LEARNING_DEVICE_ID", "x"}, {"MACHINE_LEARNING_DEVICE_ID", "3", "MACHINE_LEARNING_DEVICE_IDS", "0,1"},
+	} {
+		_, err := Load(env(kv...))
+		name := kv[0]
+		if len(kv) > 2 {
+			name = "MACHINE_LEARNING_DEVICE_ID="
+		}
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%v: err = %v", kv, err)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"0": 0, "1024": 1024, "8GiB": 8 << 30, "8 GiB": 8 << 30, "8G": 8 << 30, "512MB": 512e6, "1.5GiB": 3 << 29,
+		"2kb": 2000, "100B": 100, "1TiB": 1 << 40,
+	} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "GiB", "1.2.3", "-5", "5 parsecs", "1e9"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}
+
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"8GiB", "512MB", "0", "1.5 g", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if n, err := ParseSize(s); err == nil && n < 0 {
+			t.Fatalf("ParseSize(%q) = %d", s, n)
+		}
+	})
 }

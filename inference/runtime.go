@@ -1,13 +1,52 @@
 // Package inference runs ONNX models with ONNX Runtime through cgo
 // (github.com/yalue/onnxruntime_go).
 //
-// A [Runtime] owns the process-wide ONNX Runtime environment: it is
-// initialised once, when the Runtime is made, and destroyed once, by
-// [Runtime.Close]. Sessions ([Session]) are made from a model file; their
-// input and output names, element types and dynamic dimensions are read from
-// the model itself. Execution providers are tried in the configured order
-// (CUDA, OpenVINO, CPU) and the first one that builds the session is the one
-// the session reports; every fallback is logged.
+// A [Runtime] shares the process-wide ONNX Runtime environment: the first
+// Runtime made starts it and the last one closed destroys it; all
+// Runtimes of a process load the same library. Sessions ([Session]) are
+// made from a model file; their input and output names, element types and
+// dynamic dimensions are read from the model itself.
+//
+// # Providers and devices
+//
+// Which execution providers can run here is decided once, by [New]: each
+// configured provider, in order, is probed with a one-node session built
+// with the very options real sessions get, on each configured device, and
+// the first provider with a usable device is the one every session uses.
+// A provider whose library is not installed next to ONNX Runtime's is
+// "not in this build" (an info line at start, not a warning); one whose
+// library is there but fails (no device, a missing cuDNN, a driver too
+// old) is a warning. The CPU counts only when it is in the list or
+// Options.AllowCPUFallback is set, and when no provider is usable New
+// fails with ErrNoUsableProvider naming what each one lacks. The start log
+// lists the usable providers, their devices and options, once.
+//
+// A session is placed on one [Device] (SessionOptions.Device, default the
+// first of [Runtime.Devices]): "CUDA:0" (CUDA or TensorRT), "OpenVINO:GPU.0",
+// "OpenVINO:CPU", "CPU". It never moves silently: a load or a run that
+// fails on a GPU returns a *DeviceError wrapping ErrOutOfMemory or
+// ErrDevice, with the device's memory figures when it reports them. Only
+// with Options.AllowCPUFallback does a failed session move to the CPU,
+// and then [Session.Fallback] says why, for readiness and metrics.
+// SessionOptions.NoFallback, [Runtime.NewFallbackSession] and
+// [Session.FallBackToCPU] let a scheduler first free memory on the device
+// and retry, and fall back only after.
+//
+// Sessions on a GPU get small ONNX Runtime thread pools (2 intra-op, 1
+// inter-op threads unless configured): the device does the work. CUDA
+// sessions use the arena growth strategy kSameAsRequested and cuDNN's
+// HEURISTIC algorithm search by default (see [CUDAOptions]); their memory
+// goes back to the device when the session is closed, and after a run
+// that asked for it ([WithShrink], CUDAOptions.ShrinkArena, or the run
+// following an out-of-memory error), through ONNX Runtime's
+// memory.enable_memory_arena_shrinkage run option. [Device.Memory] reads
+// a CUDA device's memory through the driver (libcuda.so.1, opened at run
+// time) and [Session.DeviceMemory] is what a session took at load.
+//
+// [FakeDevice] is a simulated GPU for tests: no hardware, real CPU
+// sessions, a GPU's memory bookkeeping and out-of-memory errors on demand.
+//
+// # Runs
 //
 // A run is cancelled through its context: the context's end sets ONNX
 // Runtime's terminate flag for that run ([RunOptions.Terminate]), and Run
@@ -27,7 +66,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -44,19 +85,27 @@ const (
 
 // Errors returned by this package.
 var (
-	// ErrRuntimeExists: ONNX Runtime's environment is process-wide and one
-	// Runtime already owns it.
+	// ErrRuntimeExists: ONNX Runtime's environment is process-wide, and it
+	// was started from another library (or not by this package).
 	ErrRuntimeExists = errors.New("an ONNX Runtime environment already exists in this process")
 	// ErrLibrary: the ONNX Runtime shared library could not be loaded.
 	ErrLibrary = errors.New("cannot load the ONNX Runtime library")
 	// ErrClosed: the runtime or session was closed.
 	ErrClosed = errors.New("closed")
-	// ErrNoProvider: no configured execution provider could build the session.
+	// ErrNoProvider: ONNX Runtime could not build a session for the model
+	// (for a reason that is the model's, not the device's: those are
+	// *DeviceError).
 	ErrNoProvider = errors.New("no execution provider could load the model")
 	// ErrInput: the inputs do not match the model.
 	ErrInput = errors.New("inputs do not match the model")
 	// ErrCanceled: the run was stopped because its context ended.
 	ErrCanceled = errors.New("inference canceled")
+	// ErrUnknownDevice: SessionOptions.Device names no device of the
+	// runtime.
+	ErrUnknownDevice = errors.New("unknown device")
+	// ErrFallbackNotAllowed: a session may not move to the CPU
+	// (Options.AllowCPUFallback is off).
+	ErrFallbackNotAllowed = errors.New("CPU fallback not allowed")
 )
 
 // Options configure a Runtime. The zero value runs on CPU with Immich's
@@ -65,10 +114,12 @@ type Options struct {
 	// LibraryPath is the ONNX Runtime shared library
 	// (libonnxruntime.so.1). Empty means the dynamic loader's search path.
 	LibraryPath string
-	// Providers is the order in which execution providers are tried. CPU is
-	// appended when missing: it is always the last resort.
+	// Providers is the order of preference of execution providers (CPU,
+	// CUDA, TensorRT, OpenVINO; FakeGPU in tests): the first usable one
+	// runs every session. Empty means CPU.
 	Providers []string
-	// DeviceID selects the GPU (CUDA device_id, OpenVINO GPU.<id>).
+	// DeviceID selects the GPU (CUDA device_id, OpenVINO GPU.<id>) when
+	// DeviceIDs is empty.
 	DeviceID int
 	// IntraOpThreads and InterOpThreads set ONNX Runtime's thread pools.
 	// Zero means Immich's defaults: on CPU 2 intra-op threads and 1
@@ -81,48 +132,104 @@ type Options struct {
 	OpenVINOPrecision string
 	// Verbose lets ONNX Runtime print its own warnings to stderr; otherwise
 	// only fatal errors are printed (every error is returned and logged
-	// through the logger anyway).
+	// through the logger anyway). The first Runtime of a process sets it.
 	Verbose bool
+
+	// DeviceIDs are the GPUs to use (CUDA ordinals, OpenVINO GPU.<id>):
+	// each one that works is a device of the runtime. Empty means
+	// DeviceID alone.
+	DeviceIDs []int
+	// AllowCPUFallback lets a session whose device fails (out of memory, a
+	// provider error) move to the CPU, and the runtime start on the CPU
+	// when no configured provider is usable. Off, such failures are
+	// errors.
+	AllowCPUFallback bool
+	// CUDA, TensorRT and OpenVINO configure those providers.
+	CUDA     CUDAOptions
+	TensorRT TensorRTOptions
+	OpenVINO OpenVINOOptions
+	// FakeDevices are the devices of the FakeGPU provider: simulated GPUs
+	// for tests (see FakeDevice).
+	FakeDevices []*FakeDevice
 }
 
-// Runtime owns the ONNX Runtime environment and builds sessions.
-// It is safe for concurrent use.
+// Runtime owns a share of the ONNX Runtime environment, the devices found
+// at start, and builds sessions. It is safe for concurrent use.
 type Runtime struct {
 	opts   Options
 	logger *slog.Logger
+	api    ortAPI
+	cuda   *cudaDriver
 
-	mu     sync.Mutex
-	closed bool
-	// unavailable remembers providers whose library failed to load, so
-	// that the failure is logged once, not for every model.
-	unavailable map[string]error
-	sessions    map[*Session]struct{}
+	// states is the start-up probe's result, per configured provider.
+	states []ProviderState
+	// devices are the devices of the provider in use, in DeviceIDs order.
+	devices []*Device
+	// cpu is the CPU device when the CPU may be used (listed, or the
+	// fallback), else nil.
+	cpu *Device
+
+	mu       sync.Mutex
+	closed   bool
+	sessions map[*Session]struct{}
 }
 
-// ortOwner guards the process-wide environment.
-var ortOwner struct {
+// ortEnv is the process-wide environment, shared by the Runtimes.
+var ortEnv struct {
 	sync.Mutex
-	owned bool
+	refs    int
+	library string
 }
 
-// New initialises ONNX Runtime. Only one Runtime may exist at a time in a
-// process.
+// New starts (or joins) ONNX Runtime, finds which of the configured
+// providers can run here, and logs them. It fails with ErrOptions for
+// options ONNX Runtime does not know and with ErrNoUsableProvider when no
+// configured provider has a usable device.
 func New(opts Options, logger *slog.Logger) (*Runtime, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	opts.Providers = normalizeProviders(opts.Providers)
-	if opts.OpenVINOPrecision == "" {
-		opts.OpenVINOPrecision = "FP32"
+	if err := opts.normalize(); err != nil {
+		return nil, err
 	}
-	ortOwner.Lock()
-	defer ortOwner.Unlock()
-	if ortOwner.owned || ort.IsInitialized() {
-		return nil, ErrRuntimeExists
+	if err := acquireEnv(opts); err != nil {
+		return nil, err
+	}
+	r := &Runtime{
+		opts:     opts,
+		logger:   logger,
+		sessions: map[*Session]struct{}{},
+	}
+	var err error
+	if r.api, err = loadORTAPI(opts.LibraryPath); err != nil {
+		logger.Debug("arena shrinkage unavailable", "err", err)
+	}
+	if err := r.resolve(); err != nil {
+		_ = r.release()
+		return nil, err
+	}
+	r.logStart()
+	return r, nil
+}
+
+// acquireEnv starts the environment, or takes a share of the running one
+// when it was started from the same library.
+func acquireEnv(opts Options) error {
+	ortEnv.Lock()
+	defer ortEnv.Unlock()
+	if ortEnv.refs > 0 {
+		if ortEnv.library != opts.LibraryPath {
+			return fmt.Errorf("%w: loaded from %q, not %q", ErrRuntimeExists, ortEnv.library, opts.LibraryPath)
+		}
+		ortEnv.refs++
+		return nil
+	}
+	if ort.IsInitialized() {
+		return ErrRuntimeExists
 	}
 	if opts.LibraryPath != "" {
 		if _, err := os.Stat(opts.LibraryPath); err != nil && containsSlash(opts.LibraryPath) {
-			return nil, fmt.Errorf("%w: %w", ErrLibrary, err)
+			return fmt.Errorf("%w: %w", ErrLibrary, err)
 		}
 		ort.SetSharedLibraryPath(opts.LibraryPath)
 	}
@@ -133,28 +240,37 @@ func New(opts Options, logger *slog.Logger) (*Runtime, error) {
 	// environment is created, so it is set first; DisableTelemetryEvents
 	// afterwards stops whatever the variable did not.
 	if err := os.Setenv("ORT_DISABLE_TELEMETRY", "1"); err != nil {
-		return nil, fmt.Errorf("%w: disable telemetry: %w", ErrLibrary, err)
+		return fmt.Errorf("%w: disable telemetry: %w", ErrLibrary, err)
 	}
 	level := ort.WithLogLevelFatal()
 	if opts.Verbose {
 		level = ort.WithLogLevelWarning()
 	}
 	if err := ort.InitializeEnvironment(level); err != nil {
-		return nil, fmt.Errorf("%w %q: %w", ErrLibrary, opts.LibraryPath, err)
+		return fmt.Errorf("%w %q: %w", ErrLibrary, opts.LibraryPath, err)
 	}
 	if err := ort.DisableTelemetry(); err != nil {
 		_ = ort.DestroyEnvironment()
-		return nil, fmt.Errorf("%w: disable telemetry: %w", ErrLibrary, err)
+		return fmt.Errorf("%w: disable telemetry: %w", ErrLibrary, err)
 	}
-	ortOwner.owned = true
-	r := &Runtime{
-		opts:        opts,
-		logger:      logger,
-		unavailable: map[string]error{},
-		sessions:    map[*Session]struct{}{},
+	ortEnv.refs, ortEnv.library = 1, opts.LibraryPath
+	return nil
+}
+
+// release gives back the runtime's share of the environment and its
+// driver handle.
+func (r *Runtime) release() error {
+	var errs []error
+	if r.cuda != nil {
+		errs = append(errs, r.cuda.close())
 	}
-	logger.Info("ONNX Runtime ready", "version", ort.GetVersion(), "library", opts.LibraryPath, "providers", opts.Providers)
-	return r, nil
+	ortEnv.Lock()
+	defer ortEnv.Unlock()
+	ortEnv.refs--
+	if ortEnv.refs == 0 {
+		errs = append(errs, ort.DestroyEnvironment())
+	}
+	return errors.Join(errs...)
 }
 
 func containsSlash(s string) bool {
@@ -166,52 +282,146 @@ func containsSlash(s string) bool {
 	return false
 }
 
-func normalizeProviders(in []string) []string {
-	out := []string{}
-	seen := map[string]bool{}
-	for _, p := range in {
-		if !seen[p] {
-			seen[p] = true
-			out = append(out, p)
+// resolve probes the configured providers in order until one has a usable
+// device, and the CPU when it may be used.
+func (r *Runtime) resolve() error {
+	dir := libraryDir(r.opts.LibraryPath)
+	cpuAllowed := slices.Contains(r.opts.Providers, CPU) || r.opts.AllowCPUFallback
+	if cpuAllowed {
+		r.cpu = &Device{name: CPU, provider: CPU}
+		if !r.opts.DisableArena {
+			r.cpu.arena = "cpu:0"
 		}
 	}
-	if !seen[CPU] {
-		out = append(out, CPU)
+	for _, p := range r.opts.Providers {
+		st := ProviderState{Provider: p}
+		if r.devices != nil {
+			st.Err = errNotTried
+			r.states = append(r.states, st)
+			continue
+		}
+		var devs []*Device
+		devs, st.Err = r.probeProvider(p, dir)
+		for _, d := range devs {
+			st.Devices = append(st.Devices, d.name)
+		}
+		if len(devs) > 0 {
+			r.devices = devs
+		}
+		r.states = append(r.states, st)
 	}
-	return out
+	if r.cpu != nil && (r.devices == nil || r.devices[0] != r.cpu) {
+		if err := r.probe(r.cpu); err != nil {
+			return fmt.Errorf("%w: even the CPU provider fails: %w", ErrNoUsableProvider, unusableReason(CPU, err))
+		}
+	}
+	if r.devices != nil {
+		return nil
+	}
+	if r.opts.AllowCPUFallback {
+		r.devices = []*Device{r.cpu}
+		r.logger.Warn("no configured execution provider is usable; every model runs on the CPU (CPU fallback allowed)",
+			"providers", r.opts.Providers, "reasons", r.reasons())
+		return nil
+	}
+	return fmt.Errorf("%w among %s: %s", ErrNoUsableProvider, strings.Join(r.opts.Providers, ", "), r.reasons())
 }
 
-// Version is the ONNX Runtime library's version.
-func (r *Runtime) Version() string { return ort.GetVersion() }
+// reasons lists why each provider is unusable.
+func (r *Runtime) reasons() string {
+	var parts []string
+	for _, st := range r.states {
+		if !st.Usable() && st.Err != nil {
+			parts = append(parts, st.Provider+": "+st.Err.Error())
+		}
+	}
+	return strings.Join(parts, "; ")
+}
 
-// Providers is the configured provider order (CPU last).
-func (r *Runtime) Providers() []string { return append([]string(nil), r.opts.Providers...) }
+// probeProvider returns p's usable devices, and the reason of those that
+// are not (nil when all are).
+func (r *Runtime) probeProvider(p, dir string) ([]*Device, error) {
+	var cands []*Device
+	switch p {
+	case CPU:
+		cands = []*Device{r.cpu}
+	case CUDA, TensorRT:
+		for _, id := range r.opts.DeviceIDs {
+			cands = append(cands, &Device{name: "CUDA:" + strconv.Itoa(id), provider: p, id: id, arena: "gpu:" + strconv.Itoa(id)})
+		}
+	case OpenVINO:
+		ov := func(t string) *Device { return &Device{name: OpenVINO + ":" + t, provider: OpenVINO, ovType: t} }
+		switch r.opts.OpenVINO.Device {
+		case OpenVINOAuto, OpenVINOGPU:
+			for _, id := range r.opts.DeviceIDs {
+				cands = append(cands, ov("GPU."+strconv.Itoa(id)))
+			}
+		default:
+			cands = []*Device{ov(r.opts.OpenVINO.Device)}
+		}
+	case FakeGPU:
+		var devs []*Device
+		for i, f := range r.opts.FakeDevices {
+			devs = append(devs, &Device{name: FakeGPU + ":" + strconv.Itoa(i), provider: FakeGPU, id: i, fake: f})
+		}
+		return devs, nil
+	}
+	var ok []*Device
+	var errs []error
+	for _, d := range cands {
+		err := r.probe(d)
+		if err == nil {
+			ok = append(ok, d)
+			continue
+		}
+		// Only a failed probe is checked against the files: a provider
+		// that works is built, wherever its libraries are.
+		if lib, missing := notBuilt(dir, p); missing {
+			return nil, fmt.Errorf("%w (%s is missing)", ErrNotBuilt, lib)
+		}
+		reason := unusableReason(p, err)
+		if errors.Is(reason, ErrNotBuilt) {
+			return nil, reason
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", d.name, reason))
+	}
+	if len(ok) > 0 && (p == CUDA || p == TensorRT) {
+		if r.cuda == nil {
+			r.cuda = openCUDADriver(cudaDriverLibrary)
+		}
+		for _, d := range ok {
+			d.cuda = r.cuda
+		}
+	}
+	if len(ok) == 0 && p == OpenVINO && r.opts.OpenVINO.Device == OpenVINOAuto {
+		// Immich's choice: OpenVINO on the CPU when it sees no GPU. That
+		// is where the device is, not a fallback after a failure.
+		d := &Device{name: OpenVINO + ":" + OpenVINOCPU, provider: OpenVINO, ovType: OpenVINOCPU}
+		err := r.probe(d)
+		if err == nil {
+			r.logger.Info("OpenVINO sees no GPU; its sessions run on OpenVINO's CPU device", "reason", errors.Join(errs...))
+			return []*Device{d}, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", d.name, unusableReason(p, err)))
+	}
+	return ok, errors.Join(errs...)
+}
 
-// ProviderStatus tells, for each provider mlserve knows (CUDA, OpenVINO,
-// CPU), whether this ONNX Runtime library can use it: nil, or the error
-// that makes it unavailable. Each provider is probed
-// by building a one-node session with it, which is the only test that
-// loads its libraries for real.
-func (r *Runtime) ProviderStatus() map[string]error {
+// probe builds a one-node session on d with the options real sessions
+// get: the only test that loads a provider's libraries and opens its
+// device for real.
+func (r *Runtime) probe(d *Device) error {
+	if d.fake != nil {
+		return nil
+	}
 	g := onnx.NewGraph("probe")
 	g.Output("y", g.Input("x", onnx.Float, onnx.D(1)), onnx.Float, onnx.D(1))
 	model := onnx.Model{Graph: g}.Marshal()
-	out := map[string]error{}
-	for _, p := range []string{CUDA, OpenVINO, CPU} {
-		out[p] = r.probe(p, model)
-	}
-	return out
-}
-
-func (r *Runtime) probe(p string, model []byte) error {
-	so, err := r.newOptions(p)
+	so, err := r.sessionOptions(d, "")
 	if err != nil {
 		return err
 	}
 	defer so.Destroy()
-	if _, err := r.appendProvider(so, p, "", deviceGPU); err != nil {
-		return err
-	}
 	s, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{"x"}, []string{"y"}, so)
 	if err != nil {
 		return err
@@ -219,8 +429,159 @@ func (r *Runtime) probe(p string, model []byte) error {
 	return s.Destroy()
 }
 
-// Close destroys every open session and the environment. It returns all
-// teardown errors joined.
+// logStart logs, once, what the probe found: each configured provider's
+// state (not in this build: info; failing: warning), the options of the
+// one in use, and its devices.
+func (r *Runtime) logStart() {
+	for _, st := range r.states {
+		switch {
+		case errors.Is(st.Err, errNotTried):
+			r.logger.Debug("execution provider not tried: an earlier one is used", "provider", st.Provider)
+		case errors.Is(st.Err, ErrNotBuilt):
+			r.logger.Info("execution provider not in this ONNX Runtime build", "provider", st.Provider, "detail", st.Err.Error())
+		case st.Err != nil && st.Usable():
+			r.logger.Warn("some devices of the execution provider are unusable", "provider", st.Provider, "usable", st.Devices, "reason", st.Err.Error())
+		case st.Err != nil:
+			r.logger.Warn("execution provider unusable", "provider", st.Provider, "reason", st.Err.Error())
+		}
+	}
+	d0 := r.devices[0]
+	attrs := []any{"provider", d0.provider, "devices", r.deviceNames(), "options", r.providerOptions(d0)}
+	for _, d := range r.devices {
+		if d.Host() || d.fake != nil {
+			continue
+		}
+		if m, err := d.Memory(); err == nil {
+			attrs = append(attrs, d.name, m.String())
+		}
+	}
+	r.logger.Info("execution provider in use", attrs...)
+	if r.cpu != nil && r.opts.AllowCPUFallback && d0 != r.cpu {
+		r.logger.Info("CPU fallback allowed: a model that fails on its device moves to the CPU, and readiness says so")
+	}
+	r.logger.Info("ONNX Runtime ready", "version", ort.GetVersion(), "library", r.opts.LibraryPath, "providers", r.Providers())
+}
+
+// providerOptions is a one-line summary of d's provider options, for the
+// start log.
+func (r *Runtime) providerOptions(d *Device) string {
+	var m map[string]string
+	switch d.provider {
+	case CUDA:
+		m = r.cudaProviderOptions(d.id)
+	case TensorRT:
+		m = r.tensorRTProviderOptions(d.id, "<model>")
+		for k, v := range r.cudaProviderOptions(d.id) {
+			m["cuda."+k] = v
+		}
+	case OpenVINO:
+		m = r.openVINOProviderOptions(d.ovType, "<model>")
+	}
+	if m == nil {
+		m = map[string]string{}
+	}
+	delete(m, "device_id")
+	delete(m, "device_type")
+	if d.provider == CUDA || d.provider == TensorRT {
+		m["arena_shrink_every_run"] = strconv.FormatBool(r.opts.CUDA.ShrinkArena)
+	}
+	intra, inter := r.threads(CPU)
+	if d.provider != CPU && d.provider != FakeGPU { // as sessionOptions does
+		intra, inter = r.gpuThreads()
+	}
+	m["intra_op_threads"], m["inter_op_threads"] = strconv.Itoa(intra), strconv.Itoa(inter)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, " ")
+}
+
+func (r *Runtime) deviceNames() []string {
+	out := make([]string, len(r.devices))
+	for i, d := range r.devices {
+		out[i] = d.name
+	}
+	return out
+}
+
+// Version is the ONNX Runtime library's version.
+func (r *Runtime) Version() string { return ort.GetVersion() }
+
+// Providers are the usable providers: the one in use, then the CPU when
+// it may be used too (listed, or the fallback).
+func (r *Runtime) Providers() []string {
+	out := []string{r.devices[0].provider}
+	if r.cpu != nil && r.devices[0] != r.cpu {
+		out = append(out, CPU)
+	}
+	return out
+}
+
+// ProviderStates is what the start-up probe found, per configured
+// provider, in the configured order.
+func (r *Runtime) ProviderStates() []ProviderState { return slices.Clone(r.states) }
+
+// ProviderStatus tells, for each configured provider and the CPU, whether
+// sessions can use it: nil, or the reason it is not used (decided at
+// start; nothing is probed again).
+func (r *Runtime) ProviderStatus() map[string]error {
+	out := map[string]error{}
+	for _, st := range r.states {
+		switch {
+		case st.Usable():
+			out[st.Provider] = nil
+		case st.Err != nil:
+			out[st.Provider] = st.Err
+		default:
+			out[st.Provider] = errors.New("no usable device")
+		}
+	}
+	if r.cpu != nil {
+		out[CPU] = nil
+	} else if _, ok := out[CPU]; !ok {
+		out[CPU] = errors.New("not configured (neither listed nor allowed as fallback)")
+	}
+	return out
+}
+
+// Devices are the devices sessions are placed on: those of the provider
+// in use, in the configured order. The first is the default.
+func (r *Runtime) Devices() []*Device { return slices.Clone(r.devices) }
+
+// CPU is the CPU device when sessions may use it (it is listed, or the
+// fallback is allowed), else nil.
+func (r *Runtime) CPU() *Device { return r.cpu }
+
+// AllowCPUFallback tells whether sessions may move to the CPU when their
+// device fails.
+func (r *Runtime) AllowCPUFallback() bool { return r.opts.AllowCPUFallback && r.cpu != nil }
+
+// Device returns the device named name ("CUDA:1", "CPU"), or
+// ErrUnknownDevice. The empty name is the default device.
+func (r *Runtime) Device(name string) (*Device, error) {
+	if name == "" {
+		return r.devices[0], nil
+	}
+	for _, d := range r.devices {
+		if d.name == name {
+			return d, nil
+		}
+	}
+	if r.cpu != nil && name == r.cpu.name {
+		return r.cpu, nil
+	}
+	return nil, fmt.Errorf("%w %q: have %s", ErrUnknownDevice, name, strings.Join(r.deviceNames(), ", "))
+}
+
+// Close destroys every open session and gives back the runtime's share of
+// the environment (the last Runtime destroys it). It returns all teardown
+// errors joined.
 func (r *Runtime) Close() error {
 	r.mu.Lock()
 	if r.closed {
@@ -239,59 +600,10 @@ func (r *Runtime) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	ortOwner.Lock()
-	defer ortOwner.Unlock()
-	if err := ort.DestroyEnvironment(); err != nil {
+	if err := r.release(); err != nil {
 		errs = append(errs, err)
 	}
-	ortOwner.owned = false
 	return errors.Join(errs...)
-}
-
-type openVINODevice int
-
-const (
-	deviceGPU openVINODevice = iota
-	deviceCPU
-)
-
-// appendProvider adds one execution provider to so and returns the name
-// to report for it.
-func (r *Runtime) appendProvider(so *ort.SessionOptions, p, cacheDir string, ovDev openVINODevice) (string, error) {
-	switch p {
-	case CPU:
-		return CPU, nil
-	case CUDA:
-		co, err := ort.NewCUDAProviderOptions()
-		if err != nil {
-			return "", err
-		}
-		defer co.Destroy()
-		if err := co.Update(map[string]string{
-			"device_id":             strconv.Itoa(r.opts.DeviceID),
-			"arena_extend_strategy": "kSameAsRequested",
-		}); err != nil {
-			return "", err
-		}
-		if err := so.AppendExecutionProviderCUDA(co); err != nil {
-			return "", err
-		}
-		return CUDA, nil
-	case OpenVINO:
-		dev := "GPU." + strconv.Itoa(r.opts.DeviceID)
-		if ovDev == deviceCPU {
-			dev = "CPU"
-		}
-		o := map[string]string{"device_type": dev, "precision": r.opts.OpenVINOPrecision}
-		if cacheDir != "" {
-			o["cache_dir"] = cacheDir
-		}
-		if err := so.AppendExecutionProviderOpenVINO(o); err != nil {
-			return "", err
-		}
-		return OpenVINO + ":" + dev, nil
-	}
-	return "", fmt.Errorf("unknown execution provider %q", p)
 }
 
 func (r *Runtime) threads(p string) (intra, inter int) {

@@ -217,37 +217,6 @@ func TestInvalidModelFile(t *testing.T) {
 	}
 }
 
-// TestProviderFallback asks for CUDA and OpenVINO on this CPU-only build of
-// ONNX Runtime: the session must still load, on CPU, and say so.
-func TestProviderFallback(t *testing.T) {
-	rt := testenv.Runtime(t)
-	status := rt.ProviderStatus()
-	if status[inference.CPU] != nil {
-		t.Fatalf("CPU unavailable: %v", status[inference.CPU])
-	}
-	s, err := rt.NewSession(writeModel(t, modelgen.CLIPVisual{Size: 224, Dim: 8}.Model()), inference.SessionOptions{
-		Providers: []string{inference.CUDA, inference.OpenVINO},
-		CacheDir:  t.TempDir(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if os.Getenv("MLSERVE_EXPECT_GPU") == "" {
-		if s.Provider() != inference.CPU {
-			t.Fatalf("provider = %q on a CPU-only library, want CPU", s.Provider())
-		}
-		if status[inference.CUDA] == nil {
-			t.Errorf("CUDA reported available on a CPU-only library")
-		}
-	} else if s.Provider() != inference.CUDA {
-		t.Fatalf("provider = %q, want CUDA on a GPU host", s.Provider())
-	}
-	if _, err := s.Run(context.Background(), inference.F32(make([]float32, 3*224*224), 1, 3, 224, 224)); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestCancelRun stops a run of several seconds through its context and
 // expects Run to return promptly with ErrCanceled, after the C call ended.
 func TestCancelRun(t *testing.T) {
@@ -307,11 +276,40 @@ func TestRunAfterClose(t *testing.T) {
 	}
 }
 
-func TestSecondRuntimeRefused(t *testing.T) {
-	testenv.Runtime(t)
-	_, err := inference.New(inference.Options{LibraryPath: testenv.ORTLibrary(t)}, slog.Default())
-	if !errors.Is(err, inference.ErrRuntimeExists) {
-		t.Fatalf("err = %v, want ErrRuntimeExists", err)
+// TestRuntimesShareTheEnvironment makes a second Runtime next to the
+// shared one: it joins ONNX Runtime's environment, runs a model, and
+// closing it leaves the first one working. Another library is refused.
+func TestRuntimesShareTheEnvironment(t *testing.T) {
+	first := testenv.Runtime(t)
+	second, err := inference.New(inference.Options{LibraryPath: testenv.ORTLibrary(t)}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := writeModel(t, modelgen.Busy{Steps: 1, Size: 8}.Model())
+	in := inference.F32(make([]float32, 64), 8, 8)
+	s2, err := second.NewSession(path, inference.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.Run(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.Run(context.Background(), in); !errors.Is(err, inference.ErrClosed) {
+		t.Fatalf("run after its runtime closed: %v, want ErrClosed", err)
+	}
+	s1, err := first.NewSession(path, inference.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	if _, err := s1.Run(context.Background(), in); err != nil {
+		t.Fatalf("the first runtime after the second closed: %v", err)
+	}
+	if _, err := inference.New(inference.Options{LibraryPath: filepath.Join(t.TempDir(), "libonnxruntime.so.1")}, nil); !errors.Is(err, inference.ErrRuntimeExists) {
+		t.Fatalf("another library: err = %v, want ErrRuntimeExists", err)
 	}
 }
 

@@ -66,6 +66,19 @@ func (t Tensor) dataLen() int {
 	return -1
 }
 
+// bytes is the size of the tensor's data.
+func (t Tensor) bytes() int64 {
+	switch {
+	case t.Float32 != nil:
+		return 4 * int64(len(t.Float32))
+	case t.Int32 != nil:
+		return 4 * int64(len(t.Int32))
+	case t.Int64 != nil:
+		return 8 * int64(len(t.Int64))
+	}
+	return int64(len(t.Uint8))
+}
+
 func (t Tensor) validate() error {
 	for _, d := range t.Shape {
 		if d < 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,40 +20,37 @@ import (
 	"github.com/mlserve/mlserve/pool"
 )
 
-// newRuntime starts ONNX Runtime with the configured providers and logs
-// which ones this library can really use.
+// newRuntime starts ONNX Runtime with the configured providers and their
+// options. The runtime logs, once, which providers are usable here and the
+// options of the one in use; when none is, the error says what each one
+// lacks.
 func newRuntime(cfg *config.Config, logger *slog.Logger) (*inference.Runtime, error) {
 	rt, err := inference.New(inference.Options{
 		LibraryPath:       cfg.ORTLibrary,
 		Providers:         cfg.Providers,
 		DeviceID:          cfg.DeviceID,
+		DeviceIDs:         cfg.DeviceIDs,
 		IntraOpThreads:    cfg.IntraOpThreads,
 		InterOpThreads:    cfg.InterOpThreads,
 		DisableArena:      !cfg.Arena,
 		OpenVINOPrecision: cfg.OpenVINOPrecision,
 		Verbose:           cfg.LogLevel <= slog.LevelDebug,
+		AllowCPUFallback:  cfg.AllowCPUFallback,
+		CUDA: inference.CUDAOptions{
+			MemLimit:             cfg.CUDAMemLimit,
+			ArenaExtendStrategy:  cfg.CUDAArenaExtendStrategy,
+			ConvAlgoSearch:       cfg.CUDAConvAlgoSearch,
+			CopyInSeparateStream: !cfg.CUDACopyInDefaultStream,
+			ShrinkArena:          cfg.CUDAArenaShrink,
+		},
+		TensorRT: inference.TensorRTOptions{FP16: cfg.TensorRTFP16},
+		OpenVINO: inference.OpenVINOOptions{Device: cfg.OpenVINODevice},
 	}, logger)
-	if err != nil {
-		return nil, err
+	if errors.Is(err, inference.ErrNoUsableProvider) {
+		return nil, fmt.Errorf("MLSERVE_PROVIDERS=%s: %w (list CPU, or set MLSERVE_ALLOW_CPU_FALLBACK=true, to serve from the CPU)",
+			strings.Join(cfg.Providers, ","), err)
 	}
-	status := rt.ProviderStatus()
-	for _, p := range rt.Providers() {
-		if err := status[p]; err != nil {
-			logger.Warn("execution provider unavailable; models fall back to the next one", "provider", p, "reason", firstLine(err.Error()))
-		} else {
-			logger.Info("execution provider available", "provider", p)
-		}
-	}
-	return rt, nil
-}
-
-func firstLine(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' {
-			return s[:i]
-		}
-	}
-	return s
+	return rt, err
 }
 
 // decodeOptions are the caps on decoded images (MLSERVE_MAX_IMAGE_PIXELS).
