@@ -8,7 +8,6 @@ import (
 	"image/color"
 	"io"
 
-	"gocv.io/x/gocv"
 	"golang.org/x/image/tiff"
 	"golang.org/x/image/webp"
 )
@@ -73,10 +72,8 @@ func DecodeWith(data []byte, o DecodeOptions) (*Image, error) {
 		im, err = decodeJPEG(data, h)
 	case h.Format == GIF:
 		im, err = decodeGIF(data)
-	case h.gray16:
-		im, err = decodeGray16(data)
 	default:
-		im, err = decodeOpenCV(data)
+		im, err = decodeOther(data, h)
 	}
 	if err != nil {
 		return nil, err
@@ -222,48 +219,4 @@ func configHeader(f Format, data []byte, decodeConfig func(r io.Reader) (image.C
 		return Header{Format: f}, fmt.Errorf("%w: %s: %w", ErrDecode, f, err)
 	}
 	return Header{Format: f, W: c.Width, H: c.Height, gray16: c.ColorModel == color.Gray16Model}, nil
-}
-
-// decodeOpenCV decodes what OpenCV decodes as PIL does: PNG other than
-// 16-bit grey, WebP, BMP and 8-bit TIFF (and JPEG: same libjpeg-turbo, same
-// IDCT and upsampling, but decodeJPEG is faster). IMREAD_COLOR drops alpha without
-// compositing, expands palettes and grey, and takes the high byte of 16-bit
-// colour samples, exactly as PIL's RGB conversion does.
-func decodeOpenCV(data []byte) (*Image, error) {
-	m, err := gocv.IMDecode(data, gocv.IMReadColor|gocv.IMReadIgnoreOrientation)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDecode, err)
-	}
-	defer m.Close()
-	if m.Empty() {
-		return nil, ErrDecode
-	}
-	return FromMat(m)
-}
-
-// decodeGray16 reads a 16-bit greyscale image as PIL converts its mode I
-// (PNG) or I;16 (TIFF) to RGB: each sample clipped to 255, not scaled.
-func decodeGray16(data []byte) (*Image, error) {
-	m, err := gocv.IMDecode(data, gocv.IMReadAnyDepth|gocv.IMReadIgnoreOrientation)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDecode, err)
-	}
-	defer m.Close()
-	if m.Empty() {
-		return nil, ErrDecode
-	}
-	if m.Type() != gocv.MatTypeCV16UC1 {
-		return FromMat(m)
-	}
-	src, err := m.DataPtrUint16()
-	if err != nil || len(src) != m.Rows()*m.Cols() {
-		return nil, fmt.Errorf("%w: 16-bit grey: unexpected layout", ErrDecode)
-	}
-	im := New(m.Cols(), m.Rows())
-	for i, v := range src {
-		g := byte(min(v, 255))
-		p := im.Pix[i*3 : i*3+3 : i*3+3]
-		p[0], p[1], p[2] = g, g, g
-	}
-	return im, nil
 }

@@ -10,12 +10,11 @@
 // The format and size are read from the header first, so that oversized
 // images are refused before any pixel memory exists. JPEGs are decoded with
 // libjpeg(-turbo) directly, the library PIL uses, with PIL's settings (and
-// PIL's CMYK→RGB formula for CMYK files, where OpenCV's differs); other
-// formats go through OpenCV (gocv) wherever OpenCV produces PIL's pixels:
-// PNG (8-bit, palette, grey, alpha, 16-bit colour), WebP, BMP and TIFF.
-// The remaining differences are handled here: 16-bit greyscale PNG and TIFF
-// (PIL clips the samples to 255 rather than scaling them) and GIF (which
-// OpenCV 4.6 cannot read).
+// PIL's CMYK→RGB formula for CMYK files, where OpenCV's differs). PNG
+// (libpng) and WebP (libwebp) are read with the libraries and settings
+// OpenCV's decoders used, BMP and TIFF in Go, all without OpenCV's
+// imgcodecs module (formats.go); 16-bit greyscale PNG and TIFF are clipped
+// to 255 as PIL does, and GIF is decoded here as PIL decodes it.
 //
 // [Resize] is a port of the arithmetic of Pillow's ImagingResample (fixed
 // point, separable, horizontal pass first): its output equals PIL's
