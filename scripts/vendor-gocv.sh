@@ -69,4 +69,4 @@ fi
 for f in "${FILES[@]}"; do
 	cp "$tmp/$f" "$DEST/$f"
 done
-echo "vendor-gocv: third_party/gocv holds gocv $VERSION core+imgproc (cgo.go, go.mod and README.md are ours)"
+echo "vendor-gocv: third_party/gocv holds gocv $VERSION core+imgproc (cgo.go, include/, go.mod and README.md are ours)"
