@@ -24,7 +24,10 @@
 #       Meant to finish in under 5 minutes.
 #
 # Environment: PYTHON (default python3: the venv with onnxruntime and
-# PyTorch), OUT, GPUCHECK_BENCH (seconds per bench run, default 10).
+# PyTorch), OUT, GPUCHECK_BENCH (seconds per bench run, default 10),
+# GPUCHECK_SMALL=1 (small graphs instead of the real architectures: for a
+# rehearsal of the GPU part without a GPU, with stand-ins for nvidia-smi
+# and python3).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
@@ -131,7 +134,8 @@ gpu_run() {
 		if grep -q CUDAExecutionProvider <<<"$(sed -n 1p <<<"$info")"; then
 			local capi
 			capi="$(sed -n 3p <<<"$info")"
-			ort="$(ls "$capi"/libonnxruntime.so.1* 2>/dev/null | head -n1)"
+			ort="$(find "$capi" -maxdepth 1 -name 'libonnxruntime.so.1*' | sort | head -n1)"
+			[[ -n "$ort" ]] || echo "== $capi has CUDA but no libonnxruntime.so.1* (C API library)" >>"$env"
 			dirs="$capi:$dirs"
 		fi
 	fi
@@ -154,7 +158,11 @@ gpu_run() {
 	export MLSERVE_ORT_LIBRARY="$ort"
 	export LD_LIBRARY_PATH="$B/lib:$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 	local rc=0
-	timeout 290 "$B/bin/gpucheck" run -cuda -full -mlserve "$B/bin/mlserve" -models /tmp/mlserve-gpucheck-models \
+	local full=-full models=/tmp/mlserve-gpucheck-models
+	if [[ "${GPUCHECK_SMALL:-0}" == 1 ]]; then
+		full=-full=false models=/tmp/mlserve-gpucheck-models-small
+	fi
+	timeout 290 "$B/bin/gpucheck" run -cuda "$full" -mlserve "$B/bin/mlserve" -models "$models" \
 		-tokenizer "$B/tokenizer" -out "$out/gpu-check.json" -logs "$out" -python "$py" \
 		-bench-duration "${GPUCHECK_BENCH:-10}s" -budget 240s || rc=$?
 	rm -f "$out/faces.jpg"
