@@ -202,7 +202,7 @@ func metricLines(url string) []string {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	var out []string
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "mlserve_") && (strings.Contains(l, "provider") || strings.Contains(l, "device") ||
+		if strings.HasPrefix(l, "mlserve_") && !strings.Contains(l, "_bucket{") && (strings.Contains(l, "provider") || strings.Contains(l, "device") ||
 			strings.Contains(l, "gpu") || strings.Contains(l, "vram")) && len(out) < 40 {
 			out = append(out, l)
 		}
