@@ -162,12 +162,16 @@ func (d *bmpDecoder) checkCompression(size uint32, palAt int) error {
 	if size >= 52 {
 		at = 14 + 40
 	}
-	if at+12 > len(d.data) {
+	n := 12
+	if size >= 56 {
+		n = 16 // and alpha
+	}
+	if at+n > len(d.data) {
 		return fmt.Errorf("truncated bitfield masks")
 	}
 	r, g, b := le32(d.data[at:]), le32(d.data[at+4:]), le32(d.data[at+8:])
 	var a uint32
-	if size >= 56 {
+	if n == 16 {
 		a = le32(d.data[at+12:])
 	}
 	switch d.bpp {
