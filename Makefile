@@ -15,7 +15,7 @@ export CGO_ENABLED := 1
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 FUZZTIME ?= 10s
 
-.PHONY: all setup setup-runtime build run test fuzz bench db db-stop lint vet fmt clean
+.PHONY: all setup setup-runtime build check-libs gpu-bundle run test fuzz bench db db-stop lint vet fmt clean
 
 all: build
 
@@ -25,8 +25,21 @@ setup:
 setup-runtime:
 	@scripts/setup.sh --runtime
 
+# The binary links only OpenCV core+imgproc, libjpeg, libpng and libwebp
+# (third_party/gocv/README.md): no flags or tags are needed for that, so a
+# plain `go build ./cmd/mlserve` gives the same binary.
 build:
 	go build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/mlserve
+
+# make check-libs: fail when the binary needs more than 30 shared libraries
+# or 60 MB of them (CI runs it through scripts/gpu-check.sh --dry-run).
+check-libs: build
+	@scripts/check-libs.sh $(BIN)
+
+# make gpu-bundle: build what scripts/gpu-check.sh runs on a GPU machine
+# into .gpucheck/ and check it on CPU (see docs/remote-gpu.md).
+gpu-bundle: setup
+	@scripts/gpu-check.sh --dry-run
 
 # make run: install what is missing, build, start the service on
 # IMMICH_HOST:IMMICH_PORT (0.0.0.0:3003) with CPU and the default cache folder.
@@ -65,11 +78,14 @@ db-stop:
 vet:
 	go vet ./...
 
+# third_party/ keeps upstream's formatting (scripts/vendor-gocv.sh --check).
+GOFILES = $(shell git ls-files '*.go' ':!:third_party/**')
+
 fmt:
-	gofmt -l -w .
+	gofmt -l -w $(GOFILES)
 
 lint: vet
-	@test -z "$$(gofmt -l .)" || (gofmt -l .; echo "gofmt: files above need formatting"; exit 1)
+	@test -z "$$(gofmt -l $(GOFILES))" || (gofmt -l $(GOFILES); echo "gofmt: files above need formatting"; exit 1)
 
 clean:
-	rm -rf bin
+	rm -rf bin .gpucheck

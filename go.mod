@@ -41,3 +41,5 @@ require (
 	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 )
+
+replace gocv.io/x/gocv => ./third_party/gocv

@@ -17,6 +17,7 @@ import (
 	"github.com/mlserve/mlserve/inference"
 	"github.com/mlserve/mlserve/inference/clip"
 	"github.com/mlserve/mlserve/inference/imaging"
+	"github.com/mlserve/mlserve/inference/imaging/imagingtest"
 	"github.com/mlserve/mlserve/internal/testenv"
 	"github.com/mlserve/mlserve/modelgen"
 	"github.com/mlserve/mlserve/pool"
@@ -30,7 +31,11 @@ func previewJPEG(b *testing.B) []byte {
 	if err != nil {
 		b.Fatal(err)
 	}
-	m, err := gocv.IMDecode(raw, gocv.IMReadColor)
+	im, err := imaging.Decode(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := im.Mat()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -44,12 +49,11 @@ func previewJPEG(b *testing.B) []byte {
 	small := gocv.NewMat()
 	defer small.Close()
 	gocv.Resize(m, &small, image.Pt(w, h), 0, 0, gocv.InterpolationArea)
-	buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, small, []int{gocv.IMWriteJpegQuality, 80})
+	buf, err := imagingtest.JPEG(small.ToBytes(), w, h, 3, 80)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer buf.Close()
-	return bytes.Clone(buf.GetBytes())
+	return buf
 }
 
 // vitB32Cache lays out ViT-B-32__openai in a cache folder with the

@@ -20,9 +20,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
-	"gocv.io/x/gocv"
 
 	"github.com/mlserve/mlserve/inference/clip"
+	"github.com/mlserve/mlserve/inference/imaging/imagingtest"
 	"github.com/mlserve/mlserve/internal/testenv"
 	"github.com/mlserve/mlserve/modelgen"
 	"github.com/mlserve/mlserve/onnx"
@@ -121,17 +121,19 @@ func genImages(t testing.TB, dir string, n int, seed uint64) []string {
 			}
 		case 2:
 			ext = ".webp"
-			mat, err := gocv.ImageToMatRGB(img)
+			b := img.Bounds()
+			rgb := make([]byte, 0, b.Dx()*b.Dy()*3)
+			for y := b.Min.Y; y < b.Max.Y; y++ {
+				for x := b.Min.X; x < b.Max.X; x++ {
+					c := img.RGBAAt(x, y)
+					rgb = append(rgb, c.R, c.G, c.B)
+				}
+			}
+			data, err := imagingtest.WebP(rgb, b.Dx(), b.Dy(), 100) // imencode's default quality
 			if err != nil {
 				t.Fatal(err)
 			}
-			nb, err := gocv.IMEncode(gocv.FileExt(".webp"), mat)
-			mat.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			buf.Write(nb.GetBytes())
-			nb.Close()
+			buf.Write(data)
 		}
 		p := filepath.Join(sub, fmt.Sprintf("img%03d%s", i, ext))
 		if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {

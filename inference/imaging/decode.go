@@ -3,7 +3,6 @@ package imaging
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -24,10 +23,11 @@ const DefaultMaxPixels = 32_000_000
 
 // DefaultBytesPerPixel sets the default decoding budget: MaxBytes defaults
 // to this many bytes for each pixel of MaxPixels, twice the RGB output. A
-// baseline JPEG, a PNG, a GIF, a BMP or a lossy WebP needs 3 bytes per
-// pixel and decodes up to the pixel cap; formats that need working memory
-// on top (progressive or CMYK JPEG, lossless or transparent WebP,
-// single-strip TIFF) are refused at fewer pixels.
+// baseline JPEG, a PNG, a GIF, a BMP, a lossy WebP or a TIFF of small
+// strips needs 3 bytes per pixel and decodes up to the pixel cap; formats
+// that need working memory on top (progressive or CMYK JPEG, lossless or
+// transparent WebP, compressed TIFF in large strips of more than 3 bytes
+// a pixel) are refused at fewer pixels.
 const DefaultBytesPerPixel = 6
 
 // DecodeOptions adjust DecodeWith.
@@ -82,8 +82,7 @@ type Header struct {
 	gray16         bool  // PNG/TIFF: 16-bit greyscale (PIL mode I / I;16)
 	webpLossless   bool
 	webpAlpha      bool
-	tiffTile       int64 // TIFF: pixels in one strip or tile
-	tiffSampleSize int64 // TIFF: bytes of one pixel as stored
+	tiff           tiffInfo
 	gif            *gifInfo
 }
 
@@ -93,35 +92,27 @@ func (h Header) Pixels() int64 { return int64(h.W) * int64(h.H) }
 // DecodeBytes estimates the most memory decoding the image holds at once:
 // the 3-byte RGB output plus the decoder's own buffers, as the libraries
 // this package uses allocate them (libjpeg's coefficient arrays for
-// progressive files, libwebp's 32-bit lossless pixels, OpenCV's alpha
-// and TIFF strip buffers, libtiff's strip). Input bytes and buffers of a
-// few rows are not counted.
+// progressive files, libwebp's 32-bit lossless pixels and alpha plane,
+// the TIFF decoder's one compressed strip or tile). Input bytes and
+// buffers of a few rows are not counted. PNG (libpng), BMP and GIF are
+// decoded row by row into the output and need nothing more.
 func (h Header) DecodeBytes() int64 {
 	px := h.Pixels()
 	n := 3 * px
-	switch {
-	case h.Format == JPEG:
+	switch h.Format {
+	case JPEG:
 		if h.jpegComponents == 4 {
 			n += 4 * px // raw CMYK before conversion
 		}
 		n += h.jpegCoefBytes
-	case h.Format == WebP:
+	case WebP:
 		if h.webpLossless {
 			n += 4 * px // libwebp decodes lossless images to 32-bit ARGB
+		} else if h.webpAlpha {
+			n += px // the alpha plane, decoded even for RGB output
 		}
-		if h.webpAlpha {
-			n += 4 * px // OpenCV decodes BGRA, then drops alpha
-			if !h.webpLossless {
-				n += px // the alpha plane
-			}
-		}
-	case h.Format == TIFF:
-		n += 4*h.tiffTile + h.tiffSampleSize*h.tiffTile // OpenCV's RGBA tile, libtiff's strip
-		if h.gray16 {
-			n += 2 * px // a 16-bit Mat before clipping
-		}
-	case h.gray16:
-		n += 2 * px
+	case TIFF:
+		n += h.tiff.decodeBytes()
 	}
 	return n
 }
@@ -151,39 +142,13 @@ func DecodeWith(data []byte, o DecodeOptions) (*Image, error) {
 			ErrDecode, ErrTooLarge, h.W, h.H, h.Format, need/1e6, maxBytes/1e6)
 	}
 	var im *Image
-	switch {
-	case h.Format == JPEG:
+	switch h.Format {
+	case JPEG:
 		im, err = decodeJPEG(data, h, maxBytes)
-	case h.Format == GIF:
+	case GIF:
 		im, err = decodeGIF(data, h)
-	case h.gray16:
-		im, err = decodeGray16(data)
 	default:
-		im, err = decodeOpenCV(data, h)
-	}
-	if err != nil && h.Format == BMP {
-		padded, perr := padBMP(data, h, maxBytes)
-		if perr != nil {
-			return nil, perr
-		}
-		if padded != nil {
-			im, err = decodeOpenCV(padded, h)
-		}
-	}
-	if err != nil && h.Format == PNG {
-		// libpng is stricter than PIL about the end of the file.
-		fixed, ferr := repairPNG(data, h, maxBytes)
-		if ferr != nil {
-			if errors.Is(ferr, ErrTruncated) || errors.Is(ferr, ErrTooLarge) {
-				return nil, ferr
-			}
-			return nil, err
-		}
-		if h.gray16 {
-			im, err = decodeGray16(fixed)
-		} else {
-			im, err = decodeOpenCV(fixed, h)
-		}
+		im, err = decodeOther(data, h)
 	}
 	if err != nil {
 		return nil, err
@@ -224,7 +189,7 @@ func ReadHeader(data []byte) (Header, error) {
 	case bytes.HasPrefix(data, []byte("II*\x00")) || bytes.HasPrefix(data, []byte("MM\x00*")):
 		h, err = configHeader(TIFF, data, tiff.DecodeConfig)
 		if err == nil {
-			h.tiffTile, h.tiffSampleSize = tiffLayout(data, h.W, h.H)
+			h.tiff = tiffLayout(data, h.W, h.H)
 		}
 	default:
 		return Header{}, fmt.Errorf("%w: unknown format", ErrDecode)
@@ -322,8 +287,8 @@ func pngHeader(data []byte) (Header, error) {
 	h.W, h.H = int(w), int(ht)
 	depth, colorType := ihdr[8], ihdr[9]
 	// PIL opens 16-bit grey as mode I and clips it to 0..255 when
-	// converting to RGB; OpenCV scales it. Grey+alpha (type 4) PIL reads
-	// with the high byte, as OpenCV does.
+	// converting to RGB (OpenCV scaled it). Grey+alpha (type 4) PIL reads
+	// with the high byte, as the other 16-bit layouts.
 	h.gray16 = depth == 16 && colorType == 0
 	return h, nil
 }
@@ -366,7 +331,7 @@ func configHeader(f Format, data []byte, decodeConfig func(r io.Reader) (image.C
 }
 
 // webpLayout tells whether a WebP is lossless (VP8L) and has alpha, which
-// decide the buffers libwebp and OpenCV allocate.
+// decide the buffers libwebp allocates.
 func webpLayout(data []byte) (lossless, alpha bool) {
 	for i := 12; i+8 <= len(data); {
 		size := int64(binary.LittleEndian.Uint32(data[i+4:]))
@@ -395,70 +360,4 @@ func webpLayout(data []byte) (lossless, alpha bool) {
 		i = int(next)
 	}
 	return false, alpha
-}
-
-// tiffLayout reads from the first IFD how many pixels a strip or tile
-// holds and how many bytes a stored pixel takes: OpenCV's TIFF decoder
-// allocates a 4-byte-per-pixel buffer of one strip or tile, and libtiff
-// one strip or tile as stored.
-func tiffLayout(data []byte, w, h int) (tile, sampleSize int64) {
-	tile, sampleSize = int64(w)*int64(h), 3 // unknown: the worst case
-	if len(data) < 8 {
-		return
-	}
-	var bo binary.ByteOrder = binary.LittleEndian
-	if data[0] == 'M' {
-		bo = binary.BigEndian
-	}
-	off := int64(bo.Uint32(data[4:]))
-	if off+2 > int64(len(data)) {
-		return
-	}
-	n := int64(bo.Uint16(data[off:]))
-	value := func(e []byte) int64 {
-		switch bo.Uint16(e[2:]) {
-		case 3: // SHORT
-			return int64(bo.Uint16(e[8:]))
-		case 4: // LONG
-			return int64(bo.Uint32(e[8:]))
-		}
-		return -1
-	}
-	bps, spp := int64(8), int64(1)
-	rows, tw, th := int64(h), int64(0), int64(0)
-	for k := range n {
-		p := off + 2 + 12*k
-		if p+12 > int64(len(data)) {
-			break
-		}
-		e := data[p : p+12]
-		v := value(e)
-		switch bo.Uint16(e) {
-		case 258: // BitsPerSample: the first value (inline when count ≤ 2)
-			if bo.Uint32(e[4:]) <= 2 && v > 0 {
-				bps = v
-			} else if o := int64(bo.Uint32(e[8:])); o+2 <= int64(len(data)) && bo.Uint16(e[2:]) == 3 {
-				bps = int64(bo.Uint16(data[o:]))
-			}
-		case 277:
-			spp = v
-		case 278:
-			rows = v
-		case 322:
-			tw = v
-		case 323:
-			th = v
-		}
-	}
-	if rows <= 0 || rows > int64(h) {
-		rows = int64(h)
-	}
-	tile = int64(w) * rows
-	if tw > 0 && th > 0 {
-		tile = tw * th
-	}
-	if spp <= 0 || bps <= 0 {
-		return tile, 3
-	}
-	return tile, max(1, (spp*bps+7)/8)
 }

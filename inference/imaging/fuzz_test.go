@@ -9,9 +9,9 @@ import (
 )
 
 // One fuzz target per format, each seeded with small valid files of its
-// format (from the PIL goldens and the bomb generators, so nothing binary
-// is committed for them), so that the fuzzer spends its time inside one
-// decoder. Every target checks the same things: no input crashes a
+// format (from the PIL goldens, the format corpus of testdata/formats and
+// the bomb generators, so nothing binary is committed for them), so that
+// the fuzzer spends its time inside one decoder. Every target checks the same things: no input crashes a
 // decoder, errors are the package's kinds, a decoded image is consistent,
 // and the caps hold.
 
@@ -19,7 +19,7 @@ import (
 // extra.
 func fuzzSeeds(f *testing.F, exts []string, extra ...[]byte) {
 	n := 0
-	for _, dir := range []string{"decode", "edge"} {
+	for _, dir := range []string{"decode", "edge", "formats"} {
 		entries, err := os.ReadDir(filepath.Join("testdata", dir))
 		if err != nil {
 			f.Fatal(err)
@@ -109,7 +109,16 @@ func FuzzDecodeBMP(f *testing.F) {
 	f.Fuzz(fuzzDecode)
 }
 
+// FuzzDecodeTIFF also checks that the decoder gives golang.org/x/image/tiff's
+// pixels, or refuses what it refuses (see TestTIFFMatchesXImage).
 func FuzzDecodeTIFF(f *testing.F) {
-	fuzzSeeds(f, []string{".tiff"}, bombTIFF(30, 20, false))
-	f.Fuzz(fuzzDecode)
+	extra := [][]byte{bombTIFF(30, 20, false)}
+	for _, data := range tiffLayouts() {
+		extra = append(extra, data)
+	}
+	fuzzSeeds(f, []string{".tiff"}, extra...)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzDecode(t, data)
+		checkTIFF(t, "input", data, 1<<20)
+	})
 }

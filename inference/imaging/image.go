@@ -11,16 +11,17 @@
 // images are refused before any pixel memory exists: a cap on pixels and
 // a cap on the memory decoding may hold, estimated per format and layout
 // from the header ([DecodeOptions]). Truncated files are refused where PIL
-// refuses them ([ErrTruncated]). JPEGs are decoded with
-// libjpeg(-turbo) directly, the library PIL uses, with PIL's settings (and
-// PIL's CMYK→RGB formula for CMYK files, where OpenCV's differs); other
-// formats go through OpenCV, decoding straight into the Go-owned output,
-// wherever OpenCV produces PIL's pixels:
-// PNG (8-bit, palette, grey, alpha, 16-bit colour), WebP, BMP and TIFF.
-// The remaining differences are handled here: 16-bit greyscale PNG and TIFF
-// (PIL clips the samples to 255 rather than scaling them) and GIF (which
-// OpenCV 4.6 cannot read: a port of PIL's own LZW decoder, canvas rules
-// and palette conversion).
+// refuses them ([ErrTruncated]). No decoder uses OpenCV's imgcodecs
+// module (which would link GDAL, OpenEXR and the rest of OpenCV's codec
+// dependencies into the binary), and they write straight into the
+// Go-owned output (TIFF excepted: golang.org/x/image/tiff decodes into an
+// image of its own first). JPEGs are decoded with libjpeg(-turbo) directly, the library PIL
+// uses, with PIL's settings (and PIL's CMYK→RGB formula for CMYK files,
+// where OpenCV's differs); PNG (libpng) and WebP (libwebp) with the
+// libraries and settings OpenCV's decoders used, which give PIL's pixels,
+// and PIL's tolerance of a PNG's end; BMP and TIFF in Go (formats.go).
+// 16-bit greyscale PNG and TIFF are clipped to 255 as PIL does, and GIF is
+// a port of PIL's own LZW decoder, canvas rules and palette conversion.
 //
 // [Resize] is a port of the arithmetic of Pillow's ImagingResample (fixed
 // point, separable, horizontal pass first): its output equals PIL's

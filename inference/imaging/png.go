@@ -1,55 +1,201 @@
 package imaging
 
 /*
-#cgo LDFLAGS: -lz
+#cgo LDFLAGS: -lpng16
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
+#include <setjmp.h>
+#include <png.h>
 
-// mlserve_png_restore inflates the zlib stream in[0:inlen] (which may be
-// cut short) with zlib, as PIL's PNG decoder does, and writes the first
-// raw bytes it yields into out as a new zlib stream of stored blocks,
-// adler32 included. It returns how many raw bytes it got: raw when the
-// stream held them all, fewer when it ends (or breaks) before.
-static size_t mlserve_png_restore(const unsigned char *in, size_t inlen, unsigned char *out, size_t raw) {
-	z_stream s;
-	memset(&s, 0, sizeof s);
-	if (inflateInit(&s) != Z_OK)
-		return 0;
-	s.next_in = (unsigned char *)in;
-	s.avail_in = (uInt)inlen;
-	unsigned char *p = out;
-	*p++ = 0x78;
-	*p++ = 0x01;
-	uLong adler = adler32(0, Z_NULL, 0);
-	size_t done = 0;
-	for (size_t left = raw; left > 0;) {
-		size_t n = left < 65535 ? left : 65535;
-		p[0] = n == left;
-		p[1] = n & 255;
-		p[2] = n >> 8;
-		p[3] = ~n & 255;
-		p[4] = (~n >> 8) & 255;
-		p += 5;
-		s.next_out = p;
-		s.avail_out = (uInt)n;
-		while (s.avail_out > 0 && inflate(&s, Z_SYNC_FLUSH) == Z_OK) {
+enum { MLSERVE_PNG_FAILED = -1, MLSERVE_PNG_TRUNCATED = -2 };
+
+// mlserve_png_src serves libpng the file as up to four pieces: the data,
+// or, when the file ends inside the payload of an IDAT chunk, the data up
+// to that chunk, a header with the length the payload has, the payload
+// and 4 bytes standing for its checksum.
+typedef struct {
+	const unsigned char *seg[4];
+	size_t len[4];
+	int n, i;      // pieces, the current one
+	size_t off;    // in the current piece
+	int eof;       // libpng asked for more than the file holds
+	unsigned char hdr[8], crc[4];
+	char msg[128];
+} mlserve_png_src;
+
+static void mlserve_png_read(png_structp png, png_bytep out, size_t n) {
+	mlserve_png_src *s = (mlserve_png_src *)png_get_io_ptr(png);
+	while (n > 0) {
+		if (s->i >= s->n) {
+			s->eof = 1;
+			png_error(png, "the file ends before the image data");
 		}
-		size_t got = n - s.avail_out;
-		adler = adler32(adler, p, (uInt)got);
-		done += got;
-		if (got < n)
-			break;
-		p += n;
-		left -= n;
+		size_t k = s->len[s->i] - s->off;
+		if (k > n)
+			k = n;
+		memcpy(out, s->seg[s->i] + s->off, k);
+		out += k;
+		n -= k;
+		s->off += k;
+		if (s->off == s->len[s->i]) {
+			s->i++;
+			s->off = 0;
+		}
 	}
-	inflateEnd(&s);
-	if (done == raw) {
-		p[0] = adler >> 24;
-		p[1] = adler >> 16;
-		p[2] = adler >> 8;
-		p[3] = adler;
+}
+
+static void mlserve_png_error(png_structp png, png_const_charp msg) {
+	mlserve_png_src *s = (mlserve_png_src *)png_get_error_ptr(png);
+	snprintf(s->msg, sizeof s->msg, "%s", msg);
+	png_longjmp(png, 1);
+}
+
+static void mlserve_png_warning(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
+
+// Adam7: first column, column step, first row, row step of each pass.
+static const int mlserve_adam7[7][4] = {{0, 8, 0, 8}, {4, 8, 0, 8}, {0, 4, 4, 8}, {2, 4, 0, 4},
+                                        {0, 2, 2, 4}, {1, 2, 0, 2}, {0, 1, 1, 2}};
+
+// mlserve_png_gray16_row clips the 16-bit grey samples of row y that pass
+// (of an interlaced image; 0 for all pixels otherwise) holds into the RGB
+// output, as PIL converts mode I to RGB.
+static void mlserve_png_gray16_row(const unsigned char *row16, unsigned char *out, int w, int interlaced, int pass,
+                                   int y) {
+	int x0 = 0, dx = 1;
+	if (interlaced) {
+		const int *p = mlserve_adam7[pass];
+		if (y < p[2] || (y - p[2]) % p[3] != 0)
+			return; // not a row of this pass
+		x0 = p[0];
+		dx = p[1];
 	}
-	return done;
+	unsigned char *dst = out + (size_t)w * 3 * y;
+	for (int x = x0; x < w; x += dx) {
+		unsigned v = ((unsigned)row16[2 * x] << 8) | row16[2 * x + 1]; // PNG samples are big-endian
+		unsigned char g = v > 255 ? 255 : (unsigned char)v;
+		dst[3 * x] = dst[3 * x + 1] = dst[3 * x + 2] = g;
+	}
+}
+
+// mlserve_decode_png decodes a PNG of exactly w×h pixels into out (w*h*3
+// bytes, RGB) with the libpng transformations OpenCV 4.6's PNG decoder
+// sets for IMREAD_COLOR: 16-bit samples stripped to their high byte,
+// palettes and 1/2/4-bit grey expanded, grey replicated, alpha (and tRNS)
+// dropped without compositing. With gray16 set (16-bit greyscale), samples
+// are read at 16 bits and clipped to 255 row by row, as PIL converts mode I
+// to RGB.
+//
+// It reads the file as PIL does, not as OpenCV did: it stops once it has
+// every row (so it does not need what follows: the rest of the zlib
+// stream, its checksum, the last chunk's checksum, IEND), it ignores the
+// checksums of the IDAT chunks, and it reads the payload of an IDAT chunk
+// the file ends in as far as it goes (cut, and idat_avail bytes of its
+// payload, tell where; cut is 0 when the file does not end in one).
+// It returns 0, or MLSERVE_PNG_TRUNCATED when the data ends before the
+// last row, or MLSERVE_PNG_FAILED, with a message in msg.
+static int mlserve_decode_png(const unsigned char *data, size_t len, size_t cut, size_t idat_avail, int w, int h,
+                              int gray16, unsigned char *out, char *msg, int msglen) {
+	mlserve_png_src src;
+	memset(&src, 0, sizeof src);
+	if (cut == 0) {
+		src.seg[0] = data;
+		src.len[0] = len;
+		src.n = 1;
+	} else {
+		src.seg[0] = data;
+		src.len[0] = cut;
+		src.hdr[0] = idat_avail >> 24;
+		src.hdr[1] = idat_avail >> 16;
+		src.hdr[2] = idat_avail >> 8;
+		src.hdr[3] = idat_avail;
+		memcpy(src.hdr + 4, "IDAT", 4);
+		src.seg[1] = src.hdr;
+		src.len[1] = 8;
+		src.seg[2] = data + cut + 8;
+		src.len[2] = idat_avail;
+		src.seg[3] = src.crc; // zeros: IDAT checksums are not checked
+		src.len[3] = 4;
+		src.n = 4;
+	}
+	png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, mlserve_png_error, mlserve_png_warning);
+	if (!png) {
+		snprintf(msg, msglen, "out of memory");
+		return MLSERVE_PNG_FAILED;
+	}
+	png_infop info = png_create_info_struct(png);
+	if (!info) {
+		png_destroy_read_struct(&png, NULL, NULL);
+		snprintf(msg, msglen, "out of memory");
+		return MLSERVE_PNG_FAILED;
+	}
+	// Set after setjmp and read after a longjmp: volatile.
+	unsigned char *volatile row16 = NULL;
+	volatile int reading = 0, interlaced = 0, pass = 0, y = 0;
+	if (setjmp(png_jmpbuf(png))) {
+		// An error after the last row (in what libpng reads to finish the
+		// image data) is none for PIL, which stops reading there.
+		int done = reading && (interlaced ? png_get_current_pass_number(png) >= 7
+		                                  : png_get_current_row_number(png) >= (png_uint_32)h);
+		if (done && row16)
+			mlserve_png_gray16_row(row16, out, w, interlaced, pass, y); // read, not yet stored
+		png_destroy_read_struct(&png, &info, NULL);
+		free(row16);
+		if (done)
+			return 0;
+		snprintf(msg, msglen, "%s", src.msg);
+		return src.eof ? MLSERVE_PNG_TRUNCATED : MLSERVE_PNG_FAILED;
+	}
+	png_set_read_fn(png, &src, mlserve_png_read);
+	png_read_info(png, info);
+	// PIL does not check the checksums of the image data (those of the
+	// chunks before it, read above, are checked).
+	png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_NO_CHANGE);
+	png_uint_32 pw, ph;
+	int depth, ctype, interlace;
+	png_get_IHDR(png, info, &pw, &ph, &depth, &ctype, &interlace, NULL, NULL);
+	if ((int)pw != w || (int)ph != h) {
+		png_error(png, "header size changed");
+	}
+	int color = (ctype & PNG_COLOR_MASK_COLOR) != 0;
+	gray16 = gray16 && !color && depth == 16;
+	if (depth == 16 && !gray16)
+		png_set_strip_16(png);
+	png_set_strip_alpha(png);
+	if (ctype == PNG_COLOR_TYPE_PALETTE)
+		png_set_palette_to_rgb(png);
+	if (!color && depth < 8)
+		png_set_expand_gray_1_2_4_to_8(png);
+	if (!color && !gray16)
+		png_set_gray_to_rgb(png);
+	int passes = png_set_interlace_handling(png);
+	interlaced = passes > 1;
+	png_read_update_info(png, info);
+	size_t rowbytes = png_get_rowbytes(png, info);
+	size_t stride = (size_t)w * 3;
+	if (gray16 ? rowbytes != (size_t)w * 2 : rowbytes != stride)
+		png_error(png, "unexpected row layout");
+	if (gray16) {
+		row16 = malloc((size_t)w * 2);
+		if (!row16)
+			png_error(png, "out of memory");
+	}
+	reading = 1;
+	// With interlace handling, each pass reads every row and fills in its
+	// pixels of it (what png_read_image does, without an array of row
+	// pointers); rows outside the pass are left alone.
+	for (pass = 0; pass < passes; pass++)
+		for (y = 0; y < h; y++) {
+			if (!gray16) {
+				png_read_row(png, out + stride * y, NULL);
+				continue;
+			}
+			png_read_row(png, row16, NULL);
+			mlserve_png_gray16_row(row16, out, w, interlaced, pass, y);
+		}
+	png_destroy_read_struct(&png, &info, NULL);
+	free(row16);
+	return 0;
 }
 */
 import "C"
@@ -57,118 +203,57 @@ import "C"
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"unsafe"
 )
 
-// PIL reads a PNG's image data until it has every row and ignores what
-// follows: a file cut inside the end of its zlib stream (the checksum,
+// decodePNG reads a PNG with libpng and OpenCV's transformations, which
+// give PIL's RGB for every PNG layout, and with PIL's tolerance of the end
+// of the file: a file cut inside the end of its zlib stream (the checksum,
 // the last bits of the final block), or missing its IEND chunk, or whose
-// IDAT checksums are wrong, decodes in PIL. libpng (through OpenCV) wants
-// the stream and the chunks whole and refuses such files. When OpenCV
-// fails on a PNG, repairPNG rebuilds it the way PIL reads it: the chunks
-// before the image data as they are, the rows inflated from the IDAT
-// chunks (as far as they go, with zlib as PIL) and stored again in a
-// fresh zlib stream, and an IEND. If the data does not hold every row,
-// the file is truncated for PIL too.
-
-// pngRaw is the size of a PNG's filtered rows: one filter byte per row of
-// each Adam7 pass (or of the image), then the packed samples.
-func pngRaw(w, h int, depth, colorType byte, interlaced bool) (int64, error) {
-	var channels int64
-	switch colorType {
-	case 0, 3:
-		channels = 1
-	case 2:
-		channels = 3
-	case 4:
-		channels = 2
-	case 6:
-		channels = 4
-	default:
-		return 0, fmt.Errorf("%w: png: colour type %d", ErrDecode, colorType)
+// IDAT checksums are wrong, decodes in PIL, which reads the image data
+// until it has every row and ignores what follows. libpng as OpenCV used
+// it wanted the stream and the chunks whole and refused such files; a
+// file whose data ends before the last row is truncated for PIL too
+// (ErrTruncated). See mlserve_decode_png. h comes from ReadHeader.
+func decodePNG(data []byte, h Header) (*Image, error) {
+	im := New(h.W, h.H)
+	cut, avail := pngCut(data)
+	var msg [160]C.char
+	rc := C.mlserve_decode_png((*C.uchar)(unsafe.Pointer(&data[0])), C.size_t(len(data)), C.size_t(cut), C.size_t(avail),
+		C.int(h.W), C.int(h.H), cBool(h.gray16),
+		(*C.uchar)(unsafe.Pointer(&im.Pix[0])), &msg[0], C.int(len(msg)))
+	switch rc {
+	case 0:
+		return im, nil
+	case C.MLSERVE_PNG_TRUNCATED:
+		return nil, fmt.Errorf("%w: %w: png: %s", ErrDecode, ErrTruncated, C.GoString(&msg[0]))
 	}
-	bpp := channels * int64(depth)
-	rows := func(pw, ph int64) int64 {
-		if pw == 0 || ph == 0 {
-			return 0
-		}
-		return ph * (1 + (pw*bpp+7)/8)
-	}
-	W, H := int64(w), int64(h)
-	if !interlaced {
-		return rows(W, H), nil
-	}
-	var n int64
-	for _, p := range [7][4]int64{{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4}, {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}} {
-		x0, y0, dx, dy := p[0], p[1], p[2], p[3]
-		n += rows((W-x0+dx-1)/dx, (H-y0+dy-1)/dy)
-	}
-	return n, nil
+	return nil, fmt.Errorf("%w: png: %s", ErrDecode, C.GoString(&msg[0]))
 }
 
-// repairPNG returns data rebuilt as described above, or an error: with
-// ErrTruncated when the image data ends before the last row, with
-// ErrTooLarge when the rebuilt file would not fit in maxBytes beside the
-// decoded image.
-func repairPNG(data []byte, h Header, maxBytes int64) ([]byte, error) {
-	ihdr := data[16:29]
-	raw, err := pngRaw(h.W, h.H, ihdr[8], ihdr[9], ihdr[12] == 1)
-	if err != nil {
-		return nil, err
-	}
-	// Stored deflate blocks carry 65535 bytes each, behind 5 bytes.
-	const block = 65535
-	zlen := 2 + raw + 5*((raw+block-1)/block) + 4
-	if raw == 0 || zlen > 1<<31-1 {
-		return nil, fmt.Errorf("%w: png: image data size out of range", ErrDecode)
-	}
-	// Chunks before the first IDAT are kept whole, checksums and all.
-	i := 8
-	for {
-		if i+8 > len(data) {
-			return nil, fmt.Errorf("%w: %w: png: no image data", ErrDecode, ErrTruncated)
-		}
+// pngCut walks the chunks to the end of the data and, when it ends inside
+// the payload of an IDAT chunk, returns where that chunk starts and how
+// many bytes of its payload are there; 0, 0 otherwise.
+func pngCut(data []byte) (at, avail int) {
+	for i := 8; i+8 <= len(data); {
 		n := int64(binary.BigEndian.Uint32(data[i:]))
-		if string(data[i+4:i+8]) == "IDAT" {
-			break
+		if n > 1<<31-1 {
+			return 0, 0 // libpng refuses it
 		}
-		if n > int64(len(data)-i-12) {
-			return nil, fmt.Errorf("%w: %w: png: chunk %q", ErrDecode, ErrTruncated, data[i+4:i+8])
+		if int64(i)+8+n > int64(len(data)) {
+			if string(data[i+4:i+8]) != "IDAT" {
+				return 0, 0
+			}
+			return i, len(data) - i - 8
 		}
 		i += 12 + int(n)
 	}
-	head := data[:i]
-	size := int64(len(head)) + 8 + zlen + 4 + 12
-	if need := size + int64(len(data)) + h.DecodeBytes(); need > maxBytes {
-		return nil, fmt.Errorf("%w: %w: png: rebuilding its image data needs about %d MB, over the %d MB limit",
-			ErrDecode, ErrTooLarge, need/1e6, maxBytes/1e6)
+	return 0, 0
+}
+
+func cBool(b bool) C.int {
+	if b {
+		return 1
 	}
-	// The IDAT payloads, in order, as far as they go (PIL skips their
-	// checksums).
-	var comp []byte
-	for i+8 <= len(data) && string(data[i+4:i+8]) == "IDAT" {
-		n := int64(binary.BigEndian.Uint32(data[i:]))
-		end := min(int64(len(data)), int64(i)+8+n)
-		comp = append(comp, data[i+8:end]...)
-		i = int(end) + 4
-	}
-	if len(comp) == 0 {
-		return nil, fmt.Errorf("%w: %w: png: no image data", ErrDecode, ErrTruncated)
-	}
-	out := make([]byte, size)
-	p := copy(out, head)
-	binary.BigEndian.PutUint32(out[p:], uint32(zlen))
-	copy(out[p+4:], "IDAT")
-	z := out[p+8 : p+8+int(zlen)]
-	got := C.mlserve_png_restore((*C.uchar)(unsafe.Pointer(&comp[0])), C.size_t(len(comp)),
-		(*C.uchar)(unsafe.Pointer(&z[0])), C.size_t(raw))
-	if int64(got) != raw {
-		return nil, fmt.Errorf("%w: %w: png: image data ends after %d of %d bytes", ErrDecode, ErrTruncated, int64(got), raw)
-	}
-	q := p + 8 + int(zlen)
-	binary.BigEndian.PutUint32(out[q:], crc32.ChecksumIEEE(out[p+4:q]))
-	copy(out[q+4:], "\x00\x00\x00\x00IEND")
-	binary.BigEndian.PutUint32(out[q+12:], crc32.ChecksumIEEE([]byte("IEND")))
-	return out, nil
+	return 0
 }

@@ -10,6 +10,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/mlserve/mlserve/inference/imaging/imagingtest"
 	"github.com/mlserve/mlserve/internal/testenv"
 )
 
@@ -252,17 +253,10 @@ func BenchmarkResizeCLIP(b *testing.B) {
 
 func BenchmarkDecodePreview(b *testing.B) {
 	src := benchPreview(b)
-	m, err := src.BGRMat()
+	jpg, err := imagingtest.JPEG(src.Pix, src.W, src.H, 3, 80)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer m.Close()
-	data, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, m, []int{gocv.IMWriteJpegQuality, 80})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer data.Close()
-	jpg := append([]byte(nil), data.GetBytes()...)
 	b.SetBytes(int64(len(jpg)))
 	for b.Loop() {
 		if _, err := Decode(jpg); err != nil {
