@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 
@@ -66,9 +67,15 @@ type Options struct {
 	// DeviceID selects the GPU (CUDA device_id, OpenVINO GPU.<id>).
 	DeviceID int
 	// IntraOpThreads and InterOpThreads set ONNX Runtime's thread pools.
-	// Zero means Immich's defaults: on CPU 2 intra-op threads and 1
-	// inter-op thread; on GPU providers ONNX Runtime's own defaults.
+	// Zero means mlserve's defaults: on CPU, DefaultIntraOpThreads intra-op
+	// threads and 1 inter-op thread; on GPU providers ONNX Runtime's own
+	// defaults.
 	IntraOpThreads, InterOpThreads int
+	// Spin lets idle intra-op threads busy-wait for the next parallel
+	// section (ONNX Runtime's default, session.intra_op.allow_spinning).
+	// Off by default: between and after runs the spinning threads burn the
+	// cores that decoding, preprocessing and other sessions need.
+	Spin bool
 	// DisableArena turns off ONNX Runtime's CPU memory arena, so memory
 	// freed by a run goes back to the allocator at once.
 	DisableArena bool
@@ -276,11 +283,25 @@ func (r *Runtime) appendProvider(so *ort.SessionOptions, p, cacheDir string, ovD
 	return "", fmt.Errorf("unknown execution provider %q", p)
 }
 
+// DefaultIntraOpThreads is the intra-op thread count of CPU sessions when
+// Options.IntraOpThreads is zero: every core up to 8, so that one run has
+// the whole machine (a lone request gets the lowest latency) and the pool
+// runs max(1, cores/threads) sessions at once. Beyond 8 threads one run of
+// the models Immich uses scales poorly and two runs of half the threads
+// each do more work.
+func DefaultIntraOpThreads(cores int) int {
+	return max(1, min(cores, 8))
+}
+
+// Threads is the intra- and inter-op thread count of sessions on provider
+// p (0: ONNX Runtime's own default).
+func (r *Runtime) Threads(p string) (intra, inter int) { return r.threads(p) }
+
 func (r *Runtime) threads(p string) (intra, inter int) {
 	intra, inter = r.opts.IntraOpThreads, r.opts.InterOpThreads
 	if p == CPU {
 		if intra == 0 {
-			intra = 2
+			intra = DefaultIntraOpThreads(runtime.NumCPU())
 		}
 		if inter == 0 {
 			inter = 1
@@ -303,6 +324,10 @@ func (r *Runtime) newOptions(p string) (*ort.SessionOptions, error) {
 	}
 	if inter > 1 {
 		err = errors.Join(err, so.SetExecutionMode(ort.ExecutionModeParallel))
+	}
+	if !r.opts.Spin {
+		err = errors.Join(err, so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"),
+			so.AddSessionConfigEntry("session.inter_op.allow_spinning", "0"))
 	}
 	if r.opts.DisableArena {
 		err = errors.Join(err, so.SetCpuMemArena(false))

@@ -142,6 +142,10 @@ func visualNonEmpty(img *imaging.Image) *imaging.Image {
 	return img
 }
 
+// Check tells whether img can be embedded (Embed's checks, for callers of
+// Preprocess, which turns an empty image into a black one).
+func (v *Visual) Check(img *imaging.Image) error { return visualCheck(img) }
+
 func visualCheck(img *imaging.Image) error {
 	if img == nil || img.W <= 0 || img.H <= 0 {
 		return fmt.Errorf("clip: %w", imaging.ErrEmpty)
@@ -212,6 +216,28 @@ func (v *Visual) EmbedBatch(ctx context.Context, imgs []*imaging.Image) ([][]flo
 		res = append(res, out...)
 	}
 	return res, nil
+}
+
+// DynamicBatch tells whether the graph's batch dimension is dynamic. When
+// it is not, EmbedPrepared takes one image at a time.
+func (v *Visual) DynamicBatch() bool { return v.dynamicBatch }
+
+// InputSize is the number of float32 values of one image's model input
+// (3×Size×Size), as Preprocess writes it.
+func (v *Visual) InputSize() int { return 3 * v.pre.size * v.pre.size }
+
+// EmbedPrepared runs n images preprocessed by Preprocess (n×InputSize
+// values, one after the other) through the model and returns their
+// embeddings. It is the model half of Embed: images of any requests may
+// run together, and each embedding depends only on its own image.
+func (v *Visual) EmbedPrepared(ctx context.Context, in []float32, n int) ([][]float32, error) {
+	if n <= 0 || len(in) != n*v.InputSize() {
+		return nil, fmt.Errorf("%w: clip: %d values for %d images of %d", inference.ErrInput, len(in), n, v.InputSize())
+	}
+	if n > 1 && !v.dynamicBatch {
+		return nil, fmt.Errorf("%w: clip: %s takes one image at a time", inference.ErrInput, v.session.Path())
+	}
+	return v.run(ctx, in, n)
 }
 
 // run feeds n preprocessed images and splits the first output into n
