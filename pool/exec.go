@@ -14,8 +14,8 @@ import (
 //
 // An exec belongs to one goroutine.
 type exec struct {
-	s    *Service
-	t    *Timings
+	s *Service
+	t *Timings
 	// prio is the priority of the first slot; a request's later ones
 	// resume, bulk work stays in the background.
 	prio Priority
