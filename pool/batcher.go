@@ -153,9 +153,9 @@ func (b *batcher[In, Out]) submit(ctx context.Context, in In, rows, key int) (*i
 		b.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if len(b.queue) >= b.opts.maxQueue {
+	if n := len(b.queue); n >= b.opts.maxQueue {
 		b.mu.Unlock()
-		return nil, fmt.Errorf("%w (%s: %d items waiting)", ErrQueueFull, b.opts.name, len(b.queue))
+		return nil, fmt.Errorf("%w (%s: %d items waiting)", ErrQueueFull, b.opts.name, n)
 	}
 	b.queue = append(b.queue, it)
 	b.broadcast()
