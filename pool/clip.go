@@ -31,7 +31,8 @@ func (s *Service) clipHandlers() []*handler {
 				if err := x.cpu(ctx, &x.t.Preprocess); err != nil {
 					return nil, err
 				}
-				embs, err := embedImages(ctx, x, m, [][]float32{v.Preprocess(in.img, nil)})
+				t := v.PreprocessParallel(in.img, nil, x.spareCores())
+				embs, err := embedImages(ctx, x, m, [][]float32{t})
 				if err != nil {
 					return nil, err
 				}
@@ -100,7 +101,7 @@ func embedImages(ctx context.Context, x *exec, m *loaded, ins [][]float32) ([][]
 	b := m.batch.(*batcher[[]float32, []float32])
 	items := make([]*item[[]float32, []float32], len(ins))
 	for i, in := range ins {
-		it, err := b.submit(ctx, in, 1, 0)
+		it, err := submit(ctx, x, b, in, 1, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -149,7 +150,7 @@ func embedText(ctx context.Context, x *exec, m *loaded, text, language string) (
 		return nil, err
 	}
 	b := m.batch.(*batcher[tokens, []float32])
-	it, err := b.submit(ctx, tokens{ids, mask}, 1, 0)
+	it, err := submit(ctx, x, b, tokens{ids, mask}, 1, 0)
 	if err != nil {
 		return nil, err
 	}

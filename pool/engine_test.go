@@ -2,14 +2,18 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/mlserve/mlserve/inference"
+	"github.com/mlserve/mlserve/inference/face"
 	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/internal/testenv"
 	"github.com/mlserve/mlserve/modelgen"
@@ -93,31 +97,52 @@ func photos(t testing.TB) []*imaging.Image {
 }
 
 // coalesced runs fn(i) for i < n concurrently while the CPU's inference
-// slot is held, waits until queued items are in the model's queue, then
+// slots are held, waits until queued items are in the model's queue, then
 // frees the device, so that the items run as few batches. It returns the
-// model's batch counters after.
+// model's batch counters for the calls.
 func coalesced(t *testing.T, s *Service, key Key, queued int, n int, fn func(i int) error) BatchStats {
 	t.Helper()
 	slot := s.devices.slot("CPU")
 	for range cap(slot) {
 		slot <- struct{}{}
 	}
+	held := true
+	free := func() {
+		if held {
+			held = false
+			for range cap(slot) {
+				<-slot
+			}
+		}
+	}
+	defer free()
+	before := batchStats(s, key)
 	var wg sync.WaitGroup
 	errs := make([]error, n)
+	done := make(chan int, n)
 	for i := range n {
-		wg.Go(func() { errs[i] = fn(i) })
+		wg.Go(func() {
+			errs[i] = fn(i)
+			done <- i
+		})
 	}
-	before := batchStats(s, key)
 	deadline := time.Now().Add(time.Minute)
 	for batchStats(s, key).Queued < queued {
+		select {
+		case i := <-done:
+			free()
+			wg.Wait()
+			t.Fatalf("call %d ended before the device was free: %v", i, errs[i])
+		default:
+		}
 		if time.Now().After(deadline) {
+			free()
+			wg.Wait()
 			t.Fatalf("%d items queued, want %d", batchStats(s, key).Queued, queued)
 		}
 		time.Sleep(time.Millisecond)
 	}
-	for range cap(slot) {
-		<-slot
-	}
+	free()
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
@@ -183,7 +208,8 @@ func compare(t *testing.T, what string, got, want []float32) (diff int, maxd flo
 // mean over the sequence (M-CLIP) behave the same way; the test bounds
 // that difference instead.
 func TestBatchedEqualsUnbatched(t *testing.T) {
-	s := engineService(t, engineCache(t), ServiceOptions{})
+	// Enough CPU workers for every call to prepare its input at once.
+	s := engineService(t, engineCache(t), ServiceOptions{Workers: WorkersOptions{Workers: 8, Queue: 8}})
 	ctx := context.Background()
 	imgs := photos(t)
 
@@ -374,4 +400,175 @@ func fakeLines(img *imaging.Image, n, seed int) *TextDetectionResult {
 		d.Scores = append(d.Scores, 0.8)
 	}
 	return d
+}
+
+// faceCache adds a face pack to cache as "antelopev2": the real
+// UltraFace-type detector with its 68-point landmark model, and an
+// ArcFace-type recognizer with a dynamic batch.
+func faceCache(t testing.TB, cache string) {
+	t.Helper()
+	rec := filepath.Join(t.TempDir(), "rec.onnx")
+	if err := (modelgen.ArcFace{Seed: 9}).Model().WriteFile(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := face.WriteTestPack(filepath.Join(cache, "facial-recognition", "antelopev2"),
+		testenv.TestData(t, "models/faceplugin/fr_detect.onnx"),
+		testenv.TestData(t, "models/faceplugin/fr_landmark.onnx"), rec); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func jpegOf(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(testenv.TestData(t, "photos/"+name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestPredictStages: a face request's time is split into decoding,
+// preprocessing, inference and post-processing, and inference no longer
+// includes the CPU work around it.
+func TestPredictStages(t *testing.T) {
+	cache := engineCache(t)
+	faceCache(t, cache)
+	s := engineService(t, cache, ServiceOptions{})
+	ctx := context.Background()
+	req := &Request{Image: jpegOf(t, "sample5.jpg"), Entries: []Entry{
+		{Task: "facial-recognition", Type: "detection", ModelName: "antelopev2"},
+		{Task: "facial-recognition", Type: "recognition", ModelName: "antelopev2"},
+	}}
+	if _, err := s.Predict(ctx, req); err != nil { // load the models
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err := s.Predict(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := time.Since(start)
+	faces := res.Output("facial-recognition").(*FacesResult).Faces
+	if len(faces) != 5 || len(faces[0].Embedding) != 512 {
+		t.Fatalf("%d faces", len(faces))
+	}
+	tm := res.Timings
+	if tm.Decode <= 0 || tm.Preprocess <= 0 || tm.Inference <= 0 || tm.Postprocess <= 0 || tm.Load != 0 {
+		t.Fatalf("timings %+v", tm)
+	}
+	if sum := tm.Queue + tm.Decode + tm.Preprocess + tm.BatchWait + tm.Inference + tm.Postprocess; sum > total {
+		t.Fatalf("stages add up to %v, more than the request's %v: %+v", sum, total, tm)
+	}
+	if res.ImageWidth != 1920 || res.ImageHeight != 1398 || res.Providers["facial-recognition/recognition"] != "CPU" {
+		t.Fatalf("response %+v", res)
+	}
+
+	// Detection alone returns the detector's arrays.
+	res, err = s.Predict(ctx, &Request{Image: req.Image, Entries: req.Entries[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := res.Output("facial-recognition").(*FaceDetectionResult); len(d.Boxes) != 5 || len(d.Landmarks) != 5 {
+		t.Fatalf("detection %+v", d)
+	}
+}
+
+// TestFaceBatchCap: the faces of one image go to the model at most
+// MaxBatchFace at a time, whatever their number, so that memory stays
+// bounded; the embeddings keep the detections' order.
+func TestFaceBatchCap(t *testing.T) {
+	s := engineService(t, engineCache(t), ServiceOptions{MaxBatchFace: 8})
+	ctx := context.Background()
+	img := photos(t)[0]
+	det := fakeFaces(img, 60, 4)
+	m, release, err := s.acquireModel(ctx, "facial-recognition", "recognition", "buffalo_l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	var tm Timings
+	x := s.newExec(&tm, PriorityRequest)
+	faces, err := recognizeFaces(ctx, x, m, img, det)
+	x.done()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(faces) != 60 {
+		t.Fatalf("%d faces", len(faces))
+	}
+	for i, f := range faces {
+		if f.Box != det.Boxes[i] || f.Score != det.Scores[i] {
+			t.Fatalf("face %d is out of order", i)
+		}
+	}
+	st := batchStats(s, Key{"facial-recognition", "recognition", "buffalo_l"})
+	if tm.BatchRows > 8 || st.Rows != 60 || st.Batches < 8 {
+		t.Fatalf("largest batch %d rows, %+v", tm.BatchRows, st)
+	}
+}
+
+// TestRequestLeavesQueue: a request whose client goes away while it waits
+// for the device returns at once and its image is never run; a full model
+// queue refuses with ErrQueueFull.
+func TestRequestLeavesQueue(t *testing.T) {
+	s := engineService(t, engineCache(t), ServiceOptions{Batch: BatchOptions{Queue: 1}})
+	bg := context.Background()
+	req := &Request{Image: jpegOf(t, "sample1.jpg"), Entries: []Entry{{Task: "clip", Type: "visual", ModelName: "ViT-B-32__openai"}}}
+	if _, err := s.Predict(bg, req); err != nil {
+		t.Fatal(err)
+	}
+	key := Key{"clip", "visual", "ViT-B-32__openai"}
+	before := batchStats(s, key)
+	slot := s.devices.slot("CPU")
+	slot <- struct{}{}
+	ctx, cancel := context.WithCancel(bg)
+	errc := make(chan error, 1)
+	go func() { _, err := s.Predict(ctx, req); errc <- err }()
+	for batchStats(s, key).Queued < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := s.Predict(bg, req); !errors.Is(err, ErrQueueFull) {
+		t.Errorf("a request beyond the model's queue: %v", err)
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled request: %v", err)
+	}
+	<-slot
+	if _, err := s.Predict(bg, req); err != nil {
+		t.Fatal(err)
+	}
+	if after := batchStats(s, key); after.Items-before.Items != 1 {
+		t.Fatalf("%d items ran, want only the last request's", after.Items-before.Items)
+	}
+}
+
+type threadsOf int
+
+func (threadsOf) NewSession(string, inference.SessionOptions) (*inference.Session, error) {
+	return nil, errors.New("no sessions here")
+}
+
+func (t threadsOf) Threads(string) (int, int) { return int(t), 1 }
+
+// TestCPURunsFitTheCores: runs × intra-op threads never exceed the cores.
+func TestCPURunsFitTheCores(t *testing.T) {
+	cores := runtime.NumCPU()
+	for _, tc := range []struct {
+		sessions Sessions
+		want     int
+	}{
+		{threadsOf(cores), 1},
+		{threadsOf(1), cores},
+		{threadsOf(0), 1},
+		{threadsOf(cores * 4), 1},
+		{struct{ Sessions }{}, 1},
+	} {
+		if got := defaultCPURuns(tc.sessions); got != tc.want {
+			t.Errorf("%v: %d runs, want %d", tc.sessions, got, tc.want)
+		}
+	}
+	if n := inference.DefaultIntraOpThreads(cores); n*defaultCPURuns(threadsOf(n)) > cores {
+		t.Errorf("default: %d threads × %d runs on %d cores", n, defaultCPURuns(threadsOf(n)), cores)
+	}
 }

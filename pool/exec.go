@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	"github.com/mlserve/mlserve/inference"
@@ -63,6 +64,17 @@ func (x *exec) switchTo(stage *time.Duration) {
 	x.since, x.stage = now, stage
 }
 
+// spareCores is how many goroutines one preprocessing step may use: all
+// the cores when nothing else runs (a lone request resizes its image on
+// every core), else one.
+func (x *exec) spareCores() int {
+	st := x.s.workers.Stats()
+	if st.Busy > 1 || st.Waiting+st.Resuming+st.Background > 0 || len(x.s.devices.slot(inference.CPU)) > 0 {
+		return 1
+	}
+	return min(st.Workers, runtime.NumCPU())
+}
+
 // yield gives the CPU slot up (before waiting for a model).
 func (x *exec) yield() {
 	if !x.held {
@@ -102,6 +114,15 @@ func (x *exec) run(ctx context.Context, s *inference.Session, inputs ...inferenc
 		return nil, err
 	}
 	return out, nil
+}
+
+// submit queues in on b for x's request. The request's CPU time stops
+// counting here: from now on the item's own times count (a request that
+// prepares its next chunk meanwhile books that work with its next cpu
+// call, and the two then overlap).
+func submit[In, Out any](ctx context.Context, x *exec, b *batcher[In, Out], in In, rows, key int) (*item[In, Out], error) {
+	x.switchTo(nil)
+	return b.submit(ctx, in, rows, key)
 }
 
 // await waits for an item of a batcher, without a CPU slot, and books its

@@ -102,9 +102,6 @@ func recognizeFaces(ctx context.Context, x *exec, m *loaded, img *imaging.Image,
 	}
 	b := m.batch.(*batcher[[]float32, [][]float32])
 	chunk := b.opts.maxRows
-	if err := x.cpu(ctx, &x.t.Preprocess); err != nil {
-		return nil, err
-	}
 	type pending struct {
 		it   *item[[]float32, [][]float32]
 		from int
@@ -125,12 +122,15 @@ func recognizeFaces(ctx context.Context, x *exec, m *loaded, img *imaging.Image,
 		return nil
 	}
 	for from := 0; from < n; from += chunk {
+		if err := x.cpu(ctx, &x.t.Preprocess); err != nil {
+			return nil, err
+		}
 		count := min(chunk, n-from)
 		rows := make([]float32, count*face.RowSize)
 		if err := r.Prepare(img, det, from, from+count, rows); err != nil {
 			return nil, err
 		}
-		it, err := b.submit(ctx, rows, count, 0)
+		it, err := submit(ctx, x, b, rows, count, 0)
 		if err != nil {
 			return nil, err
 		}

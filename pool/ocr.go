@@ -112,11 +112,6 @@ func recognizeText(ctx context.Context, x *exec, m *loaded, img *imaging.Image, 
 	}
 	texts := make([]string, len(boxes.Boxes))
 	scores := make([]float64, len(boxes.Boxes))
-	if len(chunks) > 0 {
-		if err := x.cpu(ctx, &x.t.Preprocess); err != nil {
-			return nil, err
-		}
-	}
 	b, _ := m.batch.(*batcher[*ocr.Lines, *ocr.LineScores])
 	type pending struct {
 		it    *item[*ocr.Lines, *ocr.LineScores]
@@ -140,7 +135,7 @@ func recognizeText(ctx context.Context, x *exec, m *loaded, img *imaging.Image, 
 		if err != nil {
 			return nil, err
 		}
-		it, err := b.submit(ctx, lines, lines.Len(), lines.Width)
+		it, err := submit(ctx, x, b, lines, lines.Len(), lines.Width)
 		if err != nil {
 			return nil, err
 		}
