@@ -120,9 +120,9 @@ type bench struct {
 	svc      *pool.Service
 	stop     func()
 	cfg      *config.Config
-	raws     [][]byte // the photos' JPEGs
-	bodies   [][]byte // one request body per photo
-	ctypes   []string // and its content type
+	raws     [][]byte         // the photos' JPEGs
+	bodies   [][]byte         // one request body per photo
+	ctypes   []string         // and its content type
 	imgs     []*imaging.Image // decoded photos, for the bare baseline
 	entries  string
 	client   *http.Client
