@@ -193,7 +193,7 @@ func (r *Runtime) ProviderStatus() map[string]error {
 }
 
 func (r *Runtime) probe(p string, model []byte) error {
-	so, err := r.newOptions(p)
+	so, err := r.newOptions(p, 0)
 	if err != nil {
 		return err
 	}
@@ -310,12 +310,17 @@ func (r *Runtime) threads(p string) (intra, inter int) {
 	return intra, inter
 }
 
-func (r *Runtime) newOptions(p string) (*ort.SessionOptions, error) {
+// newOptions makes the session options of provider p; intraOverride > 0
+// replaces the runtime's intra-op threads.
+func (r *Runtime) newOptions(p string, intraOverride int) (*ort.SessionOptions, error) {
 	so, err := ort.NewSessionOptions()
 	if err != nil {
 		return nil, err
 	}
 	intra, inter := r.threads(p)
+	if intraOverride > 0 {
+		intra = intraOverride
+	}
 	if intra > 0 {
 		err = errors.Join(err, so.SetIntraOpNumThreads(intra))
 	}

@@ -23,6 +23,9 @@ type SessionOptions struct {
 	// CacheDir is where providers may keep compiled artefacts (OpenVINO's
 	// cache_dir); Immich uses <model folder>/openvino.
 	CacheDir string
+	// IntraOpThreads overrides the runtime's intra-op threads for this
+	// session (0: the runtime's).
+	IntraOpThreads int
 }
 
 // Session is a loaded model. Run is safe for concurrent use; Close waits
@@ -73,7 +76,7 @@ func (r *Runtime) NewSession(path string, so SessionOptions) (*Session, error) {
 				errs = append(errs, fmt.Errorf("%s: %w", p, err))
 				break
 			}
-			s, name, err := r.tryProvider(path, info, p, so.CacheDir, dev)
+			s, name, err := r.tryProvider(path, info, p, so, dev)
 			if err != nil {
 				r.logger.Warn("execution provider cannot run model; trying the next",
 					"provider", p, "model", path, "err", err)
@@ -111,8 +114,9 @@ func (r *Runtime) knownUnavailable(p string) error {
 	return r.unavailable[p]
 }
 
-func (r *Runtime) tryProvider(path string, info *onnx.Info, p, cacheDir string, dev openVINODevice) (*ort.DynamicAdvancedSession, string, error) {
-	so, err := r.newOptions(p)
+func (r *Runtime) tryProvider(path string, info *onnx.Info, p string, o SessionOptions, dev openVINODevice) (*ort.DynamicAdvancedSession, string, error) {
+	cacheDir := o.CacheDir
+	so, err := r.newOptions(p, o.IntraOpThreads)
 	if err != nil {
 		return nil, "", err
 	}

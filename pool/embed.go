@@ -21,6 +21,7 @@ import (
 // parallel, each submitted as soon as it is ready, so that the first
 // batch runs while the rest are still being resized.
 func (s *Service) EmbedImages(ctx context.Context, model string, imgs []*imaging.Image) ([][]float32, error) {
+	defer s.busy()()
 	if len(imgs) == 0 {
 		return nil, nil
 	}
@@ -89,6 +90,7 @@ func (s *Service) EmbedImages(ctx context.Context, model string, imgs []*imaging
 
 // EmbedText runs a CLIP model's text encoder on a query.
 func (s *Service) EmbedText(ctx context.Context, model, text, language string) ([]float32, error) {
+	defer s.busy()()
 	m, release, err := s.acquireModel(ctx, "clip", "textual", model)
 	if err != nil {
 		return nil, err
@@ -106,6 +108,7 @@ func (s *Service) EmbedText(ctx context.Context, model, text, language string) (
 // Faces detects the faces of a decoded image and embeds them, as a
 // facial-recognition request with detection and recognition does.
 func (s *Service) Faces(ctx context.Context, model string, img *imaging.Image, minScore float32) ([]Face, error) {
+	defer s.busy()()
 	det, release, err := s.acquireModel(ctx, "facial-recognition", "detection", model)
 	if err != nil {
 		return nil, err
@@ -131,6 +134,7 @@ func (s *Service) Faces(ctx context.Context, model string, img *imaging.Image, m
 // Text reads the text of a decoded image, as an OCR request with
 // detection and recognition does.
 func (s *Service) Text(ctx context.Context, model string, img *imaging.Image, o ocr.DetectOptions, minScore float32) (*OCRResult, error) {
+	defer s.busy()()
 	det, release, err := s.acquireModel(ctx, "ocr", "detection", model)
 	if err != nil {
 		return nil, err

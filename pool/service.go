@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mlserve/mlserve/inference"
@@ -229,6 +230,10 @@ type Service struct {
 	devices  *devices
 	handlers map[handlerKey]*handler
 	obs      Observer
+	// inflight counts requests and bulk calls in progress; worked tells
+	// whether one ended since the last memory trim.
+	inflight atomic.Int64
+	worked   atomic.Bool
 }
 
 type handlerKey struct{ task, typ string }
@@ -431,8 +436,44 @@ func (s *Service) Ready() error {
 	return nil
 }
 
-// Run sweeps idle models until ctx ends.
-func (s *Service) Run(ctx context.Context, poll time.Duration) error { return s.cache.Run(ctx, poll) }
+// Run sweeps idle models until ctx ends, every poll. When the service has
+// worked since the last poll and is idle now, it also hands the memory
+// that runs freed back to the system: the C heap keeps what ONNX Runtime
+// and OpenCV free, and the resident set would stay at its peak.
+func (s *Service) Run(ctx context.Context, poll time.Duration) error {
+	if poll <= 0 {
+		poll = 10 * time.Second
+	}
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			s.cache.Sweep()
+			s.trimIfIdle()
+		}
+	}
+}
+
+// busy counts a request or bulk call in progress; the returned function
+// ends it.
+func (s *Service) busy() func() {
+	s.inflight.Add(1)
+	return func() {
+		s.worked.Store(true)
+		s.inflight.Add(-1)
+	}
+}
+
+// trimIfIdle hands freed C memory back when nothing runs and something
+// ran since the last time.
+func (s *Service) trimIfIdle() {
+	if s.inflight.Load() == 0 && s.worked.Swap(false) {
+		inference.ReleaseMemory()
+	}
+}
 
 // Close refuses new requests and unloads every model.
 func (s *Service) Close() {
@@ -533,6 +574,7 @@ func (s *Service) Predict(ctx context.Context, req *Request) (*Response, error) 
 	// their output (Immich's order); within a group, request order.
 	sort.SliceStable(plan, func(i, j int) bool { return plan[i].h.dep == nil && plan[j].h.dep != nil })
 
+	defer s.busy()()
 	res := &Response{Providers: map[string]string{}}
 	handles := make([]*Handle, len(plan))
 	defer func() {
@@ -642,6 +684,10 @@ func (s *Service) loadModel(ctx context.Context, key Key) (Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Building a session leaves the model file's bytes and its graph's
+	// copies freed in the C heap (hundreds of MB for a large model);
+	// hand them back, or the resident set keeps them.
+	inference.ReleaseMemory()
 	l := &loaded{key: key, model: m}
 	if h.engine != nil {
 		h.engine(l)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"image"
@@ -16,10 +17,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"gocv.io/x/gocv"
@@ -54,6 +57,8 @@ type benchFlags struct {
 	text                      string
 	withCLIP                  bool
 	quiet                     bool
+	warmup                    int
+	threads                   bool
 	detModel, recModel, vitGr string // generated graphs (in-process)
 }
 
@@ -95,6 +100,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.text, "text", "a photo of a dog on the beach", "query for clip-textual")
 	fs.BoolVar(&f.withCLIP, "with-clip", true, "faces, in-process: load the CLIP image model too, as a server has both (for the memory figures)")
 	fs.BoolVar(&f.quiet, "quiet", true, "in-process: keep the server's log quiet")
+	fs.IntVar(&f.warmup, "warmup", 0, "warm-up requests before measuring (0: one per photo)")
+	fs.BoolVar(&f.threads, "threads", false, "in-process: only compare, on the bare graphs, one run on every core with one run per core (A/B/A), per batch size")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -126,7 +133,7 @@ type bench struct {
 	imgs     []*imaging.Image // decoded photos, for the bare baseline
 	entries  string
 	client   *http.Client
-	startRSS int64
+	startMem string
 }
 
 func (b *bench) close() {
@@ -155,6 +162,10 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.loadImages(); err != nil {
 		return err
 	}
+	b.startMem = memory()
+	if f.threads {
+		return b.compareThreads(ctx)
+	}
 	maxConc := slicesMax(f.concurrency)
 	b.client = &http.Client{Timeout: 10 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: maxConc + 1}}
 
@@ -164,6 +175,11 @@ func (b *bench) run(ctx context.Context) error {
 		if minScore, err = b.findMinScore(ctx, f.faces); err != nil {
 			return err
 		}
+	}
+	if f.task == "faces" && len(b.raws) > 1 {
+		// One group photo, the one minScore was chosen on: the face
+		// count of every request is the same.
+		b.raws, b.imgs = b.raws[:1], b.imgs[:1]
 	}
 	if err := b.setEntries(minScore); err != nil {
 		return err
@@ -180,7 +196,12 @@ func (b *bench) run(ctx context.Context) error {
 		}
 	}
 	// Warm-up: the model loads, the arena grows.
-	for i := range len(b.bodies) {
+	warm := f.warmup
+	if warm <= 0 {
+		warm = len(b.bodies)
+	}
+	for j := range warm {
+		i := j % len(b.bodies)
 		if r := b.send(ctx, b.bodies[i], b.ctypes[i]); r.err != nil || r.code != http.StatusOK {
 			return fmt.Errorf("warm-up request failed: status %d, %v %s", r.code, r.err, r.body)
 		}
@@ -191,7 +212,7 @@ func (b *bench) run(ctx context.Context) error {
 		faces = strings.Count(string(r.body), `"boundingBox"`)
 		b.printf("faces: %d per request on the first photo (minScore %.4g)\n", faces, minScore)
 		if b.svc != nil {
-			b.printf("memory: RSS %s at start, %s with the models loaded and after the requests above\n", mib(b.startRSS), mib(rss()))
+			b.printf("memory: %s at start; with the models loaded and after the requests above: %s\n", b.startMem, memory())
 		}
 	}
 
@@ -251,7 +272,7 @@ func (b *bench) run(ctx context.Context) error {
 		b.svc.Close()
 		b.svc = nil
 		inference.ReleaseMemory()
-		b.printf("memory: RSS %s after every model was unloaded (start: %s)\n", mib(rss()), mib(b.startRSS))
+		b.printf("memory: %s after every model was unloaded (start: %s)\n", memory(), b.startMem)
 	}
 	return nil
 }
@@ -280,7 +301,6 @@ func (b *bench) startServer(ctx context.Context) error {
 	if b.rt, err = newRuntime(cfg, logger); err != nil {
 		return err
 	}
-	b.startRSS = rss()
 	if b.svc, err = newService(cfg, b.rt, nil, logger); err != nil {
 		return err
 	}
@@ -767,6 +787,19 @@ func slicesMax(v []int) int {
 	return m
 }
 
+// memory describes the process's memory: the resident set as it is, and
+// after handing freed memory back to the system (Go's and the C heap's),
+// with the C heap (ONNX Runtime, OpenCV) and Go heap in use.
+func memory() string {
+	before := rss()
+	debug.FreeOSMemory()
+	inference.ReleaseMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return fmt.Sprintf("RSS %s (%s once freed memory is handed back; C heap %s, Go heap %s in use)",
+		mib(before), mib(rss()), mib(inference.CHeapBytes()), mib(int64(ms.HeapInuse)))
+}
+
 // rss is the process's resident memory (Linux), 0 elsewhere.
 func rss() int64 {
 	b, err := os.ReadFile("/proc/self/statm")
@@ -1010,6 +1043,133 @@ func (f *faceBaseline) sweep(ctx context.Context, d time.Duration) bareResult {
 func (f *faceBaseline) quick(ctx context.Context, d time.Duration) bareResult {
 	tput, p50, _ := f.request(ctx, d, f.bestChunk)
 	return bareResult{best: f.bestChunk, bestTput: tput, p50: p50}
+}
+
+// compareThreads measures each graph of the task bare, A/B/A: one run at
+// a time on every core (A: the default) against one single-threaded run
+// per core at once (B), at batch 1 and 8; throughput, median run time and
+// CPU time per item (which is what throughput is on a saturated machine).
+func (b *bench) compareThreads(ctx context.Context) error {
+	if b.rt == nil || b.cfg == nil {
+		return errors.New("-threads needs the in-process server (no -url)")
+	}
+	cores := runtime.NumCPU()
+	intra, _ := b.rt.Threads(inference.CPU)
+	type graph struct {
+		path  string
+		shape []int64
+		batch bool
+	}
+	var graphs []graph
+	dir := b.cfg.CacheFolder
+	switch b.f.task {
+	case "clip-visual":
+		graphs = append(graphs, graph{filepath.Join(dir, "clip", b.f.clipModel, "visual", "model.onnx"), []int64{3, 224, 224}, true})
+	case "faces":
+		fd := filepath.Join(dir, "facial-recognition", b.f.faceModel)
+		graphs = append(graphs, graph{filepath.Join(fd, "detection", "model.onnx"), []int64{3, 640, 640}, false},
+			graph{filepath.Join(fd, "recognition", "model.onnx"), []int64{3, 112, 112}, true})
+	default:
+		return fmt.Errorf("-threads: no graphs for %s", b.f.task)
+	}
+	b.printf("\nthreads, bare (A: 1 run × %d threads, B: %d runs × 1 thread; A/B/A/B, %v each):\n", intra, cores, b.f.bareDuration)
+	for _, g := range graphs {
+		a, err := b.rt.NewSession(g.path, inference.SessionOptions{IntraOpThreads: intra})
+		if err != nil {
+			return err
+		}
+		one, err := b.rt.NewSession(g.path, inference.SessionOptions{IntraOpThreads: 1})
+		if err != nil {
+			_ = a.Close()
+			return err
+		}
+		batches := []int{1}
+		if g.batch {
+			batches = append(batches, 2, 4, 8)
+		}
+		for _, n := range batches {
+			per := 1
+			for _, d := range g.shape {
+				per *= int(d)
+			}
+			x := make([]float32, n*per)
+			for i := range x {
+				x[i] = float32(i%255)/128 - 1
+			}
+			shape := append([]int64{int64(n)}, g.shape...)
+			for round := range 2 {
+				for _, c := range []struct {
+					name string
+					s    *inference.Session
+					par  int
+				}{{"A", a, 1}, {"B", one, cores}} {
+					tput, p50, cpu, err := parallelRuns(ctx, b.f.bareDuration, c.par, n, func() error {
+						_, err := c.s.Run(ctx, inference.F32(x, shape...))
+						return err
+					})
+					if err != nil {
+						return err
+					}
+					b.printf("  %-22s batch %d  %s  %7.2f items/s  run p50 %9s  CPU %6.1f ms/item  (round %d)\n",
+						filepath.Base(g.path), n, c.name, tput, ms(p50), cpu, round+1)
+				}
+			}
+		}
+		_ = a.Close()
+		_ = one.Close()
+	}
+	return nil
+}
+
+// parallelRuns runs run from par goroutines for d (after one warm-up run
+// each) and returns items per second (n per run), the median run time and
+// the process's CPU milliseconds per item.
+func parallelRuns(ctx context.Context, d time.Duration, par, n int, run func() error) (float64, time.Duration, float64, error) {
+	var wg sync.WaitGroup
+	errs := make([]error, par)
+	for i := range par {
+		wg.Go(func() { errs[i] = run() })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, 0, 0, err
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	cpu0 := cpuTime()
+	start := time.Now()
+	for i := range par {
+		wg.Go(func() {
+			// Every goroutine runs at least once, then until d has passed.
+			for first := true; ctx.Err() == nil && (first || time.Since(start) < d); first = false {
+				t := time.Now()
+				if errs[i] = run(); errs[i] != nil {
+					return
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(t))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		return 0, 0, 0, err
+	}
+	cpu := cpuTime() - cpu0
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	items := float64(n * len(lat))
+	return items / wall.Seconds(), lat[len(lat)/2], float64(cpu.Microseconds()) / 1000 / items, nil
+}
+
+// cpuTime is the CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // immichForm builds the multipart body the Immich server sends (undici's
