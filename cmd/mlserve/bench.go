@@ -1110,8 +1110,8 @@ func (b *bench) compareThreads(ctx context.Context) error {
 					if err != nil {
 						return err
 					}
-					b.printf("  %-22s batch %d  %s  %7.2f items/s  run p50 %9s  CPU %6.1f ms/item  (round %d)\n",
-						filepath.Base(g.path), n, c.name, tput, ms(p50), cpu, round+1)
+					b.printf("  %-28s batch %d  %s  %7.2f items/s  run p50 %9s  CPU %6.1f ms/item  (round %d)\n",
+						filepath.Join(filepath.Base(filepath.Dir(g.path)), filepath.Base(g.path)), n, c.name, tput, ms(p50), cpu, round+1)
 				}
 			}
 		}
