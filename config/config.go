@@ -8,6 +8,12 @@
 // parse is an error naming the variable; nothing below cmd/ reads the
 // environment. [Config.Table] lists every variable with its resolved value
 // for the start-up log.
+//
+// Secrets never leave this package in clear: tokens are shown as set or
+// unset, passwords in URLs and connection strings are masked in the table,
+// in [Config.LogValue], in fmt's output of a Config and in Load's errors,
+// and [Config.Redactor] masks them in whatever else mlserve prints (errors
+// of database and Redis clients quote their URLs).
 package config
 
 import (
@@ -21,6 +27,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mlserve/mlserve/internal/redact"
 )
 
 // Version is the build's version, set with -ldflags at build time.
@@ -114,7 +122,8 @@ type Config struct {
 	// (empty: the search package's default).
 	SearchSchema string
 
-	table []Entry
+	table    []Entry
+	redactor *redact.Redactor
 }
 
 // Preload names the models of one task and type to load at start.
@@ -132,16 +141,47 @@ type Entry struct {
 }
 
 // Table returns every variable with its resolved value, for logging.
+// Secrets are masked: tokens show as set or unset, passwords as xxxxx.
 func (c *Config) Table() []Entry { return c.table }
 
-// LogValue logs the variables that differ from their defaults, plus the
-// listen address, so the start-up line stays readable.
+// LogValue logs every variable with its resolved value, secrets masked
+// (see Table).
 func (c *Config) LogValue() slog.Value {
 	attrs := []slog.Attr{}
 	for _, e := range c.table {
 		attrs = append(attrs, slog.String(e.Name, e.Value))
 	}
 	return slog.GroupValue(attrs...)
+}
+
+// String formats the configuration as the table does, secrets masked, so
+// that printing a Config with fmt cannot leak them either.
+func (c *Config) String() string {
+	var b strings.Builder
+	b.WriteString("config{")
+	for i, e := range c.table {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(e.Name + "=" + strconv.Quote(e.Value))
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// GoString is String: %#v must not leak secrets either.
+func (c *Config) GoString() string { return c.String() }
+
+// Redactor masks the configured secrets (HF_TOKEN, the passwords of
+// MLSERVE_DATABASE_URL and MLSERVE_REDIS_URL, any variable read as a
+// secret) and anything that looks like a password or token. Wrap the
+// process's log handler with its Handler, and pass errors that may quote a
+// URL or DSN through its Error before printing them.
+func (c *Config) Redactor() *redact.Redactor {
+	if c == nil {
+		return nil
+	}
+	return c.redactor
 }
 
 // Addr is the listen address, with an IPv6 literal in brackets.
@@ -166,6 +206,8 @@ type parser struct {
 	lookup LookupFunc
 	errs   []error
 	table  []Entry
+	// secrets are the raw values read by secret.
+	secrets []string
 }
 
 func (p *parser) raw(name, def, desc string) (string, bool) {
@@ -180,7 +222,7 @@ func (p *parser) raw(name, def, desc string) (string, bool) {
 }
 
 func (p *parser) fail(name, value, why string) {
-	p.errs = append(p.errs, fmt.Errorf("%w: %s=%q: %s", ErrInvalid, name, value, why))
+	p.errs = append(p.errs, fmt.Errorf("%w: %s=%q: %s", ErrInvalid, name, redact.String(value), why))
 }
 
 func (p *parser) str(name, def, desc string) string {
@@ -197,7 +239,18 @@ func (p *parser) secret(name, desc string) string {
 		shown = "set"
 	}
 	p.table = append(p.table, Entry{name, shown, "unset", desc})
+	p.secrets = append(p.secrets, v)
 	return v
+}
+
+// redactor masks the secrets read by secret and the passwords of every
+// value (URLs and DSNs with credentials, whatever the variable).
+func (p *parser) redactor() *redact.Redactor {
+	known := append([]string(nil), p.secrets...)
+	for _, e := range p.table {
+		known = append(known, redact.Passwords(e.Value)...)
+	}
+	return redact.New(known...)
 }
 
 func (p *parser) integer(name string, def int, min int, desc string) int {
@@ -360,9 +413,14 @@ func Load(lookup LookupFunc) (*Config, error) {
 	c.SearchImmich = p.boolean("MLSERVE_SEARCH_IMMICH", false, "/search queries Immich's smart_search instead of mlserve's tables")
 
 	sort.SliceStable(p.table, func(i, j int) bool { return p.table[i].Name < p.table[j].Name })
+	c.redactor = p.redactor()
+	for i := range p.table {
+		p.table[i].Value = c.redactor.String(p.table[i].Value)
+		p.table[i].Default = c.redactor.String(p.table[i].Default)
+	}
 	c.table = p.table
 	if len(p.errs) > 0 {
-		return nil, errors.Join(p.errs...)
+		return nil, c.redactor.Error(errors.Join(p.errs...))
 	}
 	return c, nil
 }

@@ -14,7 +14,12 @@
 // returns once the C call has returned, never before, so tensors are never
 // freed under a running kernel. Inputs are Go memory handed to ONNX Runtime
 // for the duration of a run; outputs are copied into Go slices and the ONNX
-// Runtime values released before Run returns.
+// Runtime values released before Run returns. The run options are destroyed
+// only after the cancellation callback has finished or can no longer start.
+//
+// ONNX Runtime's telemetry is always off: [New] sets ORT_DISABLE_TELEMETRY=1
+// in the process environment before the environment starts and then calls
+// DisableTelemetryEvents, so no event is recorded, written or sent.
 package inference
 
 import (
@@ -128,12 +133,25 @@ func New(opts Options, logger *slog.Logger) (*Runtime, error) {
 		}
 		ort.SetSharedLibraryPath(opts.LibraryPath)
 	}
+	// Telemetry off: some ONNX Runtime builds (npm's among them) start an
+	// event collector with the environment, which writes a device id and
+	// an event database under $XDG_CACHE_HOME (~/.cache)/Microsoft and
+	// files in $TMPDIR, and can upload them. The variable is read when the
+	// environment is created, so it is set first; DisableTelemetryEvents
+	// afterwards stops whatever the variable did not.
+	if err := os.Setenv("ORT_DISABLE_TELEMETRY", "1"); err != nil {
+		return nil, fmt.Errorf("%w: disable telemetry: %w", ErrLibrary, err)
+	}
 	level := ort.WithLogLevelFatal()
 	if opts.Verbose {
 		level = ort.WithLogLevelWarning()
 	}
 	if err := ort.InitializeEnvironment(level); err != nil {
 		return nil, fmt.Errorf("%w %q: %w", ErrLibrary, opts.LibraryPath, err)
+	}
+	if err := ort.DisableTelemetry(); err != nil {
+		_ = ort.DestroyEnvironment()
+		return nil, fmt.Errorf("%w: disable telemetry: %w", ErrLibrary, err)
 	}
 	ortOwner.owned = true
 	r := &Runtime{

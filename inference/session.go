@@ -226,11 +226,23 @@ func (s *Session) Run(ctx context.Context, inputs ...Tensor) ([]Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer ro.Destroy()
-	stop := context.AfterFunc(ctx, func() { _ = ro.Terminate() })
+	// The context's callback sets the terminate flag from another
+	// goroutine. It may start at any moment, even after the run returned;
+	// the run options are destroyed only once it can no longer start
+	// (stop returned true) or it has finished (terminated is closed).
+	terminated := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(terminated)
+		_ = ro.Terminate()
+	})
+	defer func() {
+		if !stop() {
+			<-terminated
+		}
+		_ = ro.Destroy()
+	}()
 	out := make([]ort.Value, len(s.info.Outputs))
 	runErr := s.ort.RunWithOptions(in, out, ro)
-	stop()
 	defer func() {
 		for _, v := range out {
 			if v != nil {

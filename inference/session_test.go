@@ -5,11 +5,14 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -359,5 +362,60 @@ func TestNoLeakAcrossRuns(t *testing.T) {
 	}
 	if grow := rss1 - rss0; grow > 32<<20 {
 		t.Errorf("RSS grew by %d KiB over 10000 runs", grow>>10)
+	}
+}
+
+// TestCancelAtRunBoundary cancels thousands of short runs at random
+// moments around their end, from several goroutines at once, so that the
+// context's callback (which sets ONNX Runtime's terminate flag) often fires
+// while Run is finishing. Run must never free the run options under that
+// callback: under -race, a callback still touching the options when Run
+// destroys them is reported as a data race (and without -race it is a
+// use-after-free in C). Every run must end with its outputs or with
+// ErrCanceled, and the session must keep working.
+func TestCancelAtRunBoundary(t *testing.T) {
+	rt := testenv.Runtime(t)
+	s, err := rt.NewSession(writeModel(t, modelgen.Busy{Steps: 2, Size: 32}.Model()), inference.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	x := inference.F32(ramp(32*32, 1), 32, 32)
+	// How long one run takes here, to aim the cancellations at its end.
+	start := time.Now()
+	for range 50 {
+		if _, err := s.Run(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	per := time.Since(start) / 50
+	const goroutines, runs = 4, 1000
+	var wg sync.WaitGroup
+	var canceled, finished atomic.Int64
+	for g := range goroutines {
+		wg.Go(func() {
+			r := mrand.New(mrand.NewPCG(uint64(g), 1))
+			for range runs {
+				ctx, cancel := context.WithCancel(context.Background())
+				timer := time.AfterFunc(time.Duration(r.Int64N(int64(2*per)+1)), cancel)
+				_, err := s.Run(ctx, x)
+				timer.Stop()
+				cancel()
+				switch {
+				case err == nil:
+					finished.Add(1)
+				case errors.Is(err, inference.ErrCanceled):
+					canceled.Add(1)
+				default:
+					t.Errorf("run: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("one run %v; %d finished, %d canceled", per, finished.Load(), canceled.Load())
+	if _, err := s.Run(context.Background(), x); err != nil {
+		t.Fatalf("session broken after cancellations: %v", err)
 	}
 }

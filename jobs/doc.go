@@ -29,9 +29,13 @@
 //   - [Memory]: the same pipeline in one process, without Redis (the
 //     embedded default of `mlserve index`).
 //
-// Error classes: a file that is gone or does not decode is permanent (dead
-// letter at once, with its error); an inference error is retried up to
-// MaxAttempts; a database or queue outage is not the items' fault, so the
-// worker waits and retries the same batch, holding its items, until the
-// service is back or the worker stops (then the items are handed back).
+// Error classes ([IsOutage]): a file that is gone or does not decode is
+// permanent (dead letter at once, with its error); an error about one item
+// (the model rejects the image, a run fails on it, the database refuses its
+// row) is retried up to MaxAttempts. An outage is not the items' fault and
+// never counts toward their attempts: the inference pool full or closing,
+// a model that does not load, a timeout, the database or the queue down.
+// The worker waits it out with backoff and retries the same batch, holding
+// its items, until the service is back or the worker stops (then the items
+// are handed back with their attempts unchanged).
 package jobs

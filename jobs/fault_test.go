@@ -175,7 +175,7 @@ func checkExactlyOnce(t *testing.T, store *search.Store, q *Redis, run string, n
 	if err != nil {
 		t.Fatal(err)
 	}
-	if qs != (QueueStats{}) {
+	if qs != (QueueStats{DeadMax: q.Options().DeadMaxLen}) {
 		t.Fatalf("queue after the run: %+v", qs)
 	}
 }

@@ -22,6 +22,14 @@ var (
 	ErrPermanent = errors.New("permanent item error")
 	// ErrBadEntry: a queue entry that does not decode to an Item.
 	ErrBadEntry = errors.New("malformed queue entry")
+	// ErrDeadLetterFull: the dead-letter stream is at its cap. Dead
+	// letters are never dropped to make room; the failed item stays in the
+	// queue and workers stop until someone looks at them.
+	ErrDeadLetterFull = errors.New("dead-letter stream full")
+	// ErrLost: a worker no longer holds an entry it is working on: another
+	// worker reclaimed it after the visibility timeout (the item is then
+	// processed twice, which the idempotent writes make harmless).
+	ErrLost = errors.New("queue entries taken over by another worker")
 )
 
 // Item is one unit of work: one image to embed.
@@ -92,13 +100,15 @@ type Queue interface {
 	// Ack marks deliveries done (their results are stored).
 	Ack(ctx context.Context, ds []Delivery) error
 	// Fail records a failed attempt: the item is retried later, or goes to
-	// the dead-letter queue when permanent or out of attempts.
+	// the dead-letter queue when permanent or out of attempts. A full
+	// dead-letter queue refuses with ErrDeadLetterFull (nothing changed).
 	Fail(ctx context.Context, d Delivery, cause error, permanent bool) error
 	// Release hands deliveries back untouched, for another worker (a
 	// worker shutting down).
 	Release(ctx context.Context, ds []Delivery) error
 	// Extend tells the queue the worker is still on these deliveries, so
-	// they are not handed to another worker.
+	// they are not handed to another worker. It never takes back a
+	// delivery another worker has reclaimed (it returns ErrLost for it).
 	Extend(ctx context.Context, ds []Delivery) error
 }
 

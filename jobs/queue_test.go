@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/internal/testenv"
 )
 
@@ -229,7 +232,7 @@ func TestRedisQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st != (QueueStats{Length: 0, Pending: 0, Dead: 2}) {
+	if st != (QueueStats{Length: 0, Pending: 0, Dead: 2, DeadMax: 100000}) {
 		t.Fatalf("stats %+v: acknowledged entries must be deleted", st)
 	}
 }
@@ -436,4 +439,245 @@ func FuzzDecodeEntry(f *testing.F) {
 			t.Fatalf("round trip: %+v, %v", d2.Item, err)
 		}
 	})
+}
+
+// TestRedisExtendNeverSteals: a slow worker whose entry was reclaimed by
+// another worker (its visibility timeout passed) must not take it back
+// with its next heartbeat; it learns that it lost the entry. Extending an
+// entry it still holds resets its idle time.
+func TestRedisExtendNeverSteals(t *testing.T) {
+	ctx := ctxT(t)
+	c := redisClient(t, testenv.RedisURL(t))
+	opts := RedisOptions{VisibilityTimeout: 200 * time.Millisecond, Block: 50 * time.Millisecond, Consumer: "slow"}
+	a := newRedisQueue(t, c, opts)
+	opts.Name, opts.Consumer = a.Options().Name, "fast"
+	b := newRedisQueue(t, c, opts)
+	if err := a.Enqueue(ctx, items("r", 2)); err != nil {
+		t.Fatal(err)
+	}
+	held, err := a.Read(ctx, 1)
+	if err != nil || len(held) != 1 {
+		t.Fatalf("read: %v, %v", held, err)
+	}
+	owner := func(id string) (string, time.Duration) {
+		t.Helper()
+		p, err := c.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: a.stream, Group: a.opts.Group, Start: id, End: id, Count: 1}).Result()
+		if err != nil || len(p) != 1 {
+			t.Fatalf("XPENDING %s: %v, %v", id, p, err)
+		}
+		return p[0].Consumer, p[0].Idle
+	}
+	// a still holds it: Extend resets the idle time.
+	time.Sleep(150 * time.Millisecond)
+	if err := a.Extend(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	if who, idle := owner(held[0].ID); who != "slow" || idle > 100*time.Millisecond {
+		t.Fatalf("after Extend: owner %s, idle %v", who, idle)
+	}
+	// a stalls past the visibility timeout; b reclaims the entry.
+	time.Sleep(300 * time.Millisecond)
+	var got []Delivery
+	for len(got) == 0 {
+		ds, err := b.Read(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			if d.ID == held[0].ID {
+				got = append(got, d)
+			}
+		}
+	}
+	// a's late heartbeat must not take it back.
+	err = a.Extend(ctx, held)
+	if who, _ := owner(held[0].ID); who != "fast" {
+		t.Fatalf("the entry went back to %s; want it with the worker that reclaimed it", who)
+	}
+	if !errors.Is(err, ErrLost) || !strings.Contains(err.Error(), held[0].ID) {
+		t.Fatalf("Extend of a reclaimed entry: %v, want ErrLost naming %s", err, held[0].ID)
+	}
+	if err := b.Extend(ctx, got); err != nil {
+		t.Fatalf("the new owner's Extend: %v", err)
+	}
+	// Settled entries are lost too: nothing to extend.
+	if err := b.Ack(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Extend(ctx, got); !errors.Is(err, ErrLost) {
+		t.Fatalf("Extend after Ack: %v, want ErrLost", err)
+	}
+}
+
+// TestRedisRemovesGoneConsumers: consumers silent for ConsumerIdle that
+// hold nothing are removed from the group when a worker reads; one that
+// still holds an entry (reclaimed later by a live worker) stays, as do
+// live consumers.
+func TestRedisRemovesGoneConsumers(t *testing.T) {
+	ctx := ctxT(t)
+	c := redisClient(t, testenv.RedisURL(t))
+	opts := RedisOptions{ConsumerIdle: 300 * time.Millisecond, Block: 20 * time.Millisecond}
+	consumer := func(name string) *Redis {
+		o := opts
+		o.Consumer = name
+		q := newRedisQueue(t, c, o)
+		opts.Name = q.Options().Name
+		return q
+	}
+	self := consumer("self")
+	idle, holding, live := consumer("exited"), consumer("died-holding"), consumer("live")
+	if err := self.Enqueue(ctx, items("r", 2)); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := idle.Read(ctx, 1)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("read: %v %v", ds, err)
+	}
+	if err := idle.Ack(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := holding.Read(ctx, 1); err != nil || len(ds) != 1 {
+		t.Fatalf("read: %v %v", ds, err)
+	}
+	// Live workers: each round, each gets an entry and settles it.
+	work := func() {
+		t.Helper()
+		if err := self.Enqueue(ctx, items("r", 2)); err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []*Redis{self, live} {
+			ds, err := q.Read(ctx, 1)
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("read: %v %v", ds, err)
+			}
+			if err := q.Ack(ctx, ds); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	work()
+	names := func() []string {
+		t.Helper()
+		cs, err := c.XInfoConsumers(ctx, self.stream, self.opts.Group).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, x := range cs {
+			out = append(out, x.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := names(); !slices.Equal(got, []string{"died-holding", "exited", "live", "self"}) {
+		t.Fatalf("consumers %v", got)
+	}
+	// Time passes; self and live keep working, the others are silent.
+	// Their reads remove the consumer that held nothing.
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		work()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := names(); !slices.Equal(got, []string{"died-holding", "live", "self"}) {
+		t.Fatalf("consumers after the sweep: %v, want the one that exited gone", got)
+	}
+	// The entry the dead consumer held is still pending, ready to reclaim.
+	p, err := c.XPending(ctx, self.stream, self.opts.Group).Result()
+	if err != nil || p.Count != 1 || p.Consumers["died-holding"] != 1 {
+		t.Fatalf("pending %+v, %v", p, err)
+	}
+}
+
+// syncBuffer is a log destination safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRedisDeadLettersNeverDropped: the dead-letter stream is never
+// trimmed. Near its cap every failure is logged as a warning; at the cap
+// Fail refuses and the entry stays pending in the queue, and a worker that
+// meets the refusal hands its items back and stops with ErrDeadLetterFull.
+func TestRedisDeadLettersNeverDropped(t *testing.T) {
+	ctx := ctxT(t)
+	c := redisClient(t, testenv.RedisURL(t))
+	q := newRedisQueue(t, c, RedisOptions{DeadMaxLen: 10, Block: 20 * time.Millisecond})
+	var logs syncBuffer
+	q.logger = slog.New(slog.NewTextHandler(&logs, nil))
+	if err := q.Enqueue(ctx, items("r", 12)); err != nil {
+		t.Fatal(err)
+	}
+	var got []Delivery
+	for len(got) < 12 {
+		ds, err := q.Read(ctx, 12)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ds...)
+	}
+	for i, d := range got {
+		err := q.Fail(ctx, d, errors.New("bad"), true)
+		switch {
+		case i < 10 && err != nil:
+			t.Fatalf("dead letter %d: %v", i+1, err)
+		case i >= 10 && !errors.Is(err, ErrDeadLetterFull):
+			t.Fatalf("dead letter %d beyond the cap of 10: %v, want ErrDeadLetterFull", i+1, err)
+		}
+		if i == 7 && strings.Contains(logs.String(), "nearly full") {
+			t.Fatal("warned below 90% of the cap")
+		}
+		if i == 8 && !strings.Contains(logs.String(), "dead-letter stream nearly full") {
+			t.Fatalf("no warning at 90%% of the cap; logs:\n%s", logs.String())
+		}
+	}
+	dl, err := q.Dead(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dl) != 10 || dl[0].Item.Path != got[0].Item.Path || dl[9].Item.Path != got[9].Item.Path {
+		t.Fatalf("dead letters %d (first %v): want the first 10, none dropped", len(dl), dl[0].Item.Path)
+	}
+	st, err := q.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Dead != 10 || st.DeadMax != 10 || st.Pending != 2 || st.Length != 2 {
+		t.Fatalf("stats %+v: the 2 refused entries must stay pending in the queue", st)
+	}
+
+	// A worker whose items all fail meets the full stream and stops,
+	// handing its items back.
+	if err := q.Release(ctx, got[10:]); err != nil {
+		t.Fatal(err)
+	}
+	w := NewWorker(q, EmbedFunc(func(context.Context, []*imaging.Image) ([][]float32, error) {
+		t.Error("nothing should reach the model")
+		return nil, nil
+	}), nil, WorkerOptions{BatchSize: 4}, nil)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrDeadLetterFull) || !strings.Contains(err.Error(), q.dead) {
+			t.Fatalf("worker: %v, want ErrDeadLetterFull naming %s", err, q.dead)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not stop at a full dead-letter stream")
+	}
+	if st, _ := q.Stats(ctx); st.Dead != 10 || st.Length != 2 || st.Pending != 0 {
+		t.Fatalf("after the worker stopped: %+v, want 10 dead and 2 waiting", st)
+	}
 }

@@ -43,12 +43,22 @@ type RedisOptions struct {
 	// an outcome (its worker died or hung) before the dead-letter stream
 	// (default 5).
 	MaxDeliveries int
-	// DeadMaxLen bounds the dead-letter stream, approximately; the oldest
-	// dead letters are trimmed first (default 100000).
+	// DeadMaxLen bounds the dead-letter stream (default 100000). Dead
+	// letters are never dropped: from 90% of the cap every failure logs a
+	// warning (at most once a minute), and at the cap Fail refuses with
+	// ErrDeadLetterFull, the item stays in the queue and the worker stops.
 	DeadMaxLen int64
 	// RunTTL is how long a run's progress counters are kept (default 7
 	// days).
 	RunTTL time.Duration
+	// ConsumerIdle is how long a consumer of the group may stay silent
+	// before it is taken for gone and removed from the group, if it holds
+	// no entry (default 1 hour, and at least 10 visibility timeouts). Each
+	// worker process is a consumer with a name of its own; without this,
+	// every restart would leave one behind. A live worker that found
+	// nothing to do for that long may be removed too: it holds nothing,
+	// and Redis adds it again with the next entry it reads.
+	ConsumerIdle time.Duration
 }
 
 // Redis is a job queue on a Redis stream with a consumer group. It is safe
@@ -64,6 +74,8 @@ type Redis struct {
 	mu      sync.Mutex
 	cursor  string    // XAUTOCLAIM cursor
 	claimed time.Time // last reclaim sweep
+	swept   time.Time // last removal of gone consumers
+	warned  time.Time // last warning that the dead-letter stream fills up
 }
 
 var (
@@ -112,6 +124,9 @@ func NewRedis(ctx context.Context, opts RedisOptions, logger *slog.Logger) (*Red
 	}
 	if opts.RunTTL <= 0 {
 		opts.RunTTL = 7 * 24 * time.Hour
+	}
+	if opts.ConsumerIdle <= 0 {
+		opts.ConsumerIdle = max(time.Hour, 10*opts.VisibilityTimeout)
 	}
 	base := "{" + opts.Name + "}" // one hash slot for every key of the queue
 	q := &Redis{c: opts.Client, opts: opts, stream: base, dead: base + ":dead", runs: base + ":run:", logger: logger, cursor: "0-0"}
@@ -200,6 +215,17 @@ func (q *Redis) waitForRoom(ctx context.Context) (int, error) {
 // (XAUTOCLAIM, at most every quarter visibility timeout), then new ones
 // (XREADGROUP).
 func (q *Redis) Read(ctx context.Context, max int) ([]Delivery, error) {
+	q.mu.Lock()
+	sweep := time.Since(q.swept) >= q.opts.ConsumerIdle/4
+	if sweep {
+		q.swept = time.Now()
+	}
+	q.mu.Unlock()
+	if sweep {
+		if _, err := q.RemoveGoneConsumers(ctx); err != nil && ctx.Err() == nil {
+			q.logger.Warn("cannot remove gone consumers from the queue's group", "err", err)
+		}
+	}
 	out, err := q.reclaim(ctx, max)
 	if err != nil {
 		return nil, err
@@ -227,13 +253,24 @@ func (q *Redis) Read(ctx context.Context, max int) ([]Delivery, error) {
 		for _, m := range s.Messages {
 			d, err := decodeEntry(m.ID, m.Values)
 			if err != nil {
-				q.bury(ctx, d, err)
+				if err := q.bury(ctx, d, err); err != nil {
+					return nil, q.giveBack(ctx, out, err)
+				}
 				continue
 			}
 			out = append(out, d)
 		}
 	}
 	return out, nil
+}
+
+// giveBack hands deliveries back when Read cannot go on (the dead-letter
+// stream is full), and returns err.
+func (q *Redis) giveBack(ctx context.Context, ds []Delivery, err error) error {
+	if rerr := q.Release(ctx, ds); rerr != nil {
+		q.logger.Warn("cannot hand entries back; they return after the visibility timeout", "entries", len(ds), "err", rerr)
+	}
+	return err
 }
 
 // reclaim takes over entries idle longer than the visibility timeout.
@@ -283,14 +320,16 @@ func (q *Redis) reclaim(ctx context.Context, max int) ([]Delivery, error) {
 	for _, m := range msgs {
 		d, err := decodeEntry(m.ID, m.Values)
 		if err != nil {
-			q.bury(ctx, d, err)
+			if err := q.bury(ctx, d, err); err != nil {
+				return nil, q.giveBack(ctx, out, err)
+			}
 			continue
 		}
 		if n := counts[m.ID]; n > int64(q.opts.MaxDeliveries) {
 			cause := fmt.Errorf("%w: handed to workers %d times without an outcome (a worker crashed or hung on it); last error: %s",
 				ErrPermanent, n, d.LastError)
 			if err := q.Fail(ctx, d, cause, true); err != nil {
-				return nil, err
+				return nil, q.giveBack(ctx, out, err)
 			}
 			continue
 		}
@@ -300,12 +339,57 @@ func (q *Redis) reclaim(ctx context.Context, max int) ([]Delivery, error) {
 	return out, nil
 }
 
-// bury sends an undecodable entry to the dead-letter stream.
-func (q *Redis) bury(ctx context.Context, d Delivery, cause error) {
+// goneScript removes the consumers of the group, other than the caller,
+// that have been silent for at least ARGV[3] ms and hold no entry, and
+// returns their names. Checking and removing in one script means an entry
+// is never dropped with its consumer (XGROUP DELCONSUMER forgets the
+// entries a consumer holds).
+var goneScript = redis.NewScript(`
+local gone = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+	local f = {}
+	for i = 1, #c, 2 do
+		f[c[i]] = c[i + 1]
+	end
+	if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0 and tonumber(f['idle']) >= tonumber(ARGV[3]) then
+		redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+		gone[#gone + 1] = f['name']
+	end
+end
+return gone`)
+
+// RemoveGoneConsumers removes from the group the consumers silent for
+// ConsumerIdle that hold no entry (workers that exited or died, whose
+// entries were reclaimed), and returns how many it removed. Read calls it
+// every quarter of ConsumerIdle.
+func (q *Redis) RemoveGoneConsumers(ctx context.Context) (int, error) {
+	gone, err := goneScript.Run(ctx, q.c, []string{q.stream},
+		q.opts.Group, q.opts.Consumer, q.opts.ConsumerIdle.Milliseconds()).StringSlice()
+	if isNoGroup(err) || errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("remove gone consumers: %w", err)
+	}
+	for _, name := range gone {
+		q.logger.Info("removed a gone consumer from the queue's group", "consumer", name, "silent_for_at_least", q.opts.ConsumerIdle)
+	}
+	return len(gone), nil
+}
+
+// bury sends an undecodable entry to the dead-letter stream. Only a full
+// dead-letter stream is returned; other errors leave the entry pending, to
+// be reclaimed and buried later.
+func (q *Redis) bury(ctx context.Context, d Delivery, cause error) error {
 	q.logger.Error("malformed queue entry", "id", d.ID, "err", cause)
-	if err := q.Fail(ctx, d, cause, true); err != nil {
+	err := q.Fail(ctx, d, cause, true)
+	if errors.Is(err, ErrDeadLetterFull) {
+		return err
+	}
+	if err != nil {
 		q.logger.Error("cannot move malformed entry to the dead-letter stream", "id", d.ID, "err", err)
 	}
+	return nil
 }
 
 // ackScript acknowledges and deletes entries and counts each one done
@@ -327,21 +411,27 @@ return n`)
 // moveScript acknowledges one entry and, if this caller is the one that
 // acknowledged it, re-adds it (retry or release) or adds it to the
 // dead-letter stream, atomically: an item is never lost between the two
-// and never duplicated by two workers failing it at once.
+// and never duplicated by two workers failing it at once. It returns 0
+// when another worker settled the entry first, -1 when the dead-letter
+// stream is full (nothing changed: the entry stays pending), else the
+// length of the stream the entry went to.
 var moveScript = redis.NewScript(`
+if ARGV[5] == 'dead' and redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[9]) then
+	return -1
+end
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[3]) == 0 then
 	return 0
 end
 redis.call('XDEL', KEYS[1], ARGV[3])
 if ARGV[5] == 'dead' then
-	redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', 'item', ARGV[6], 'attempt', ARGV[7], 'error', ARGV[8], 'id', ARGV[3])
+	redis.call('XADD', KEYS[2], '*', 'item', ARGV[6], 'attempt', ARGV[7], 'error', ARGV[8], 'id', ARGV[3])
 	if ARGV[4] ~= '' then
 		redis.call('HINCRBY', ARGV[2] .. ARGV[4], 'failed', 1)
 	end
-else
-	redis.call('XADD', KEYS[1], '*', 'item', ARGV[6], 'attempt', ARGV[7], 'error', ARGV[8])
+	return redis.call('XLEN', KEYS[2])
 end
-return 1`)
+redis.call('XADD', KEYS[1], '*', 'item', ARGV[6], 'attempt', ARGV[7], 'error', ARGV[8])
+return redis.call('XLEN', KEYS[1])`)
 
 // Ack implements Queue.
 func (q *Redis) Ack(ctx context.Context, ds []Delivery) error {
@@ -363,13 +453,34 @@ func (q *Redis) Ack(ctx context.Context, ds []Delivery) error {
 }
 
 func (q *Redis) move(ctx context.Context, d Delivery, dest string, attempt int, msg string) error {
-	err := moveScript.Run(ctx, q.c, []string{q.stream, q.dead},
-		q.opts.Group, q.runs, d.ID, d.Item.Run, dest, d.raw, strconv.Itoa(attempt), msg, q.opts.DeadMaxLen).Err()
+	n, err := moveScript.Run(ctx, q.c, []string{q.stream, q.dead},
+		q.opts.Group, q.runs, d.ID, d.Item.Run, dest, d.raw, strconv.Itoa(attempt), msg, q.opts.DeadMaxLen).Int64()
 	if isNoGroup(err) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("queue %s: %w", dest, err)
+	}
+	if dest != "dead" {
+		return nil
+	}
+	if n < 0 {
+		q.logger.Error("dead-letter stream full: failed items are kept in the queue, never dropped",
+			"stream", q.dead, "cap", q.opts.DeadMaxLen, "path", d.Item.Path)
+		return fmt.Errorf("%w: %s holds %d entries (DeadMaxLen); look at them with `redis-cli XRANGE '%s' - +`, then delete them (or raise the cap) and restart the workers",
+			ErrDeadLetterFull, q.dead, q.opts.DeadMaxLen, q.dead)
+	}
+	if n*10 >= q.opts.DeadMaxLen*9 {
+		q.mu.Lock()
+		warn := time.Since(q.warned) >= time.Minute
+		if warn {
+			q.warned = time.Now()
+		}
+		q.mu.Unlock()
+		if warn {
+			q.logger.Warn("dead-letter stream nearly full: at the cap the workers stop rather than drop failed items",
+				"stream", q.dead, "entries", n, "cap", q.opts.DeadMaxLen)
+		}
 	}
 	return nil
 }
@@ -395,21 +506,46 @@ func (q *Redis) Release(ctx context.Context, ds []Delivery) error {
 	return errors.Join(errs...)
 }
 
-// Extend implements Queue: claiming its own entries with JUSTID resets
-// their idle time without counting a delivery.
+// extendScript resets the idle time of the entries this consumer still
+// holds (XCLAIM … JUSTID, which counts no delivery) and returns the ids it
+// no longer holds: another worker reclaimed them after our visibility
+// timeout, or they were settled. Checking and claiming in one script means
+// a heartbeat can never take an entry back from the worker that reclaimed
+// it.
+var extendScript = redis.NewScript(`
+local lost = {}
+for i = 3, #ARGV do
+	local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+	if #p == 1 and p[1][2] == ARGV[2] then
+		redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+	else
+		lost[#lost + 1] = ARGV[i]
+	end
+end
+return lost`)
+
+// Extend implements Queue: it resets the idle time of the entries this
+// worker still holds, without counting a delivery. Entries another worker
+// has reclaimed meanwhile stay with it; Extend then returns an error
+// wrapping ErrLost with their ids.
 func (q *Redis) Extend(ctx context.Context, ds []Delivery) error {
 	if len(ds) == 0 {
 		return nil
 	}
-	ids := make([]string, len(ds))
-	for i, d := range ds {
-		ids[i] = d.ID
+	args := make([]any, 0, len(ds)+2)
+	args = append(args, q.opts.Group, q.opts.Consumer)
+	for _, d := range ds {
+		args = append(args, d.ID)
 	}
-	err := q.c.XClaimJustID(ctx, &redis.XClaimArgs{
-		Stream: q.stream, Group: q.opts.Group, Consumer: q.opts.Consumer, MinIdle: 0, Messages: ids,
-	}).Err()
-	if err != nil && !isNoGroup(err) {
+	lost, err := extendScript.Run(ctx, q.c, []string{q.stream}, args...).StringSlice()
+	if isNoGroup(err) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("extend: %w", err)
+	}
+	if len(lost) > 0 {
+		return fmt.Errorf("%w: %d of %d entries (%s)", ErrLost, len(lost), len(ds), strings.Join(lost, ", "))
 	}
 	return nil
 }
@@ -434,13 +570,13 @@ type QueueStats struct {
 	Length int64
 	// Pending is the entries handed out and not yet acknowledged.
 	Pending int64
-	// Dead is the dead-letter stream's length.
-	Dead int64
+	// Dead is the dead-letter stream's length; at DeadMax, workers stop.
+	Dead, DeadMax int64
 }
 
 // Stats returns the queue's current sizes.
 func (q *Redis) Stats(ctx context.Context) (QueueStats, error) {
-	var s QueueStats
+	s := QueueStats{DeadMax: q.opts.DeadMaxLen}
 	var err error
 	if s.Length, err = q.c.XLen(ctx, q.stream).Result(); err != nil {
 		return s, fmt.Errorf("queue stats: %w", err)

@@ -81,8 +81,9 @@ type WorkerOptions struct {
 	// Backoff is the first wait after a database or queue error; it
 	// doubles up to MaxBackoff (defaults 200ms and 10s).
 	Backoff, MaxBackoff time.Duration
-	// IsTransient tells outages (retry the batch) from data errors
-	// (isolate the item); default search.IsTransient.
+	// IsTransient tells outages (wait and retry the batch, attempts
+	// unchanged) from item errors (charged to the item); default IsOutage.
+	// It applies to inference and to database writes.
 	IsTransient func(error) bool
 	// Paths maps an item's path to where this host reads it (an Immich
 	// library or a shared folder mounted elsewhere); no rules: as is.
@@ -145,7 +146,7 @@ func NewWorker(q Queue, emb ImageEmbedder, sink Sink, opts WorkerOptions, logger
 		opts.MaxBackoff = 10 * time.Second
 	}
 	if opts.IsTransient == nil {
-		opts.IsTransient = search.IsTransient
+		opts.IsTransient = IsOutage
 	}
 	if opts.ReadFile == nil {
 		opts.ReadFile = os.ReadFile
@@ -202,6 +203,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		if errors.Is(err, ErrDrained) {
 			return nil
 		}
+		if errors.Is(err, ErrDeadLetterFull) {
+			return err
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -215,7 +219,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		if len(ds) == 0 {
 			continue
 		}
-		w.process(work, ds)
+		if err := w.process(work, ds); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -253,8 +259,9 @@ func (s *slot) fail(err error, permanent bool) {
 }
 
 // process runs one batch: decode, embed, write, then acknowledge. ctx is
-// the work context: it ends only ShutdownTimeout after the worker's.
-func (w *Worker) process(ctx context.Context, ds []Delivery) {
+// the work context: it ends only ShutdownTimeout after the worker's. It
+// returns an error only when the worker must stop (ErrDeadLetterFull).
+func (w *Worker) process(ctx context.Context, ds []Delivery) error {
 	w.batches.Add(1)
 	w.items.Add(int64(len(ds)))
 	w.hook("read", ds)
@@ -275,7 +282,7 @@ func (w *Worker) process(ctx context.Context, ds []Delivery) {
 	w.hook("decoded", ds)
 	if ctx.Err() != nil {
 		w.release(slots)
-		return
+		return nil
 	}
 
 	start = time.Now()
@@ -285,7 +292,7 @@ func (w *Worker) process(ctx context.Context, ds []Delivery) {
 	w.hook("embedded", ds)
 	if ctx.Err() != nil {
 		w.release(slots)
-		return
+		return nil
 	}
 
 	start = time.Now()
@@ -293,26 +300,36 @@ func (w *Worker) process(ctx context.Context, ds []Delivery) {
 	w.tWrite.Add(int64(time.Since(start)))
 	if !committed {
 		w.release(slots)
-		return
+		return nil
 	}
 	w.hook("written", ds)
 
 	start = time.Now()
-	w.settle(ctx, slots)
+	err := w.settle(ctx, slots)
 	w.tAck.Add(int64(time.Since(start)))
 	w.hook("acked", ds)
+	return err
 }
 
 // heartbeat extends the batch's items until ctx ends.
 func (w *Worker) heartbeat(ctx context.Context, ds []Delivery) {
 	t := time.NewTicker(w.opts.Heartbeat)
 	defer t.Stop()
+	lost := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := w.q.Extend(ctx, ds); err != nil && ctx.Err() == nil {
+			err := w.q.Extend(ctx, ds)
+			switch {
+			case err == nil || ctx.Err() != nil:
+			case errors.Is(err, ErrLost):
+				if !lost {
+					w.logger.Warn("another worker took over items of this batch (this one stalled past the visibility timeout); they may be processed twice, which is harmless", "err", err)
+				}
+				lost = true
+			default:
 				w.logger.Warn("cannot extend items in flight", "err", err)
 			}
 		}
@@ -359,8 +376,10 @@ func (w *Worker) decode(ctx context.Context, slots []*slot) {
 	_ = g.Wait()
 }
 
-// embed runs the batch through the model. If the batch fails, each image
-// is tried alone, so that one bad image does not fail the others.
+// embed runs the batch through the model. An outage (the pool is full,
+// the model does not load, ...) is waited out with the items held, without
+// charging them an attempt. Any other failure is narrowed down by trying
+// each image alone, so that one bad image does not fail the others.
 func (w *Worker) embed(ctx context.Context, slots []*slot) {
 	var todo []*slot
 	for _, s := range slots {
@@ -371,27 +390,29 @@ func (w *Worker) embed(ctx context.Context, slots []*slot) {
 	if len(todo) == 0 {
 		return
 	}
-	try := func(ss []*slot) error {
-		imgs := make([]*imaging.Image, len(ss))
-		for i, s := range ss {
-			imgs[i] = s.img
-		}
-		out, err := w.emb.EmbedImages(ctx, imgs)
-		if err != nil {
-			return err
-		}
-		if len(out) != len(ss) {
-			return fmt.Errorf("embedder returned %d embeddings for %d images", len(out), len(ss))
-		}
-		for i, s := range ss {
-			if len(out[i]) == 0 {
-				return fmt.Errorf("embedder returned an empty embedding for %s", s.d.Item.Path)
+	try := func(ss []*slot) func(context.Context) error {
+		return func(ctx context.Context) error {
+			imgs := make([]*imaging.Image, len(ss))
+			for i, s := range ss {
+				imgs[i] = s.img
 			}
-			s.emb = out[i]
+			out, err := w.emb.EmbedImages(ctx, imgs)
+			if err != nil {
+				return err
+			}
+			if len(out) != len(ss) {
+				return fmt.Errorf("embedder returned %d embeddings for %d images", len(out), len(ss))
+			}
+			for i, s := range ss {
+				if len(out[i]) == 0 {
+					return fmt.Errorf("embedder returned an empty embedding for %s", s.d.Item.Path)
+				}
+				s.emb = out[i]
+			}
+			return nil
 		}
-		return nil
 	}
-	err := try(todo)
+	err := w.retry(ctx, "embed", try(todo), w.opts.IsTransient)
 	if err == nil || ctx.Err() != nil {
 		return
 	}
@@ -401,7 +422,7 @@ func (w *Worker) embed(ctx context.Context, slots []*slot) {
 	}
 	w.logger.Warn("batch inference failed; trying images one by one", "err", err, "images", len(todo))
 	for _, s := range todo {
-		if err := try([]*slot{s}); err != nil {
+		if err := w.retry(ctx, "embed", try([]*slot{s}), w.opts.IsTransient); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -410,8 +431,9 @@ func (w *Worker) embed(ctx context.Context, slots []*slot) {
 	}
 }
 
-// analyze runs faces and OCR on each image that embedded. A failure
-// fails that item only (it is retried, then dead-lettered).
+// analyze runs faces and OCR on each image that embedded. An outage is
+// waited out; any other failure fails that item only (it is retried, then
+// dead-lettered).
 func (w *Worker) analyze(ctx context.Context, slots []*slot) {
 	if w.opts.Analyzer == nil {
 		return
@@ -420,14 +442,16 @@ func (w *Worker) analyze(ctx context.Context, slots []*slot) {
 		if s.err != nil || ctx.Err() != nil {
 			continue
 		}
-		faces, text, err := w.opts.Analyzer.Analyze(ctx, s.img)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.fail(fmt.Errorf("analyze %s: %w", s.d.Item.Path, err), false)
+		err := w.retry(ctx, "analyze", func(ctx context.Context) error {
+			faces, text, err := w.opts.Analyzer.Analyze(ctx, s.img)
+			if err == nil {
+				s.faces, s.ocr = faces, text
 			}
-			continue
+			return err
+		}, w.opts.IsTransient)
+		if err != nil && ctx.Err() == nil {
+			s.fail(fmt.Errorf("analyze %s: %w", s.d.Item.Path, err), false)
 		}
-		s.faces, s.ocr = faces, text
 	}
 }
 
@@ -474,15 +498,26 @@ func (w *Worker) write(ctx context.Context, slots []*slot) bool {
 	return true
 }
 
-// settle acknowledges what was stored and fails the rest.
-func (w *Worker) settle(ctx context.Context, slots []*slot) {
+// settle acknowledges what was stored and fails the rest. When the
+// dead-letter stream is full, the items it refuses are handed back
+// (attempts unchanged) and ErrDeadLetterFull is returned: the worker stops
+// rather than drop them.
+func (w *Worker) settle(ctx context.Context, slots []*slot) error {
 	var acks []Delivery
+	var refused []*slot
+	var full error
+	notFull := func(err error) bool { return !errors.Is(err, ErrDeadLetterFull) }
 	for _, s := range slots {
 		if s.err == nil {
 			acks = append(acks, s.d)
 			continue
 		}
-		err := w.retry(ctx, "fail item", func(ctx context.Context) error { return w.q.Fail(ctx, s.d, s.err, s.permanent) }, always)
+		err := w.retry(ctx, "fail item", func(ctx context.Context) error { return w.q.Fail(ctx, s.d, s.err, s.permanent) }, notFull)
+		if errors.Is(err, ErrDeadLetterFull) {
+			full = err
+			refused = append(refused, s)
+			continue
+		}
 		if err != nil {
 			w.logger.Warn("cannot record a failed item; it will be redelivered", "path", s.d.Item.Path, "err", err)
 			continue
@@ -494,16 +529,20 @@ func (w *Worker) settle(ctx context.Context, slots []*slot) {
 		}
 		w.logger.Debug("item failed", "path", s.d.Item.Path, "permanent", s.permanent, "err", s.err)
 	}
+	if len(refused) > 0 {
+		w.release(refused)
+	}
 	if len(acks) == 0 {
-		return
+		return full
 	}
 	if err := w.retry(ctx, "acknowledge", func(ctx context.Context) error { return w.q.Ack(ctx, acks) }, always); err != nil {
 		// The results are stored; the items will be redelivered and
 		// rewritten, which changes nothing.
 		w.logger.Warn("cannot acknowledge stored items; they will be redelivered", "items", len(acks), "err", err)
-		return
+		return full
 	}
 	w.done.Add(int64(len(acks)))
+	return full
 }
 
 // release hands the batch back, with a context of its own: the work

@@ -86,6 +86,9 @@ type Store struct {
 	// no download of the folder it removes can start meanwhile.
 	mu      sync.Mutex
 	flights map[string]*flight
+	// writing counts the download goroutines per model folder, abandoned
+	// ones included (they leave flights before they end).
+	writing map[string]int
 	closed  bool
 	// ctx is the parent of every download; Close cancels it.
 	ctx    context.Context
@@ -133,6 +136,7 @@ func NewStore(opts StoreOptions, logger *slog.Logger) (*Store, error) {
 		userAgent:        cmpOr(opts.UserAgent, "mlserve"),
 		log:              logger,
 		flights:          map[string]*flight{},
+		writing:          map[string]int{},
 		ocrFiles:         ocrFiles,
 	}
 	switch {
@@ -311,6 +315,7 @@ func (s *Store) join(ctx context.Context, key string, info Info, typ Type) (*fli
 	stop := context.AfterFunc(s.ctx, cancel)
 	f := &flight{folder: folderKey(info, typ), done: make(chan struct{}), waiters: 1, cancel: cancel}
 	s.flights[key] = f
+	s.writing[f.folder]++
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -322,6 +327,14 @@ func (s *Store) join(ctx context.Context, key string, info Info, typ Type) (*fli
 			delete(s.flights, key)
 		}
 		f.err = err
+		s.writing[f.folder]--
+		if s.writing[f.folder] == 0 {
+			delete(s.writing, f.folder)
+			if err != nil {
+				// Under mu: no download of this folder can start meanwhile.
+				s.removeEmptyFolders(f.folder)
+			}
+		}
 		s.mu.Unlock()
 		close(f.done)
 	}()
@@ -348,6 +361,35 @@ func (s *Store) leave(f *flight) {
 		if g == f {
 			delete(s.flights, k)
 		}
+	}
+}
+
+// removeEmptyFolders removes the model folder <cache>/<key> of a failed
+// download if nothing arrived in it: the folder and the empty folders below
+// it go, a folder with any file in it (a partial download kept for resuming
+// included) stays. Symlinks are neither followed nor removed. Called with
+// mu held and no download of the folder running.
+func (s *Store) removeEmptyFolders(key string) {
+	p := filepath.Join(s.cacheDir, filepath.FromSlash(key))
+	if st, err := os.Lstat(p); err != nil || !st.IsDir() {
+		return
+	}
+	var prune func(dir string) bool
+	prune = func(dir string) bool {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return false
+		}
+		empty := true
+		for _, e := range entries {
+			if !e.IsDir() || !prune(filepath.Join(dir, e.Name())) {
+				empty = false
+			}
+		}
+		return empty && os.Remove(dir) == nil
+	}
+	if prune(p) {
+		s.log.Debug("removed the empty folder of a failed download", "path", p)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -502,4 +503,55 @@ func BenchmarkDownload(b *testing.B) {
 		b.StartTimer()
 	}
 	b.SetBytes(int64(len(data)))
+}
+
+// A download that fails or is canceled before any file arrived leaves no
+// empty model folder behind (an empty folder looks like a model to people
+// browsing the cache, and Immich's tools count it).
+func TestFailedDownloadLeavesNoEmptyFolder(t *testing.T) {
+	const faces = "immich-app/buffalo_l"
+	hub := hubtest.New(t, hubtest.Options{})
+	hub.AddRepo(faces, faceRepo())
+	hub.Fail("api/models/"+faces+"/revision/main", hubtest.Fault{Times: 2, Delay: time.Minute})
+	s := newStore(t, hub, nil)
+	gone := func(rel string) {
+		t.Helper()
+		p := filepath.Join(s.cacheDir, filepath.FromSlash(rel))
+		waitFor(t, func() bool {
+			_, err := os.Lstat(p)
+			return errors.Is(err, fs.ErrNotExist)
+		})
+	}
+
+	// Not on the hub.
+	if _, err := s.Ensure(context.Background(), TaskCLIP, TypeVisual, "ViT-B-16__openai"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing repo: err = %v, want ErrNotFound", err)
+	}
+	gone("clip/ViT-B-16__openai")
+	// Not at the OCR source.
+	if _, err := s.Ensure(context.Background(), TaskOCR, TypeRecognition, "TH__PP-OCRv5_mobile"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing OCR file: err = %v, want ErrNotFound", err)
+	}
+	gone("ocr/TH__PP-OCRv5_mobile")
+	// The only caller gives up while the hub is slow: the download stops.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := s.Ensure(ctx, TaskFacialRecognition, TypeDetection, "buffalo_l"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("canceled: err = %v, want DeadlineExceeded", err)
+	}
+	gone("facial-recognition/buffalo_l")
+	// Close stops a download in progress.
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Ensure(context.Background(), TaskFacialRecognition, TypeRecognition, "buffalo_l")
+		done <- err
+	}()
+	waitFor(t, func() bool { return hub.Requests("api/models/"+faces+"/revision/main") == 2 })
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("Ensure succeeded after Close")
+	}
+	gone("facial-recognition/buffalo_l")
 }

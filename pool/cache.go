@@ -27,6 +27,9 @@ type Model interface {
 }
 
 // LoadFunc loads a model. It is called at most once at a time per key.
+// ctx ends when the load takes longer than CacheOptions.LoadTimeout, when
+// no caller waits for the model any more, or when the cache closes; a load
+// that returns a model anyway is kept.
 type LoadFunc func(ctx context.Context, key Key) (Model, error)
 
 // ErrLoadFailed is returned, wrapped with the cause, for a model whose
@@ -44,7 +47,17 @@ type CacheOptions struct {
 	// ones; the least recently used idle model goes first.
 	MaxLoaded int
 	// FailureHoldOff is how long a failed load is remembered (default 30 s).
+	// Loads canceled because nobody waited any more, or because the cache
+	// closed, are not failures.
 	FailureHoldOff time.Duration
+	// LoadTimeout bounds one load, download included (default 5 minutes,
+	// Immich's default MACHINE_LEARNING_WORKER_TIMEOUT). A load that times
+	// out fails like any other.
+	LoadTimeout time.Duration
+	// CloseTimeout bounds how long Close waits for loads in progress to
+	// stop after canceling them (default 10 s); a load that ignores its
+	// context and finishes later has its model closed at once.
+	CloseTimeout time.Duration
 	// OnUnload is called after a model was closed (metrics, memory trim).
 	OnUnload func(Key)
 }
@@ -54,6 +67,15 @@ type CacheOptions struct {
 // cap pushes them out (closed once their last user releases them), or when
 // the cache closes. Preloaded models stay.
 //
+// A model is in memory at most once: one load at a time per key (callers
+// share it), and a model the cap pushed out while in use is taken back
+// into the cache by the next caller instead of being loaded again.
+//
+// Loads run on goroutines of the cache, bounded by LoadTimeout; each
+// counts the callers waiting for it, and the last one to give up cancels
+// it. Close cancels the loads in progress and waits for them (bounded by
+// CloseTimeout).
+//
 // Lock order: Cache.mu, then nothing (load and close run unlocked).
 type Cache struct {
 	opts   CacheOptions
@@ -61,15 +83,21 @@ type Cache struct {
 	logger *slog.Logger
 	now    func() time.Time
 
-	mu       sync.Mutex
-	lru      *lru.Cache[Key, *entry] // unpinned models
-	pinned   map[Key]*entry          // preloaded models
-	loading  map[Key]*loadCall
+	mu      sync.Mutex
+	lru     *lru.Cache[Key, *entry] // unpinned models
+	pinned  map[Key]*entry          // preloaded models
+	loading map[Key]*loadCall
+	// evicted holds the models pushed out of the LRU while in use, until
+	// their last user releases them: a request for one takes it back.
+	evicted  map[Key]*entry
 	failures map[Key]failure
 	closed   bool
+	closing  chan struct{} // closed by Close: waiters stop waiting
 	// evicting collects entries the LRU pushed out during an Add; they
 	// are handled once the Add returns (still under mu).
 	evicting []*entry
+
+	loads sync.WaitGroup // load goroutines
 }
 
 type entry struct {
@@ -81,10 +109,19 @@ type entry struct {
 	gone     bool // out of the cache: close when refs reach 0
 }
 
+// loadCall is one load in progress, shared by the callers that wait for
+// it. It stays in Cache.loading until its goroutine ends, even when
+// abandoned, so that a key never has two loads at once.
 type loadCall struct {
-	done  chan struct{}
-	entry *entry
-	err   error
+	done   chan struct{}
+	entry  *entry
+	err    error // set before done is closed
+	cancel context.CancelFunc
+	// waiters counts the callers waiting; abandoned is set when the last
+	// one left before the load finished (its context is then canceled).
+	// Both guarded by Cache.mu.
+	waiters   int
+	abandoned bool
 }
 
 type failure struct {
@@ -103,6 +140,12 @@ func NewCache(opts CacheOptions, load LoadFunc, logger *slog.Logger) (*Cache, er
 	if opts.FailureHoldOff <= 0 {
 		opts.FailureHoldOff = 30 * time.Second
 	}
+	if opts.LoadTimeout <= 0 {
+		opts.LoadTimeout = 5 * time.Minute
+	}
+	if opts.CloseTimeout <= 0 {
+		opts.CloseTimeout = 10 * time.Second
+	}
 	c := &Cache{
 		opts:     opts,
 		load:     load,
@@ -110,7 +153,9 @@ func NewCache(opts CacheOptions, load LoadFunc, logger *slog.Logger) (*Cache, er
 		now:      time.Now,
 		pinned:   map[Key]*entry{},
 		loading:  map[Key]*loadCall{},
+		evicted:  map[Key]*entry{},
 		failures: map[Key]failure{},
+		closing:  make(chan struct{}),
 	}
 	l, err := lru.NewWithEvict(opts.MaxLoaded, func(_ Key, e *entry) {
 		c.evicting = append(c.evicting, e)
@@ -142,7 +187,8 @@ func (h *Handle) Release() {
 
 // Acquire returns a reference to the model for key, loading it if needed.
 // Concurrent callers for one key share a single load. ctx bounds only
-// this caller's wait: a load in progress continues for the others.
+// this caller's wait: a load in progress continues for the others, and is
+// canceled when the last caller waiting for it gives up.
 func (c *Cache) Acquire(ctx context.Context, key Key) (*Handle, error) {
 	return c.acquire(ctx, key, false)
 }
@@ -164,10 +210,11 @@ func (c *Cache) acquire(ctx context.Context, key Key, pin bool) (*Handle, error)
 			c.mu.Unlock()
 			return nil, ErrClosed
 		}
-		if e := c.lookup(key, pin); e != nil {
+		if e, idle := c.lookup(key, pin); e != nil {
 			e.refs++
 			e.lastUsed = c.now()
 			c.mu.Unlock()
+			c.closeAll(idle)
 			return &Handle{c: c, e: e, Model: e.model}, nil
 		}
 		if f, ok := c.failures[key]; ok {
@@ -177,27 +224,48 @@ func (c *Cache) acquire(ctx context.Context, key Key, pin bool) (*Handle, error)
 			}
 			delete(c.failures, key)
 		}
+		if err := ctx.Err(); err != nil {
+			c.mu.Unlock()
+			return nil, err
+		}
 		call, inFlight := c.loading[key]
 		if !inFlight {
-			call = &loadCall{done: make(chan struct{})}
+			// The load keeps the first caller's values (logger, trace) but
+			// not its cancellation: it has its own timeout and ends when
+			// nobody waits any more.
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.LoadTimeout)
+			call = &loadCall{done: make(chan struct{}), cancel: cancel}
 			c.loading[key] = call
-			c.mu.Unlock()
-			go c.runLoad(key, call, pin)
-		} else {
-			c.mu.Unlock()
+			c.loads.Add(1)
+			go c.runLoad(lctx, key, call, pin)
 		}
+		call.waiters++
+		c.mu.Unlock()
 		select {
 		case <-ctx.Done():
+			c.leave(call)
 			return nil, ctx.Err()
+		case <-c.closing:
+			c.leave(call)
+			return nil, ErrClosed
 		case <-call.done:
 		}
+		c.mu.Lock()
+		call.waiters--
+		if call.abandoned {
+			// Everyone before us gave up and the load was canceled (or
+			// finished regardless): look again, and load afresh if need be.
+			c.mu.Unlock()
+			continue
+		}
 		if call.err != nil {
+			c.mu.Unlock()
 			return nil, call.err
 		}
-		c.mu.Lock()
 		e := call.entry
 		if e.gone {
-			// Evicted between the load and our wake-up: go round again.
+			// Pushed out between the load and our wake-up: go round again
+			// (lookup takes it back if it is still in use, else it loads).
 			c.mu.Unlock()
 			continue
 		}
@@ -215,20 +283,52 @@ func (c *Cache) acquire(ctx context.Context, key Key, pin bool) (*Handle, error)
 	}
 }
 
-// lookup finds a loaded model; with pin, it moves it to the pinned set.
-// Called with mu held.
-func (c *Cache) lookup(key Key, pin bool) *entry {
+// leave drops a waiter that gave up; the last one to leave a load in
+// progress cancels it.
+func (c *Cache) leave(call *loadCall) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	call.waiters--
+	if call.waiters > 0 {
+		return
+	}
+	select {
+	case <-call.done:
+		return
+	default:
+	}
+	call.abandoned = true
+	call.cancel()
+}
+
+// lookup finds a loaded model, taking back one that the cap pushed out
+// while it was in use; with pin, it moves it to the pinned set. Taking a
+// model back may push out another: the idle ones it pushed out are
+// returned, to be closed once mu is released. Called with mu held.
+func (c *Cache) lookup(key Key, pin bool) (*entry, []*entry) {
 	if e, ok := c.pinned[key]; ok {
-		return e
+		return e, nil
+	}
+	if e, ok := c.evicted[key]; ok {
+		// Still in memory: back into the cache as the most recently used
+		// model, never loaded a second time.
+		delete(c.evicted, key)
+		e.gone = false
+		if pin {
+			c.pinned[key] = e
+			return e, nil
+		}
+		c.lru.Add(key, e)
+		return e, c.takeEvicted()
 	}
 	e, ok := c.lru.Get(key)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	if pin {
 		c.pinLocked(e)
 	}
-	return e
+	return e, nil
 }
 
 func (c *Cache) isPinned(e *entry) bool {
@@ -243,18 +343,29 @@ func (c *Cache) pinLocked(e *entry) {
 	c.pinned[e.key] = e
 }
 
-// runLoad loads one model. It has no caller's context: a load that
-// someone started finishes (or fails) on its own, so that a client that
-// disconnects does not waste the work others wait for.
-func (c *Cache) runLoad(key Key, call *loadCall, pin bool) {
+// runLoad loads one model with ctx, which no caller owns: a load that
+// several callers wait for survives any one of them giving up.
+func (c *Cache) runLoad(ctx context.Context, key Key, call *loadCall, pin bool) {
+	defer c.loads.Done()
+	defer call.cancel()
 	start := c.now()
-	m, err := c.load(context.Background(), key)
+	m, err := c.load(ctx, key)
 	took := c.now().Sub(start)
 	var toClose []*entry
 	c.mu.Lock()
 	delete(c.loading, key)
 	switch {
+	case err != nil && (call.abandoned || c.closed) && ctx.Err() != nil:
+		// Canceled by us: not the model's fault, nothing to remember.
+		call.err = fmt.Errorf("%w '%s': %w", ErrLoadFailed, key.Name, err)
+		if c.closed {
+			call.err = ErrClosed
+		}
+		c.logger.Info("model load canceled", "model", key.String(), "err", err)
 	case err != nil:
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+			err = fmt.Errorf("load took longer than %v: %w", c.opts.LoadTimeout, err)
+		}
 		call.err = fmt.Errorf("%w '%s': %w", ErrLoadFailed, key.Name, err)
 		c.failures[key] = failure{err: call.err, at: c.now()}
 		c.logger.Error("model failed to load", "model", key.String(), "err", err)
@@ -285,6 +396,8 @@ func (c *Cache) takeEvicted() []*entry {
 		e.gone = true
 		if e.refs == 0 {
 			idle = append(idle, e)
+		} else if !c.closed {
+			c.evicted[e.key] = e
 		}
 	}
 	c.evicting = c.evicting[:0]
@@ -296,6 +409,9 @@ func (c *Cache) release(e *entry) {
 	e.refs--
 	e.lastUsed = c.now()
 	closeNow := e.gone && e.refs == 0
+	if closeNow && c.evicted[e.key] == e {
+		delete(c.evicted, e.key)
+	}
 	c.mu.Unlock()
 	if closeNow {
 		c.closeAll([]*entry{e})
@@ -379,6 +495,9 @@ func (c *Cache) Loaded() []Loaded {
 			add(e, false)
 		}
 	}
+	for _, e := range c.evicted {
+		add(e, false) // pushed out, closed when its last user is done
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key.String() < out[j].Key.String() })
 	return out
 }
@@ -391,7 +510,9 @@ func (c *Cache) Forget(key Key) {
 }
 
 // Close unloads every model; models in use are closed when released.
-// Loads in progress are closed when they finish.
+// Callers waiting for a load get ErrClosed at once; loads in progress are
+// canceled, and Close waits up to CloseTimeout for them to stop (a model
+// that a load still returns afterwards is closed at once).
 func (c *Cache) Close() {
 	c.mu.Lock()
 	if c.closed {
@@ -399,6 +520,11 @@ func (c *Cache) Close() {
 		return
 	}
 	c.closed = true
+	close(c.closing)
+	for _, call := range c.loading {
+		call.cancel()
+	}
+	loading := len(c.loading)
 	var idle []*entry
 	for _, e := range c.pinned {
 		e.gone = true
@@ -411,4 +537,20 @@ func (c *Cache) Close() {
 	idle = append(idle, c.takeEvicted()...)
 	c.mu.Unlock()
 	c.closeAll(idle)
+	if loading == 0 {
+		return
+	}
+	stopped := make(chan struct{})
+	go func() {
+		c.loads.Wait()
+		close(stopped)
+	}()
+	t := time.NewTimer(c.opts.CloseTimeout)
+	defer t.Stop()
+	select {
+	case <-stopped:
+	case <-t.C:
+		c.logger.Warn("model loads still running after the cache closed; their models are closed when they finish",
+			"waited", c.opts.CloseTimeout)
+	}
 }

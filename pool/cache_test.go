@@ -28,18 +28,39 @@ func (m *countingModel) Close() error {
 type loader struct {
 	mu     sync.Mutex
 	loads  map[Key]int
+	stops  map[Key]int // loads that ended because their context did
 	models map[Key][]*countingModel
 	delay  time.Duration
-	fail   map[Key]error
+	// honorCtx makes the delay end with the context, as a download does;
+	// otherwise it runs its course, as building an ONNX Runtime session.
+	honorCtx bool
+	fail     map[Key]error
 }
 
 func newLoader() *loader {
-	return &loader{loads: map[Key]int{}, models: map[Key][]*countingModel{}, fail: map[Key]error{}}
+	return &loader{loads: map[Key]int{}, stops: map[Key]int{}, models: map[Key][]*countingModel{}, fail: map[Key]error{}}
 }
 
 func (l *loader) load(ctx context.Context, k Key) (Model, error) {
-	if l.delay > 0 {
-		time.Sleep(l.delay)
+	l.mu.Lock()
+	delay, honor := l.delay, l.honorCtx
+	l.mu.Unlock()
+	if delay > 0 {
+		if honor {
+			t := time.NewTimer(delay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				l.mu.Lock()
+				l.stops[k]++
+				l.loads[k]++
+				l.mu.Unlock()
+				return nil, ctx.Err()
+			}
+		} else {
+			time.Sleep(delay)
+		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -56,6 +77,18 @@ func (l *loader) count(k Key) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.loads[k]
+}
+
+func (l *loader) canceled(k Key) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stops[k]
+}
+
+func (l *loader) all(k Key) []*countingModel {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]*countingModel(nil), l.models[k]...)
 }
 
 var (
@@ -98,26 +131,208 @@ func TestCacheSingleLoadForConcurrentCallers(t *testing.T) {
 	})
 }
 
-func TestCacheWaiterCancelDoesNotStopLoad(t *testing.T) {
+// TestCacheLoadSurvivesOneWaiterCancel: of two callers waiting for one
+// load, the one that gives up does not stop it for the other.
+func TestCacheLoadSurvivesOneWaiterCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := newLoader()
-		l.delay = time.Second
+		l.delay, l.honorCtx = time.Second, true
 		c, _ := NewCache(CacheOptions{}, l.load, nil)
 		defer c.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
+		got := make(chan error, 1)
+		go func() {
+			h, err := c.Acquire(context.Background(), kA)
+			if err == nil {
+				h.Release()
+			}
+			got <- err
+		}()
 		if _, err := c.Acquire(ctx, kA); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err = %v", err)
 		}
-		h, err := c.Acquire(context.Background(), kA)
-		if err != nil {
-			t.Fatal(err)
+		if err := <-got; err != nil {
+			t.Fatalf("the caller that kept waiting: %v", err)
 		}
-		h.Release()
-		if n := l.count(kA); n != 1 {
-			t.Fatalf("loaded %d times, want 1 (the first load should have finished)", n)
+		if n, canceled := l.count(kA), l.canceled(kA); n != 1 || canceled != 0 {
+			t.Fatalf("%d loads, %d canceled; want 1 load that finished", n, canceled)
 		}
 	})
+}
+
+// TestCacheLastWaiterCancelsLoad: when the only caller gives up, the load
+// is canceled at once (a download stops), and the cancellation is not
+// remembered as a failure.
+func TestCacheLastWaiterCancelsLoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLoader()
+		l.delay, l.honorCtx = time.Hour, true
+		c, _ := NewCache(CacheOptions{FailureHoldOff: time.Hour}, l.load, nil)
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		if _, err := c.Acquire(ctx, kA); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v", err)
+		}
+		synctest.Wait()
+		if n := l.canceled(kA); n != 1 {
+			t.Fatalf("%d loads saw their context canceled, want 1", n)
+		}
+		if took := time.Since(start); took > 200*time.Millisecond {
+			t.Fatalf("load stopped after %v", took)
+		}
+		// Not a failure: the next caller loads at once.
+		l.mu.Lock()
+		l.delay = time.Second
+		l.mu.Unlock()
+		h, err := c.Acquire(context.Background(), kA)
+		if err != nil {
+			t.Fatalf("after a canceled load: %v", err)
+		}
+		h.Release()
+		if n := l.count(kA); n != 2 {
+			t.Fatalf("%d loads, want 2", n)
+		}
+	})
+}
+
+// TestCacheLoadTimeout: a load that never returns is bounded by
+// LoadTimeout, fails with an error that says so, and is held off.
+func TestCacheLoadTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLoader()
+		l.delay, l.honorCtx = time.Hour, true
+		c, _ := NewCache(CacheOptions{LoadTimeout: 3 * time.Second, FailureHoldOff: time.Minute}, l.load, nil)
+		defer c.Close()
+		start := time.Now()
+		_, err := c.Acquire(context.Background(), kA)
+		if !errors.Is(err, ErrLoadFailed) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want ErrLoadFailed wrapping DeadlineExceeded", err)
+		}
+		if took := time.Since(start); took != 3*time.Second {
+			t.Fatalf("load failed after %v, want the 3s timeout", took)
+		}
+		if _, err := c.Acquire(context.Background(), kA); !errors.Is(err, ErrLoadFailed) {
+			t.Fatalf("within the hold-off: %v", err)
+		}
+		if n := l.count(kA); n != 1 {
+			t.Fatalf("%d loads, want 1", n)
+		}
+	})
+}
+
+// TestCacheCloseCancelsLoads: Close releases the callers waiting for a
+// load, cancels the load and waits for it; a load that ignores its context
+// delays Close by CloseTimeout at most, and its model is closed when it
+// arrives.
+func TestCacheCloseCancelsLoads(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLoader()
+		l.delay, l.honorCtx = time.Hour, true
+		c, _ := NewCache(CacheOptions{}, l.load, nil)
+		errc := make(chan error, 1)
+		go func() { _, err := c.Acquire(context.Background(), kA); errc <- err }()
+		synctest.Wait()
+		start := time.Now()
+		c.Close()
+		if err := <-errc; !errors.Is(err, ErrClosed) {
+			t.Fatalf("waiter: %v, want ErrClosed", err)
+		}
+		if n := l.canceled(kA); n != 1 {
+			t.Fatalf("load not canceled by Close (%d)", n)
+		}
+		if took := time.Since(start); took != 0 {
+			t.Fatalf("Close took %v with a load that stops at once", took)
+		}
+		if _, err := c.Acquire(context.Background(), kA); !errors.Is(err, ErrClosed) {
+			t.Fatalf("after Close: %v", err)
+		}
+
+		// A load that ignores its context.
+		l2 := newLoader()
+		l2.delay = time.Minute
+		c2, _ := NewCache(CacheOptions{CloseTimeout: 5 * time.Second}, l2.load, nil)
+		go func() { _, err := c2.Acquire(context.Background(), kB); errc <- err }()
+		synctest.Wait()
+		start = time.Now()
+		c2.Close()
+		if took := time.Since(start); took != 5*time.Second {
+			t.Fatalf("Close took %v, want CloseTimeout (5s)", took)
+		}
+		if err := <-errc; !errors.Is(err, ErrClosed) {
+			t.Fatalf("waiter: %v", err)
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if ms := l2.all(kB); len(ms) != 1 || !ms[0].closed.Load() {
+			t.Fatalf("the model of a load that finished after Close is not closed: %v", ms)
+		}
+	})
+}
+
+// TestCacheEvictedInUseNotLoadedTwice: a model pushed out by the cap
+// while in use is still in memory; the next request takes it back instead
+// of loading a second copy.
+func TestCacheEvictedInUseNotLoadedTwice(t *testing.T) {
+	l := newLoader()
+	c, _ := NewCache(CacheOptions{MaxLoaded: 2}, l.load, nil)
+	defer c.Close()
+	ctx := context.Background()
+	ha, _ := c.Acquire(ctx, kA) // A in use
+	hb, _ := c.Acquire(ctx, kB)
+	hb.Release()
+	hc, _ := c.Acquire(ctx, kC) // pushes out A, which is in use
+	hc.Release()
+	ha2, err := c.Acquire(ctx, kA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := l.count(kA); n != 1 {
+		t.Fatalf("A loaded %d times while one copy was in memory", n)
+	}
+	if ha2.Model != ha.Model || ha2.Loaded {
+		t.Fatal("the second request did not get the copy in memory")
+	}
+	// A is back in the cache, the most recent; B (least recent) made room.
+	if !l.models[kB][0].closed.Load() {
+		t.Fatal("B not pushed out when A came back")
+	}
+	ha.Release()
+	ha2.Release()
+	if l.models[kA][0].closed.Load() {
+		t.Fatal("A closed although it is back in the cache")
+	}
+	var keys []Key
+	for _, m := range c.Loaded() {
+		keys = append(keys, m.Key)
+	}
+	if len(keys) != 2 || keys[0] != kA || keys[1] != kC {
+		t.Fatalf("loaded %v, want A and C", keys)
+	}
+	// Concurrent requests while pushed out: still one copy.
+	h1, _ := c.Acquire(ctx, kA)
+	hb, _ = c.Acquire(ctx, kB)
+	hc, _ = c.Acquire(ctx, kC) // A out again, in use by h1
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			h, err := c.Acquire(ctx, kA)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			h.Release()
+		})
+	}
+	wg.Wait()
+	h1.Release()
+	hb.Release()
+	hc.Release()
+	if n := l.count(kA); n != 1 {
+		t.Fatalf("A loaded %d times", n)
+	}
 }
 
 func TestCacheTTLUnloadsIdleOnly(t *testing.T) {

@@ -7,7 +7,8 @@
 #
 # Ports are off the standard ones so a developer's own Redis/PostgreSQL are
 # never touched: Redis on $MLSERVE_TEST_REDIS_PORT (56379), PGlite with
-# pgvector on $MLSERVE_TEST_PG_PORT (55432). State (pid files, logs) lives
+# pgvector, pg_trgm and unaccent (OCR search; see search/README.md) on
+# $MLSERVE_TEST_PG_PORT (55432). State (pid files, logs) lives
 # in $MLSERVE_SERVICES_DIR (default .deps/run/); PGlite data in
 # $MLSERVE_PGLITE_DATA (default: in memory).
 set -euo pipefail
@@ -47,14 +48,15 @@ start_pglite() {
 	[[ -f "$server" ]] || die "PGlite not installed (run scripts/setup.sh)"
 	if [[ "$PG_DATA" != memory://* ]]; then mkdir -p "$PG_DATA"; fi
 	# setsid: the server outlives this script and gets its own process group,
-	# so `stop` can end it cleanly.
+	# so `stop` can end it cleanly. -e loads extensions into the server:
+	# package:export, or a bare name from @electric-sql/pglite/contrib/.
 	setsid node "$server" --db="$PG_DATA" --host=127.0.0.1 --port="$PG_PORT" \
-		-e @electric-sql/pglite-pgvector:vector -m 8 \
+		-e @electric-sql/pglite-pgvector:vector,pg_trgm,unaccent -m 8 \
 		>"$RUN/pglite/pglite.log" 2>&1 </dev/null &
 	echo $! >"$RUN/pglite/pglite.pid"
 	for _ in $(seq 1 300); do
 		if pg_isready -q -h 127.0.0.1 -p "$PG_PORT" 2>/dev/null; then
-			log "pglite (PostgreSQL + pgvector) on 127.0.0.1:$PG_PORT, data $PG_DATA"
+			log "pglite (PostgreSQL + pgvector, pg_trgm, unaccent) on 127.0.0.1:$PG_PORT, data $PG_DATA"
 			return
 		fi
 		alive "$RUN/pglite/pglite.pid" || break

@@ -9,6 +9,10 @@
 //     landmarks, vector(512)) and OCR text. The schema is created by
 //     versioned migrations applied at [Open]; they run under a transaction
 //     advisory lock, so several processes may start at once.
+//     People ([Store.ClusterFaces], [Store.ListPeople]) group the faces
+//     as Immich's facial recognition does; [Store.SearchOCR] finds
+//     recognised text by substring and trigram similarity, as Immich's
+//     OCR search does.
 //   - Immich mode ([Immich]): an Immich server's database. It lists the
 //     assets that lack a CLIP embedding, maps their preview paths to a
 //     mounted library ([PathMap]) and upserts smart_search exactly as the

@@ -32,6 +32,8 @@ var (
 	ErrSchema = errors.New("database schema")
 	// ErrInvalid: an argument is out of range (empty vector, bad limit).
 	ErrInvalid = errors.New("invalid argument")
+	// ErrNotFound: no person (or other row) with the given id.
+	ErrNotFound = errors.New("not found")
 )
 
 // DefaultSchema holds our tables unless Options.Schema says otherwise.
@@ -60,6 +62,10 @@ type Options struct {
 	// loads are much faster without them (on PGlite, minutes versus
 	// seconds); call CreateIndexes afterwards.
 	DeferIndexes bool
+
+	// noTextExtensions makes Open act as if pg_trgm and unaccent were
+	// missing (tests of the fallback: the extensions are database-wide).
+	noTextExtensions bool
 }
 
 // Store is our own schema: assets, CLIP embeddings per model, faces, OCR.
@@ -70,6 +76,11 @@ type Store struct {
 	schema   string
 	defer_   bool
 	logger   *slog.Logger
+
+	noTextExt bool
+
+	// text is what the database offers for OCR search, found by Open.
+	text textSearch
 
 	mu     sync.Mutex
 	models map[string]clipTable // by model name
@@ -87,7 +98,8 @@ func Open(ctx context.Context, opts Options, logger *slog.Logger) (*Store, error
 	if !validIdent(schema) {
 		return nil, fmt.Errorf("%w: schema name %q: want [a-z_][a-z0-9_]*", ErrSchema, schema)
 	}
-	s := &Store{pool: opts.Pool, schema: schema, defer_: opts.DeferIndexes, logger: logger, models: map[string]clipTable{}}
+	s := &Store{pool: opts.Pool, schema: schema, defer_: opts.DeferIndexes, noTextExt: opts.noTextExtensions,
+		logger: logger, models: map[string]clipTable{}}
 	if s.pool != nil {
 		if err := s.migrate(ctx, nil); err != nil {
 			return nil, err

@@ -3,6 +3,7 @@ package search
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -241,26 +242,54 @@ func realArray(v []float32) string {
 	return string(append(b, '}'))
 }
 
+// writeFaces replaces the faces of the assets in c.replace. A new face
+// keeps the person of the old face it overlaps most when their boxes'
+// intersection over union exceeds 0.5 (the old box scaled by the ratio of
+// the image heights): Immich's rule for matching a fresh detection to a
+// stored face. So re-indexing a changed or forced file keeps its people.
+//
+// It holds the people lock shared: clustering and merging (which hold it
+// alone) never see faces vanish under them, and a person is never deleted
+// between reading an old face's person and giving it to the new face.
 func (s *Store) writeFaces(ctx context.Context, tx pgx.Tx, c faceCols) error {
 	if len(c.replace) == 0 {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, s.expand(`
-DELETE FROM {{s}}.faces f USING {{s}}.assets a
-WHERE f.asset_id = a.id AND a.path = ANY($1::text[])`), c.replace); err != nil {
-		return fmt.Errorf("replace faces: %w", err)
-	}
-	if len(c.paths) == 0 {
-		return nil
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock_shared($1)", s.peopleLockKey()); err != nil {
+		return fmt.Errorf("write faces: lock: %w", err)
 	}
 	_, err := tx.Exec(ctx, s.expand(`
-INSERT INTO {{s}}.faces (asset_id, model, image_width, image_height, x1, y1, x2, y2, score, landmarks, embedding)
-SELECT a.id, u.model, u.w, u.h, u.x1, u.y1, u.x2, u.y2, u.score, u.lm::real[], u.embedding
-FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::real[], $6::real[], $7::real[], $8::real[],
-	$9::real[], $10::text[], $11::vector[])
-	AS u(path, model, w, h, x1, y1, x2, y2, score, lm, embedding)
-JOIN {{s}}.assets a ON a.path = u.path`),
-		c.paths, c.models, c.widths, c.heights, c.x1, c.y1, c.x2, c.y2, c.score, c.landmarks, vectorArray(s.pool, c.embeddings))
+WITH old AS (
+	DELETE FROM {{s}}.faces f USING {{s}}.assets a
+	WHERE f.asset_id = a.id AND a.path = ANY($1::text[])
+	RETURNING f.asset_id, f.image_height, f.x1, f.y1, f.x2, f.y2,
+		(SELECT fp.person_id FROM {{s}}.face_person fp WHERE fp.face_id = f.id) AS person_id
+), ins AS (
+	INSERT INTO {{s}}.faces (asset_id, model, image_width, image_height, x1, y1, x2, y2, score, landmarks, embedding)
+	SELECT a.id, u.model, u.w, u.h, u.x1, u.y1, u.x2, u.y2, u.score, u.lm::real[], u.embedding
+	FROM unnest($2::text[], $3::text[], $4::int[], $5::int[], $6::real[], $7::real[], $8::real[], $9::real[],
+		$10::real[], $11::text[], $12::vector[])
+		AS u(path, model, w, h, x1, y1, x2, y2, score, lm, embedding)
+	JOIN {{s}}.assets a ON a.path = u.path
+	RETURNING id, asset_id, image_height, x1, y1, x2, y2
+)
+INSERT INTO {{s}}.face_person (face_id, person_id)
+SELECT i.id, m.person_id
+FROM ins i CROSS JOIN LATERAL (
+	SELECT o.person_id, o.inter / (o.sum - o.inter) AS iou
+	FROM (
+		SELECT old.person_id,
+			greatest(0, least(i.x2, old.x2 * k.k) - greatest(i.x1, old.x1 * k.k)) *
+			greatest(0, least(i.y2, old.y2 * k.k) - greatest(i.y1, old.y1 * k.k)) AS inter,
+			(i.x2 - i.x1) * (i.y2 - i.y1) + (old.x2 - old.x1) * (old.y2 - old.y1) * k.k * k.k AS sum
+		FROM old CROSS JOIN LATERAL (SELECT i.image_height::real / nullif(old.image_height, 0) AS k) k
+		WHERE old.asset_id = i.asset_id AND old.person_id IS NOT NULL
+	) o
+	WHERE o.inter > 0.5 * (o.sum - o.inter)
+	ORDER BY iou DESC
+	LIMIT 1
+) m`),
+		c.replace, c.paths, c.models, c.widths, c.heights, c.x1, c.y1, c.x2, c.y2, c.score, c.landmarks, vectorArray(s.pool, c.embeddings))
 	if err != nil {
 		return fmt.Errorf("write faces: %w", err)
 	}
@@ -284,7 +313,7 @@ func ocrColumns(rs []Result) ocrCols {
 			continue
 		}
 		c.replace = append(c.replace, r.Path)
-		var all []byte
+		lines := make([]string, len(r.OCR))
 		for i, b := range r.OCR {
 			c.paths = append(c.paths, r.Path)
 			c.models = append(c.models, r.OCRModel)
@@ -293,14 +322,13 @@ func ocrColumns(rs []Result) ocrCols {
 			c.boxScores = append(c.boxScores, b.BoxScore)
 			c.texts = append(c.texts, b.Text)
 			c.textScores = append(c.textScores, b.TextScore)
-			if i > 0 {
-				all = append(all, ' ')
-			}
-			all = append(all, b.Text...)
+			lines[i] = b.Text
 		}
+		// The searchable text is Immich's: the lines' tokens joined by
+		// single spaces, CJK runs as overlapping bigrams.
 		c.textPaths = append(c.textPaths, r.Path)
 		c.joinedModels = append(c.joinedModels, r.OCRModel)
-		c.joined = append(c.joined, string(all))
+		c.joined = append(c.joined, strings.Join(tokenizeForSearch(strings.Join(lines, " ")), " "))
 	}
 	return c
 }

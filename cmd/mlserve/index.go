@@ -195,7 +195,7 @@ func openQueue(ctx context.Context, cfg *config.Config, name string, logger *slo
 	}
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("MLSERVE_REDIS_URL: %w", err)
+		return nil, nil, fmt.Errorf("MLSERVE_REDIS_URL: %w", cfg.Redactor().Error(err)) // net/url quotes the whole URL
 	}
 	c := redis.NewClient(opt)
 	q, err := jobs.NewRedis(ctx, jobs.RedisOptions{Client: c, Name: name}, logger)

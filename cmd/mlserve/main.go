@@ -68,7 +68,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "mlserve:", err)
 		return 2
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	// Every log line and printed error goes through the redactor: client
+	// errors quote URLs with their passwords.
+	redactor := cfg.Redactor()
+	logger := slog.New(redactor.Handler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if sub, ok := subcommands[args[0]]; ok {
@@ -76,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if errors.Is(err, flag.ErrHelp) {
 				return 0
 			}
-			fmt.Fprintf(stderr, "mlserve %s: %v\n", args[0], err)
+			fmt.Fprintf(stderr, "mlserve %s: %v\n", args[0], redactor.Error(err))
 			return 1
 		}
 		return 0
