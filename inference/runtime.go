@@ -302,11 +302,13 @@ func (r *Runtime) appendProvider(so *ort.SessionOptions, p, cacheDir string, ovD
 }
 
 // DefaultIntraOpThreads is the intra-op thread count of CPU sessions when
-// Options.IntraOpThreads is zero: every core up to 8, so that one run has
+// Options.IntraOpThreads is zero: every core, up to 8, so that one run has
 // the whole machine (a lone request gets the lowest latency) and the pool
-// runs max(1, cores/threads) sessions at once. Beyond 8 threads one run of
-// the models Immich uses scales poorly and two runs of half the threads
-// each do more work.
+// runs max(1, cores/threads) of them at once, batching what queues
+// meanwhile. The cap of 8 is a judgement, not a measurement: on bigger
+// machines a run of these small models parallelises less well than two
+// runs side by side (`mlserve bench -threads` compares the two on a
+// machine).
 func DefaultIntraOpThreads(cores int) int {
 	return max(1, min(cores, 8))
 }
