@@ -166,8 +166,9 @@ func (s *Server) predict(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	c.Set("Server-Timing", fmt.Sprintf("queue;dur=%.1f, load;dur=%.1f, decode;dur=%.1f, infer;dur=%.1f, total;dur=%.1f",
-		ms(res.Timings.Queue), ms(res.Timings.Load), ms(res.Timings.Decode), ms(res.Timings.Inference), ms(time.Since(start))))
+	t := res.Timings
+	c.Set("Server-Timing", fmt.Sprintf("queue;dur=%.1f, load;dur=%.1f, decode;dur=%.1f, preprocess;dur=%.1f, batch;dur=%.1f, infer;dur=%.1f, postprocess;dur=%.1f, total;dur=%.1f",
+		ms(t.Queue), ms(t.Load), ms(t.Decode), ms(t.Preprocess), ms(t.BatchWait), ms(t.Inference), ms(t.Postprocess), ms(time.Since(start))))
 	if len(res.Providers) > 0 {
 		var parts []string
 		for _, k := range sortedKeys(res.Providers) {

@@ -52,7 +52,7 @@ type Config struct {
 	// RequestThreads is the number of requests processed at once.
 	RequestThreads int
 	// InterOpThreads and IntraOpThreads are ONNX Runtime's thread counts;
-	// zero picks Immich's defaults (1 and 2 on CPU).
+	// zero picks mlserve's defaults on CPU (1, and every core up to 8).
 	InterOpThreads int
 	IntraOpThreads int
 	// Arena enables ONNX Runtime's CPU memory arena.
@@ -69,10 +69,15 @@ type Config struct {
 	// Immich's order.
 	Preload []Preload
 
-	// MaxBatchFace caps face-recognition batches (0: no cap).
+	// MaxBatchFace caps face-recognition batches (0: the pool's default).
 	MaxBatchFace int
 	// MaxBatchOCR caps OCR recognition batches.
 	MaxBatchOCR int
+	// BatchMax caps cross-request batches of images or texts (0: the
+	// pool's per-provider default); BatchWait is how long a batch may wait
+	// for more requests (0: none, continuous batching).
+	BatchMax  int
+	BatchWait time.Duration
 
 	// Providers is the order of preference of execution providers: the
 	// first usable one runs every model.
@@ -377,7 +382,7 @@ func Load(lookup LookupFunc) (*Config, error) {
 		c.RequestThreads = 1
 	}
 	c.InterOpThreads = p.integer("MACHINE_LEARNING_MODEL_INTER_OP_THREADS", 0, 0, "ONNX Runtime inter-op threads (0: 1 on CPU)")
-	c.IntraOpThreads = p.integer("MACHINE_LEARNING_MODEL_INTRA_OP_THREADS", 0, 0, "ONNX Runtime intra-op threads (0: 2 on CPU)")
+	c.IntraOpThreads = p.integer("MACHINE_LEARNING_MODEL_INTRA_OP_THREADS", 0, 0, "ONNX Runtime intra-op threads per run (0: every core up to 8; runs at once = cores ÷ this)")
 	c.Arena = p.boolean("MACHINE_LEARNING_MODEL_ARENA", true, "ONNX Runtime CPU memory arena")
 	c.WorkerTimeout = p.seconds("MACHINE_LEARNING_WORKER_TIMEOUT", 300, "upper bound on one request's work, in seconds")
 	c.KeepAlive = p.seconds("MACHINE_LEARNING_HTTP_KEEPALIVE_TIMEOUT_S", 2, "HTTP keep-alive idle timeout, in seconds")
@@ -396,8 +401,10 @@ func Load(lookup LookupFunc) (*Config, error) {
 		}
 	}
 
-	c.MaxBatchFace = p.integer("MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION", 0, 0, "faces per recognition batch (0: all at once when the model allows)")
+	c.MaxBatchFace = p.integer("MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION", 0, 0, "faces per recognition run (0: 8, which bounds memory at no cost in speed)")
 	c.MaxBatchOCR = p.integer("MACHINE_LEARNING_MAX_BATCH_SIZE__OCR", 6, 1, "text crops per OCR recognition batch")
+	c.BatchMax = p.integer("MLSERVE_BATCH_MAX", 0, 0, "images or texts per cross-request batch (0: 8 on CPU, 32 on GPUs)")
+	c.BatchWait = time.Duration(p.integer("MLSERVE_BATCH_WAIT_MS", 0, 0, "milliseconds a batch may wait for more requests (0: runs at once with whatever queued)")) * time.Millisecond
 
 	c.Providers = p.list("MLSERVE_PROVIDERS", "CUDA,OpenVINO,CPU", "execution providers in order of preference: the first usable one runs every model (the CPU only when listed, or with MLSERVE_ALLOW_CPU_FALLBACK)")
 	for i, name := range c.Providers {

@@ -81,10 +81,11 @@ func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, lo
 	return pool.NewService(pool.ServiceOptions{
 		Cache:        pool.CacheOptions{TTL: cfg.ModelTTL, MaxLoaded: cfg.MaxLoadedModels},
 		Workers:      pool.WorkersOptions{Workers: cfg.RequestThreads, Queue: cfg.MaxQueue},
+		Batch:        pool.BatchOptions{Max: cfg.BatchMax, Wait: cfg.BatchWait},
 		MaxBatchFace: cfg.MaxBatchFace,
 		MaxBatchOCR:  cfg.MaxBatchOCR,
 		Metrics:      obs,
-		Decode:       decodeOptions(cfg),
+		DecodeLimits: decodeOptions(cfg),
 	}, store, rt, logger)
 }
 
