@@ -1,13 +1,14 @@
 package api
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"mime"
 	"mime/multipart"
 	"strings"
+	"sync"
 )
 
 // Size caps of the form fields, whether a client sends a field as a plain
@@ -133,18 +134,72 @@ func readForm(r io.Reader, boundary string, caps map[string]int64) (form, error)
 	}
 }
 
-// readPart reads a part of at most limit bytes into a buffer that grows
-// as bytes arrive.
+// Blocks that parts are read into: sizes double from minBlock to
+// maxBlock, one pool per size, so that the blocks of a request that ends
+// (refused, cut off, or joined into one slice) serve the next ones
+// instead of waiting for the garbage collector.
+const (
+	minBlockShift = 14 // 16 KiB
+	maxBlockShift = 20 // 1 MiB
+)
+
+var blockPools [maxBlockShift - minBlockShift + 1]sync.Pool
+
+func getBlock(shift int) []byte {
+	if b, ok := blockPools[shift-minBlockShift].Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, 1<<shift)
+}
+
+func putBlocks(blocks [][]byte) {
+	for _, b := range blocks {
+		b = b[:cap(b)]
+		if shift := bits.Len(uint(len(b))) - 1; len(b) == 1<<shift && shift >= minBlockShift && shift <= maxBlockShift {
+			blockPools[shift-minBlockShift].Put(&b)
+		}
+	}
+}
+
+// readPart reads a part of at most limit bytes, into blocks taken as the
+// bytes arrive (nothing is reserved ahead of them), joined into one slice
+// at the end.
 func readPart(p *multipart.Part, limit int64) ([]byte, error) {
-	var buf bytes.Buffer
-	n, err := buf.ReadFrom(io.LimitReader(p, limit+1))
-	if err != nil {
-		return nil, err
+	var blocks [][]byte
+	defer func() { putBlocks(blocks) }()
+	var n int64
+	shift := minBlockShift
+	for {
+		b := getBlock(shift)
+		blocks = append(blocks, b)
+		want := int(min(int64(len(b)), limit+1-n))
+		k := 0
+		var err error
+		for k < want && err == nil {
+			var m int
+			m, err = p.Read(b[k:want])
+			k += m
+		}
+		blocks[len(blocks)-1] = b[:k]
+		n += int64(k)
+		if n > limit {
+			return nil, errFieldTooLarge
+		}
+		// io.EOF is the part's end; io.ErrUnexpectedEOF, a body cut
+		// inside the part, is an error.
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		shift = min(shift+1, maxBlockShift)
 	}
-	if n > limit {
-		return nil, errFieldTooLarge
+	out := make([]byte, 0, n)
+	for _, b := range blocks {
+		out = append(out, b...)
 	}
-	return buf.Bytes(), nil
+	return out, nil
 }
 
 func skipPart(p *multipart.Part, name string) error {

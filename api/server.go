@@ -17,6 +17,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/utils"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -39,7 +40,7 @@ type Options struct {
 	MaxBodyBytes int64
 	// MaxInflightBytes caps the body bytes that all requests in progress
 	// hold together; a request that would pass it gets 503 (default:
-	// 256 MiB or twice MaxBodyBytes).
+	// DefaultInflightBytes).
 	MaxInflightBytes int64
 	// RequestTimeout bounds one request's work, from admission to answer
 	// (the upload included).
@@ -76,6 +77,14 @@ type Options struct {
 	// makes them. Pass the same value to the service as its observer.
 	Metrics *Metrics
 }
+
+// DefaultInflightBytes is the default in-flight byte budget for a body
+// limit: 128 MiB, or the limit and 8 MiB more. The Immich server sends
+// previews of at most a few hundred KiB to /predict, so 128 MiB holds the
+// bodies of every request the workers and the queue take at once, many
+// times over, while bounding what uploads can pin in memory; a body of
+// the largest size allowed still fits, beside a few previews.
+func DefaultInflightBytes(maxBody int64) int64 { return max(128<<20, maxBody+8<<20) }
 
 // Admission admits requests into the service (a *pool.Admission):
 // Acquire refuses at once with pool.ErrQueueFull or pool.ErrClosed.
@@ -122,9 +131,8 @@ func New(opts Options, logger *slog.Logger) *Server {
 		opts.MaxBodyBytes = 100 << 20
 	}
 	if opts.MaxInflightBytes <= 0 {
-		opts.MaxInflightBytes = max(256<<20, 2*opts.MaxBodyBytes)
+		opts.MaxInflightBytes = DefaultInflightBytes(opts.MaxBodyBytes)
 	}
-	opts.MaxInflightBytes = max(opts.MaxInflightBytes, opts.MaxBodyBytes)
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 2 * time.Second
 	}
@@ -236,6 +244,10 @@ func (s *Server) observe(c *fiber.Ctx) error {
 
 func (s *Server) ready(c *fiber.Ctx) error {
 	body := fiber.Map{"status": "ready"}
+	if s.draining.Load() {
+		c.Set(fiber.HeaderRetryAfter, retryAfter)
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "reason": "shutting down"})
+	}
 	if s.opts.Health != nil {
 		st := s.opts.Health.Stats()
 		body["workers"] = st.Workers
@@ -273,12 +285,14 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	if errors.As(err, &fe) {
 		code = fe.Code
 		msg = fe.Message
-		switch code {
-		case fiber.StatusNotFound:
+		// FastAPI's words for Fiber's own errors (Fiber says "Cannot GET
+		// /x" for an unknown route).
+		switch {
+		case code == fiber.StatusNotFound:
 			msg = "Not Found"
-		case fiber.StatusMethodNotAllowed:
+		case code == fiber.StatusMethodNotAllowed:
 			msg = "Method Not Allowed"
-		case fiber.StatusRequestEntityTooLarge:
+		case code == fiber.StatusRequestEntityTooLarge && msg == utils.StatusMessage(code):
 			msg = "Request body too large"
 		}
 	} else {

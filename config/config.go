@@ -481,11 +481,12 @@ func Load(lookup LookupFunc) (*Config, error) {
 		c.HTTPWriteTimeout = 30 * time.Second
 	}
 	c.MaxConns = p.integer("MLSERVE_HTTP_MAX_CONNS", 4096, 16, "open HTTP connections at most (lowered to fit RLIMIT_NOFILE); more wait to be accepted")
-	// Immich sends previews of at most a few MB; 256 MiB holds hundreds of
-	// them, more than the workers and the queue take at once, and two
-	// uploads of the largest size allowed.
-	defInflight := max(int64(256<<20), 2*c.MaxUploadBytes)
-	c.MaxInflightBytes = int64(p.integer("MLSERVE_MAX_INFLIGHT_BYTES", int(defInflight), 1024, "request body bytes held by all requests in progress together; more get 503 (default: 256 MiB or twice MLSERVE_MAX_UPLOAD_BYTES)"))
+	// Immich sends /predict previews of a few hundred KiB: 128 MiB holds
+	// every request the workers and the queue take at once, many times
+	// over, and one upload of the largest size allowed beside a few
+	// previews (api.DefaultInflightBytes).
+	defInflight := max(int64(128<<20), c.MaxUploadBytes+8<<20)
+	c.MaxInflightBytes = int64(p.integer("MLSERVE_MAX_INFLIGHT_BYTES", int(defInflight), 1024, "request body bytes held by all requests in progress together; more get 503 (default: 128 MiB, or MLSERVE_MAX_UPLOAD_BYTES + 8 MiB if larger)"))
 	if c.MaxInflightBytes < c.MaxUploadBytes {
 		p.fail("MLSERVE_MAX_INFLIGHT_BYTES", strconv.FormatInt(c.MaxInflightBytes, 10), "must be at least MLSERVE_MAX_UPLOAD_BYTES")
 	}

@@ -14,17 +14,17 @@ func TestHTTPHardeningDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.HTTPReadTimeout != 10*time.Second || c.HTTPWriteTimeout != 30*time.Second || c.MaxConns != 4096 ||
-		c.MaxInflightBytes != 256<<20 || c.ShutdownTimeout != 8*time.Second || c.APIKey != "" ||
+		c.MaxInflightBytes != 128<<20 || c.ShutdownTimeout != 8*time.Second || c.APIKey != "" ||
 		c.SearchPublic || c.MetricsPrivate || len(c.AllowCIDRs) != 0 || c.KeepAlive != 2*time.Second {
 		t.Fatalf("%+v", c)
 	}
 	// The drain never outlasts a shorter worker timeout; the byte budget
-	// holds two of the largest uploads.
+	// holds the largest upload.
 	c, err = Load(env("MACHINE_LEARNING_WORKER_TIMEOUT", "3", "MLSERVE_MAX_UPLOAD_BYTES", "209715200"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ShutdownTimeout != 3*time.Second || c.MaxInflightBytes != 2*200<<20 {
+	if c.ShutdownTimeout != 3*time.Second || c.MaxInflightBytes != 208<<20 {
 		t.Fatalf("shutdown %v, in-flight %d", c.ShutdownTimeout, c.MaxInflightBytes)
 	}
 }

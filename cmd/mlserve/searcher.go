@@ -47,6 +47,18 @@ type searchBackend struct {
 
 var _ api.Searcher = (*searchBackend)(nil)
 
+// checkDatabaseURL parses MLSERVE_DATABASE_URL, if set, without
+// connecting. pgx's parse errors do not repeat the password.
+func checkDatabaseURL(cfg *config.Config) error {
+	if cfg.DatabaseURL == "" {
+		return nil
+	}
+	if _, err := pgxpool.ParseConfig(cfg.DatabaseURL); err != nil {
+		return fmt.Errorf("MLSERVE_DATABASE_URL: %w", err)
+	}
+	return nil
+}
+
 // newSearchBackend checks MLSERVE_DATABASE_URL and returns the backend
 // (not yet connected: see run). Without a URL it returns nil: /search
 // answers 503. A URL that does not parse is an error.
@@ -54,8 +66,8 @@ func newSearchBackend(cfg *config.Config, svc *pool.Service, logger *slog.Logger
 	if cfg.DatabaseURL == "" {
 		return nil, nil
 	}
-	if _, err := pgxpool.ParseConfig(cfg.DatabaseURL); err != nil {
-		return nil, fmt.Errorf("MLSERVE_DATABASE_URL: %w", err)
+	if err := checkDatabaseURL(cfg); err != nil {
+		return nil, err
 	}
 	return &searchBackend{cfg: cfg, svc: svc, logger: logger, err: errors.New("connecting to the database")}, nil
 }

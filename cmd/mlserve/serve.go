@@ -91,6 +91,11 @@ func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, lo
 
 func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	logger.Info("starting mlserve", "version", config.Version, "addr", cfg.Addr(), "config", cfg)
+	// A malformed database URL is a start-up error; an unreachable
+	// database is not (see newSearchBackend).
+	if err := checkDatabaseURL(cfg); err != nil {
+		return err
+	}
 	rt, err := newRuntime(cfg, logger)
 	if err != nil {
 		return err
