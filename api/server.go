@@ -2,6 +2,16 @@
 // contract (GET /, GET /ping, POST /predict) plus health, metrics and search
 // endpoints of its own. It is the only package that knows Fiber and the only
 // place where errors become HTTP status codes.
+//
+// Every resource a client can make it hold is bounded: connections (a cap,
+// read, write and keep-alive timeouts; accept errors such as EMFILE back
+// off instead of stopping the server), request bodies (streamed, never
+// reserved from Content-Length, capped per request and per field, and
+// charged to a byte budget shared by all requests in progress), and work
+// (an admission taken right after the headers refuses a full service with
+// 503 before any upload; the work's context ends at the worker timeout,
+// when the client hangs up, or at the end of the shutdown drain). Routes
+// outside Immich's protocol are behind access control (access.go).
 package api
 
 import (
