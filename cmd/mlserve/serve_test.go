@@ -183,11 +183,12 @@ func metricValue(t *testing.T, base, name string) float64 {
 	return 0
 }
 
-// slowCache is cliCache with a visual tower that takes a while per image.
+// slowCache is cliCache with a visual tower that takes a while per image
+// (about 20 GFLOP: several hundred ms on two cores, even batched).
 func slowCache(t *testing.T) string {
 	t.Helper()
 	cache := cliCache(t)
-	m := modelgen.ViT{ImageSize: 224, Patch: 16, Width: 256, Layers: 8, Heads: 4, MLP: 1024, Dim: 512}.Model()
+	m := modelgen.ViT{ImageSize: 224, Patch: 8, Width: 512, Layers: 8, Heads: 8, MLP: 2048, Dim: 512}.Model()
 	if err := m.WriteFile(filepath.Join(cache, "clip", "ViT-B-32__openai", "visual", "model.onnx")); err != nil {
 		t.Fatal(err)
 	}
