@@ -155,7 +155,9 @@ func startStackWith(t testing.TB, o stackOptions) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.New(api.Options{Predictor: svc, Health: svc, MaxBodyBytes: o.maxBody, Registry: reg, Metrics: metrics}, nil)
+	// Admission as mlserve serve wires it: the CPU workers plus the queue.
+	adm := pool.NewAdmission(pool.AdmissionOptions{Limit: opts.Workers.Workers + opts.Workers.Queue})
+	srv := api.New(api.Options{Predictor: svc, Admission: adm, Health: svc, MaxBodyBytes: o.maxBody, Registry: reg, Metrics: metrics}, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/mlserve/mlserve/inference/face"
-	"github.com/mlserve/mlserve/inference/ocr"
 	"github.com/mlserve/mlserve/pool"
 )
 
@@ -16,16 +14,16 @@ func encodeResponse(res *pool.Response) ([]byte, error) {
 	b := make([]byte, 0, 8192)
 	b = append(b, '{')
 	first := true
-	for _, task := range res.Order() {
+	for _, o := range res.Outputs {
 		if !first {
 			b = append(b, ',')
 		}
 		first = false
-		b = appendString(b, task)
+		b = appendString(b, o.Task)
 		b = append(b, ':')
 		var err error
-		if b, err = appendOutput(b, res.Outputs[task]); err != nil {
-			return nil, fmt.Errorf("encode %s: %w", task, err)
+		if b, err = appendOutput(b, o.Result); err != nil {
+			return nil, fmt.Errorf("encode %s: %w", o.Task, err)
 		}
 	}
 	if res.HasImage {
@@ -40,13 +38,13 @@ func encodeResponse(res *pool.Response) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-func appendOutput(b []byte, out any) ([]byte, error) {
+func appendOutput(b []byte, out pool.Result) ([]byte, error) {
 	switch v := out.(type) {
-	case []float32: // CLIP
-		return appendEmbedding(b, v), nil
-	case []face.Face: // detection + recognition
+	case *pool.CLIPResult:
+		return appendEmbedding(b, v.Embedding), nil
+	case *pool.FacesResult: // detection + recognition
 		b = append(b, '[')
-		for i, f := range v {
+		for i, f := range v.Faces {
 			if i > 0 {
 				b = append(b, ',')
 			}
@@ -66,7 +64,7 @@ func appendOutput(b []byte, out any) ([]byte, error) {
 			b = append(b, '}')
 		}
 		return append(b, ']'), nil
-	case *face.Detections: // detection alone: the detector's arrays
+	case *pool.FaceDetectionResult: // detection alone: the detector's arrays
 		b = append(b, `{"boxes":[`...)
 		for i, box := range v.Boxes {
 			if i > 0 {
@@ -84,7 +82,7 @@ func appendOutput(b []byte, out any) ([]byte, error) {
 			b = appendPoints(b, lm[:])
 		}
 		return append(b, ']', '}'), nil
-	case *ocr.Result:
+	case *pool.OCRResult:
 		b = append(b, `{"box":`...)
 		b = appendFloats32(b, v.Box)
 		b = append(b, `,"boxScore":`...)
@@ -104,7 +102,7 @@ func appendOutput(b []byte, out any) ([]byte, error) {
 			b = appendFloat64(b, s)
 		}
 		return append(b, ']', '}'), nil
-	case *ocr.TextBoxes: // detection alone
+	case *pool.TextDetectionResult: // detection alone
 		b = append(b, `{"boxes":[`...)
 		for i, q := range v.Boxes {
 			if i > 0 {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 
@@ -25,6 +26,10 @@ func statusOf(err error) (int, string) {
 		return fiber.StatusServiceUnavailable, err.Error()
 	case errors.Is(err, pool.ErrClosed):
 		return fiber.StatusServiceUnavailable, "shutting down"
+	case errors.Is(err, errBudget):
+		return fiber.StatusServiceUnavailable, errBudget.Error()
+	case errors.Is(err, ErrOwnerRequired):
+		return fiber.StatusBadRequest, ErrOwnerRequired.Error()
 	case errors.Is(err, pool.ErrNoInput):
 		return fiber.StatusBadRequest, "Either image or text must be provided"
 	case errors.Is(err, imaging.ErrEmpty):
@@ -41,15 +46,33 @@ func statusOf(err error) (int, string) {
 		return fiber.StatusBadRequest, err.Error()
 	case errors.Is(err, context.DeadlineExceeded):
 		return fiber.StatusGatewayTimeout, "request took longer than MACHINE_LEARNING_WORKER_TIMEOUT"
+	case errors.Is(err, context.Canceled):
+		// The server's drain ran out of time (a client that hung up
+		// hears nothing).
+		return fiber.StatusServiceUnavailable, "shutting down"
 	case errors.Is(err, pool.ErrLoadFailed):
-		// Immich's words: "Failed to load model '<name>'", then the cause.
-		msg := err.Error()
-		if after, ok := strings.CutPrefix(msg, pool.ErrLoadFailed.Error()); ok {
-			msg = "Failed to load model" + after
-		}
-		return fiber.StatusInternalServerError, msg
+		// Immich's words, "Failed to load model '<name>'", without the
+		// cause: it names the cache folder or the hub's URL, which are
+		// the logs' business.
+		return fiber.StatusInternalServerError, loadFailedMessage(err)
 	}
 	return fiber.StatusInternalServerError, "Internal Server Error"
+}
+
+// loadFailedMessage is "Failed to load model '<name>'" from an error that
+// wraps pool.ErrLoadFailed as "failed to load model '<name>': cause".
+func loadFailedMessage(err error) string {
+	msg := err.Error()
+	i := strings.Index(msg, pool.ErrLoadFailed.Error()+" '")
+	if i < 0 {
+		return "Failed to load model"
+	}
+	rest := msg[i+len(pool.ErrLoadFailed.Error())+2:]
+	name, _, ok := strings.Cut(rest, "'")
+	if !ok || strings.ContainsAny(name, "/\\") {
+		return "Failed to load model"
+	}
+	return "Failed to load model '" + name + "'"
 }
 
 // trimSentinel drops the "sentinel: " prefix where Immich's message is
@@ -66,7 +89,7 @@ func trimSentinel(err, sentinel error) string {
 func (s *Server) predictError(c *fiber.Ctx, err error) error {
 	code, msg := statusOf(err)
 	if code == fiber.StatusServiceUnavailable {
-		c.Set(fiber.HeaderRetryAfter, "1")
+		c.Set(fiber.HeaderRetryAfter, retryAfter)
 	}
 	if code >= 500 {
 		s.logger.Error("predict failed", "status", code, "err", err)
@@ -83,4 +106,25 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// formError answers an error of reading a request's form: 413 for a body
+// or a field over its cap, 503 and Retry-After when the in-flight byte
+// budget is spent, 408 for a body that stopped arriving, FastAPI's 422 for
+// a body that is not a form; the context's errors as statusOf says.
+func (s *Server) formError(c *fiber.Ctx, err error) error {
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		return fiber.ErrRequestEntityTooLarge
+	case errors.Is(err, errFieldTooLarge):
+		return fiber.NewError(fiber.StatusRequestEntityTooLarge, trimSentinel(err, errFieldTooLarge))
+	case errors.Is(err, errTooManyParts):
+		return fiber.NewError(fiber.StatusRequestEntityTooLarge, fmt.Sprintf("too many form parts (at most %d)", maxParts))
+	case errors.Is(err, errReadTimeout):
+		return fiber.NewError(fiber.StatusRequestTimeout, errReadTimeout.Error())
+	case errors.Is(err, errNotForm):
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Status(fiber.StatusUnprocessableEntity).SendString(missingEntries)
+	}
+	return s.predictError(c, err)
 }

@@ -18,6 +18,7 @@ type Metrics struct {
 	inferSecs   *prometheus.HistogramVec
 	inferErrors *prometheus.CounterVec
 	unloads     *prometheus.CounterVec
+	hangups     prometheus.Counter
 	reg         prometheus.Registerer
 }
 
@@ -48,10 +49,41 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		unloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mlserve_model_unloads_total", Help: "Models unloaded (idle TTL, cap, shutdown).",
 		}, []string{"task", "type", "model"}),
+		hangups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mlserve_http_client_hangups_total", Help: "Requests whose client hung up before the answer; their work was cancelled.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.loadSeconds, m.inferSecs, m.inferErrors, m.unloads)
+	reg.MustRegister(m.requests, m.duration, m.loadSeconds, m.inferSecs, m.inferErrors, m.unloads, m.hangups)
 	return m
 }
+
+// observeServer adds the HTTP layer's gauges, read at scrape time.
+func (m *Metrics) observeServer(s *Server) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mlserve_http_connections", Help: "Open HTTP connections."},
+			func() float64 {
+				if l := s.ln.Load(); l != nil {
+					return float64(l.open.Load())
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mlserve_http_accept_errors_total", Help: "Failed accepts (out of file descriptors…), retried after a backoff."},
+			func() float64 {
+				if l := s.ln.Load(); l != nil {
+					return float64(l.acceptErrors.Load())
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mlserve_http_inflight_body_bytes", Help: "Request body bytes held by the requests in progress (capped by MLSERVE_MAX_INFLIGHT_BYTES)."},
+			func() float64 { return float64(s.budget.used.Load()) }),
+	)
+	if st, ok := s.adm.(interface{ Stats() pool.AdmissionStats }); ok {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mlserve_requests_admitted", Help: "Requests inside the service (receiving, waiting for a model or a worker, running)."},
+			func() float64 { return float64(st.Stats().InUse) }))
+	}
+}
+
+func (m *Metrics) clientGone() { m.hangups.Inc() }
 
 // observeService adds gauges read from the service at scrape time.
 func (m *Metrics) observeService(h Health) {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime/multipart"
 	"strings"
 	"time"
 
@@ -119,55 +118,69 @@ func walkObject(dec *json.Decoder, fn func(key string) error) error {
 // missingEntries is FastAPI's validation error for a missing form field.
 const missingEntries = `{"detail":[{"type":"missing","loc":["body","entries"],"msg":"Field required","input":null}]}`
 
+// predictFields are the form fields /predict reads, with their caps.
+func (s *Server) predictFields() map[string]int64 {
+	return map[string]int64{"entries": maxEntriesBytes, "text": maxTextBytes, "image": s.opts.MaxBodyBytes}
+}
+
+// predict is POST /predict. Before reading the body it refuses what it
+// can refuse cheaply: a declared body over the limit (413), a full or
+// closing service (503 and Retry-After, from the admission). The body is
+// then read as it arrives, field by field with caps, charged to the
+// in-flight byte budget; the work runs under a context that ends at the
+// worker timeout, at the end of the shutdown drain, or when the client
+// hangs up.
 func (s *Server) predict(c *fiber.Ctx) error {
 	if s.predictor == nil {
 		return fiber.NewError(fiber.StatusServiceUnavailable, "no models are served by this instance")
 	}
 	start := time.Now()
-	form, err := c.MultipartForm()
-	if err != nil {
-		if errors.Is(err, fiber.ErrRequestEntityTooLarge) {
-			return err
-		}
-		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-		return c.Status(fiber.StatusUnprocessableEntity).SendString(missingEntries)
+	if ok, err := s.admit(c); !ok {
+		return err
 	}
-	defer form.RemoveAll()
-	entriesText, ok := formValue(form, "entries")
+	defer s.adm.Release()
+	r := s.newRequest(c)
+	defer r.end()
+	f, err := r.readForm(s.predictFields())
+	if err != nil {
+		return s.formError(c, err)
+	}
+	entriesText, ok := f["entries"].text()
 	if !ok {
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Status(fiber.StatusUnprocessableEntity).SendString(missingEntries)
 	}
-	entries, err := ParseEntries([]byte(entriesText))
+	entries, err := ParseEntries(entriesText)
 	if err != nil {
 		return fiber.NewError(fiber.StatusUnprocessableEntity, errInvalidFormat.Error())
 	}
 	req := &pool.Request{Entries: entries}
-	img, hasImage, err := formImage(form)
-	if err != nil {
-		return err
-	}
-	if hasImage {
+	if img, ok := f["image"].blob(); ok {
 		if len(img) == 0 {
 			return fiber.NewError(fiber.StatusBadRequest, "Image is empty (zero bytes)")
 		}
 		req.Image = img
-	} else if text, ok := formValue(form, "text"); ok {
-		req.Text = &text
+	} else if text, ok := f["text"].text(); ok {
+		t := string(text)
+		req.Text = &t
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
-	defer cancel()
-	res, err := s.predictor.Predict(ctx, req)
+	stop := r.watch()
+	res, err := s.predictor.Predict(r.ctx, req)
+	stop()
 	if err != nil {
+		if r.gone.Load() {
+			s.logger.Debug("predict cancelled: the client hung up", "err", err)
+		}
 		return s.predictError(c, err)
 	}
 	body, err := encodeResponse(res)
 	if err != nil {
 		return err
 	}
-	c.Set("Server-Timing", fmt.Sprintf("queue;dur=%.1f, load;dur=%.1f, decode;dur=%.1f, infer;dur=%.1f, total;dur=%.1f",
-		ms(res.Timings.Queue), ms(res.Timings.Load), ms(res.Timings.Decode), ms(res.Timings.Inference), ms(time.Since(start))))
+	t := res.Timings
+	c.Set("Server-Timing", fmt.Sprintf("queue;dur=%.1f, load;dur=%.1f, decode;dur=%.1f, preprocess;dur=%.1f, batch;dur=%.1f, infer;dur=%.1f, postprocess;dur=%.1f, total;dur=%.1f",
+		ms(t.Queue), ms(t.Load), ms(t.Decode), ms(t.Preprocess), ms(t.BatchWait), ms(t.Inference), ms(t.Postprocess), ms(time.Since(start))))
 	if len(res.Providers) > 0 {
 		var parts []string
 		for _, k := range sortedKeys(res.Providers) {
@@ -179,43 +192,18 @@ func (s *Server) predict(c *fiber.Ctx) error {
 	return c.Send(body)
 }
 
+// admit refuses a request before its body is read: 413 when it declares
+// more than the limit, 503 with Retry-After when the service is full or
+// shutting down. When it reports true the caller holds an admission
+// place; otherwise the answer is given (or err is, for the error handler).
+func (s *Server) admit(c *fiber.Ctx) (bool, error) {
+	if n := c.Request().Header.ContentLength(); int64(n) > s.opts.MaxBodyBytes {
+		return false, fiber.ErrRequestEntityTooLarge
+	}
+	if err := s.adm.Acquire(); err != nil {
+		return false, s.predictError(c, err)
+	}
+	return true, nil
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// formValue returns a text field (the first, as FastAPI takes it).
-func formValue(form *multipart.Form, name string) (string, bool) {
-	if v := form.Value[name]; len(v) > 0 {
-		return v[0], true
-	}
-	// A client may send a field as a file part; read it as text.
-	if fs := form.File[name]; len(fs) > 0 {
-		f, err := fs[0].Open()
-		if err != nil {
-			return "", false
-		}
-		defer f.Close()
-		b, err := io.ReadAll(f)
-		if err != nil {
-			return "", false
-		}
-		return string(b), true
-	}
-	return "", false
-}
-
-// formImage returns the image part: a file (how Immich sends a Blob) or,
-// leniently, a plain field.
-func formImage(form *multipart.Form) ([]byte, bool, error) {
-	if fs := form.File["image"]; len(fs) > 0 {
-		f, err := fs[0].Open()
-		if err != nil {
-			return nil, true, err
-		}
-		defer f.Close()
-		b, err := io.ReadAll(f)
-		return b, true, err
-	}
-	if v := form.Value["image"]; len(v) > 0 {
-		return []byte(v[0]), true, nil
-	}
-	return nil, false, nil
-}

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -12,13 +13,35 @@ import (
 // Searcher answers smart-search queries: nearest indexed images by cosine
 // distance to a text's or an example image's CLIP embedding.
 type Searcher interface {
-	SearchText(ctx context.Context, query string, limit int) ([]SearchHit, error)
-	SearchImage(ctx context.Context, image []byte, limit int) ([]SearchHit, error)
+	SearchText(ctx context.Context, text string, q SearchQuery) ([]SearchHit, error)
+	SearchImage(ctx context.Context, image []byte, q SearchQuery) ([]SearchHit, error)
 }
 
-// SearchHit is one result: an asset of our index (path) or of Immich's
-// database (asset id), and its cosine distance.
+// SearchQuery is what a search asks besides its text or image.
+type SearchQuery struct {
+	// Limit is the number of results, 1 to MaxSearchLimit.
+	Limit int
+	// OwnerID restricts the results to one Immich user's assets. A
+	// Searcher over Immich's database refuses an empty one with
+	// ErrOwnerRequired.
+	OwnerID string
+}
+
+// SearchHit is one result: an asset of our index (id and path) or of
+// Immich's database (asset id, original path), and its cosine distance.
 type SearchHit struct {
+	AssetID string
+	// Path is the file's absolute path; only callers with the API key see
+	// it.
+	Path string
+	// RelPath is the path relative to the library's root, shown to
+	// callers without a key; empty hides the path from them.
+	RelPath  string
+	Distance float64
+}
+
+// searchResult is a hit on the wire.
+type searchResult struct {
 	AssetID  string  `json:"assetId,omitempty"`
 	Path     string  `json:"path,omitempty"`
 	Distance float64 `json:"distance"`
@@ -28,86 +51,120 @@ type SearchHit struct {
 const MaxSearchLimit = 1000
 
 type searchResponse struct {
-	Results []SearchHit `json:"results"`
-}
-
-func searchLimit(raw string) (int, error) {
-	if raw == "" {
-		return 100, nil
-	}
-	n, err := strconv.Atoi(raw)
-	if err != nil || n < 1 || n > MaxSearchLimit {
-		return 0, fiber.NewError(fiber.StatusBadRequest, "limit must be an integer from 1 to "+strconv.Itoa(MaxSearchLimit))
-	}
-	return n, nil
-}
-
-// searchText is GET /search?q=…&limit=N.
-func (s *Server) searchText(c *fiber.Ctx) error {
-	if s.opts.Searcher == nil {
-		return errNoSearch
-	}
-	q := strings.TrimSpace(c.Query("q"))
-	if q == "" {
-		return fiber.NewError(fiber.StatusBadRequest, "query parameter q is required")
-	}
-	limit, err := searchLimit(c.Query("limit"))
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
-	defer cancel()
-	hits, err := s.opts.Searcher.SearchText(ctx, q, limit)
-	if err != nil {
-		return s.predictError(c, err)
-	}
-	return c.JSON(searchResponse{Results: nonNil(hits)})
-}
-
-// searchImage is POST /search with a multipart "image" (and an optional
-// "limit" field or query parameter): search by example.
-func (s *Server) searchImage(c *fiber.Ctx) error {
-	if s.opts.Searcher == nil {
-		return errNoSearch
-	}
-	form, err := c.MultipartForm()
-	if err != nil {
-		return fiber.NewError(fiber.StatusBadRequest, "send the example image as multipart/form-data field \"image\"")
-	}
-	defer form.RemoveAll()
-	img, ok, err := formImage(form)
-	if err != nil {
-		return err
-	}
-	if !ok || len(img) == 0 {
-		return fiber.NewError(fiber.StatusBadRequest, "field image is required")
-	}
-	rawLimit := c.Query("limit")
-	if v, ok := formValue(form, "limit"); ok {
-		rawLimit = v
-	}
-	limit, err := searchLimit(rawLimit)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
-	defer cancel()
-	hits, err := s.opts.Searcher.SearchImage(ctx, img, limit)
-	if err != nil {
-		return s.predictError(c, err)
-	}
-	return c.JSON(searchResponse{Results: nonNil(hits)})
-}
-
-var errNoSearch = fiber.NewError(fiber.StatusServiceUnavailable, "search is not configured: start mlserve with MLSERVE_DATABASE_URL")
-
-func nonNil(h []SearchHit) []SearchHit {
-	if h == nil {
-		return []SearchHit{}
-	}
-	return h
+	Results []searchResult `json:"results"`
 }
 
 // ErrSearchUnavailable may be returned by a Searcher whose database is
 // unreachable; it answers 503.
 var ErrSearchUnavailable = errors.New("search database unavailable")
+
+// ErrOwnerRequired: the search runs over Immich's library, which belongs to
+// several users; the caller must say whose assets to search.
+var ErrOwnerRequired = errors.New("ownerId is required: this instance searches Immich's library (MLSERVE_SEARCH_IMMICH), whose assets belong to several users")
+
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+func searchQuery(rawLimit, owner string) (SearchQuery, error) {
+	q := SearchQuery{Limit: 100, OwnerID: strings.TrimSpace(owner)}
+	if rawLimit != "" {
+		n, err := strconv.Atoi(rawLimit)
+		if err != nil || n < 1 || n > MaxSearchLimit {
+			return q, fiber.NewError(fiber.StatusBadRequest, "limit must be an integer from 1 to "+strconv.Itoa(MaxSearchLimit))
+		}
+		q.Limit = n
+	}
+	if q.OwnerID != "" && !uuidRE.MatchString(q.OwnerID) {
+		return q, fiber.NewError(fiber.StatusBadRequest, "ownerId must be an Immich user id (a UUID)")
+	}
+	return q, nil
+}
+
+// searchText is GET /search?q=…&limit=N[&ownerId=…].
+func (s *Server) searchText(c *fiber.Ctx) error {
+	if s.opts.Searcher == nil {
+		return errNoSearch
+	}
+	text := strings.TrimSpace(c.Query("q"))
+	if text == "" {
+		return fiber.NewError(fiber.StatusBadRequest, "query parameter q is required")
+	}
+	if len(text) > maxTextBytes {
+		return fiber.NewError(fiber.StatusRequestEntityTooLarge, "q is larger than "+strconv.Itoa(maxTextBytes)+" bytes")
+	}
+	q, err := searchQuery(c.Query("limit"), c.Query("ownerId"))
+	if err != nil {
+		return err
+	}
+	if ok, err := s.admit(c); !ok {
+		return err
+	}
+	defer s.adm.Release()
+	r := s.newRequest(c)
+	defer r.end()
+	stop := r.watch()
+	hits, err := s.opts.Searcher.SearchText(r.ctx, text, q)
+	stop()
+	if err != nil {
+		return s.predictError(c, err)
+	}
+	return c.JSON(searchResponse{Results: s.results(c, hits)})
+}
+
+// searchImage is POST /search with a multipart "image" (and an optional
+// "limit" field or query parameter, and "ownerId"): search by example.
+func (s *Server) searchImage(c *fiber.Ctx) error {
+	if s.opts.Searcher == nil {
+		return errNoSearch
+	}
+	if ok, err := s.admit(c); !ok {
+		return err
+	}
+	defer s.adm.Release()
+	r := s.newRequest(c)
+	defer r.end()
+	f, err := r.readForm(map[string]int64{"image": s.opts.MaxBodyBytes, "limit": maxSmallFieldBytes, "ownerId": maxSmallFieldBytes})
+	if err != nil {
+		if errors.Is(err, errNotForm) {
+			return fiber.NewError(fiber.StatusBadRequest, "send the example image as multipart/form-data field \"image\"")
+		}
+		return s.formError(c, err)
+	}
+	img, ok := f["image"].blob()
+	if !ok || len(img) == 0 {
+		return fiber.NewError(fiber.StatusBadRequest, "field image is required")
+	}
+	rawLimit, owner := c.Query("limit"), c.Query("ownerId")
+	if v, ok := f["limit"].text(); ok {
+		rawLimit = string(v)
+	}
+	if v, ok := f["ownerId"].text(); ok {
+		owner = string(v)
+	}
+	q, err := searchQuery(rawLimit, owner)
+	if err != nil {
+		return err
+	}
+	stop := r.watch()
+	hits, err := s.opts.Searcher.SearchImage(r.ctx, img, q)
+	stop()
+	if err != nil {
+		return s.predictError(c, err)
+	}
+	return c.JSON(searchResponse{Results: s.results(c, hits)})
+}
+
+// results puts hits on the wire: absolute paths for callers with the API
+// key, paths relative to the library's root for the others.
+func (s *Server) results(c *fiber.Ctx, hits []SearchHit) []searchResult {
+	full := authenticated(c)
+	out := make([]searchResult, len(hits))
+	for i, h := range hits {
+		out[i] = searchResult{AssetID: h.AssetID, Path: h.RelPath, Distance: h.Distance}
+		if full {
+			out[i].Path = h.Path
+		}
+	}
+	return out
+}
+
+var errNoSearch = fiber.NewError(fiber.StatusServiceUnavailable, "search is not configured: start mlserve with MLSERVE_DATABASE_URL")

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -52,7 +53,7 @@ type Config struct {
 	// RequestThreads is the number of requests processed at once.
 	RequestThreads int
 	// InterOpThreads and IntraOpThreads are ONNX Runtime's thread counts;
-	// zero picks Immich's defaults (1 and 2 on CPU).
+	// zero picks mlserve's defaults on CPU (1, and every core up to 8).
 	InterOpThreads int
 	IntraOpThreads int
 	// Arena enables ONNX Runtime's CPU memory arena.
@@ -69,10 +70,15 @@ type Config struct {
 	// Immich's order.
 	Preload []Preload
 
-	// MaxBatchFace caps face-recognition batches (0: no cap).
+	// MaxBatchFace caps face-recognition batches (0: the pool's default).
 	MaxBatchFace int
 	// MaxBatchOCR caps OCR recognition batches.
 	MaxBatchOCR int
+	// BatchMax caps cross-request batches of images or texts (0: the
+	// pool's per-provider default); BatchWait is how long a batch may wait
+	// for more requests (0: none, continuous batching).
+	BatchMax  int
+	BatchWait time.Duration
 
 	// Providers is the order of preference of execution providers: the
 	// first usable one runs every model.
@@ -144,6 +150,31 @@ type Config struct {
 	// SearchSchema is the PostgreSQL schema of mlserve's own tables
 	// (empty: the search package's default).
 	SearchSchema string
+
+	// HTTPReadTimeout bounds the wait for a request's headers, and each
+	// pause while its body arrives.
+	HTTPReadTimeout time.Duration
+	// HTTPWriteTimeout bounds the writing of one response.
+	HTTPWriteTimeout time.Duration
+	// MaxConns caps the open HTTP connections (further ones wait in the
+	// kernel's backlog); it is lowered at start to fit RLIMIT_NOFILE.
+	MaxConns int
+	// MaxInflightBytes caps the request body bytes that all requests in
+	// progress hold together; a request that would pass it gets 503.
+	MaxInflightBytes int64
+	// ShutdownTimeout bounds the drain of requests in progress on SIGTERM.
+	ShutdownTimeout time.Duration
+	// APIKey, when set, is the Bearer token that the routes outside
+	// Immich's protocol (/search…) require.
+	APIKey string
+	// SearchPublic opens those routes without a key on a non-loopback
+	// listener.
+	SearchPublic bool
+	// MetricsPrivate puts /metrics behind the same access control.
+	MetricsPrivate bool
+	// AllowCIDRs, when not empty, are the only client networks that may
+	// call /predict.
+	AllowCIDRs []netip.Prefix
 
 	table    []Entry
 	redactor *redact.Redactor
@@ -377,7 +408,7 @@ func Load(lookup LookupFunc) (*Config, error) {
 		c.RequestThreads = 1
 	}
 	c.InterOpThreads = p.integer("MACHINE_LEARNING_MODEL_INTER_OP_THREADS", 0, 0, "ONNX Runtime inter-op threads (0: 1 on CPU)")
-	c.IntraOpThreads = p.integer("MACHINE_LEARNING_MODEL_INTRA_OP_THREADS", 0, 0, "ONNX Runtime intra-op threads (0: 2 on CPU)")
+	c.IntraOpThreads = p.integer("MACHINE_LEARNING_MODEL_INTRA_OP_THREADS", 0, 0, "ONNX Runtime intra-op threads per run (0: every core up to 8; runs at once = cores ÷ this)")
 	c.Arena = p.boolean("MACHINE_LEARNING_MODEL_ARENA", true, "ONNX Runtime CPU memory arena")
 	c.WorkerTimeout = p.seconds("MACHINE_LEARNING_WORKER_TIMEOUT", 300, "upper bound on one request's work, in seconds")
 	c.KeepAlive = p.seconds("MACHINE_LEARNING_HTTP_KEEPALIVE_TIMEOUT_S", 2, "HTTP keep-alive idle timeout, in seconds")
@@ -396,8 +427,10 @@ func Load(lookup LookupFunc) (*Config, error) {
 		}
 	}
 
-	c.MaxBatchFace = p.integer("MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION", 0, 0, "faces per recognition batch (0: all at once when the model allows)")
+	c.MaxBatchFace = p.integer("MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION", 0, 0, "faces per recognition run (0: 8, which bounds memory at no cost in speed)")
 	c.MaxBatchOCR = p.integer("MACHINE_LEARNING_MAX_BATCH_SIZE__OCR", 6, 1, "text crops per OCR recognition batch")
+	c.BatchMax = p.integer("MLSERVE_BATCH_MAX", 0, 0, "images or texts per cross-request batch (0: 8 on CPU, 32 on GPUs)")
+	c.BatchWait = time.Duration(p.integer("MLSERVE_BATCH_WAIT_MS", 0, 0, "milliseconds a batch may wait for more requests (0: runs at once with whatever queued)")) * time.Millisecond
 
 	c.Providers = p.list("MLSERVE_PROVIDERS", "CUDA,OpenVINO,CPU", "execution providers in order of preference: the first usable one runs every model (the CPU only when listed, or with MLSERVE_ALLOW_CPU_FALLBACK)")
 	for i, name := range c.Providers {
@@ -443,6 +476,49 @@ func Load(lookup LookupFunc) (*Config, error) {
 	c.SearchModel = p.str("MLSERVE_SEARCH_MODEL", "", "CLIP model of /search (empty: ViT-B-32__openai, or Immich's configured model)")
 	c.SearchSchema = p.str("MLSERVE_SEARCH_SCHEMA", "", "PostgreSQL schema of mlserve's tables (empty: mlserve)")
 	c.SearchImmich = p.boolean("MLSERVE_SEARCH_IMMICH", false, "/search queries Immich's smart_search instead of mlserve's tables")
+
+	c.HTTPReadTimeout = p.seconds("MLSERVE_HTTP_READ_TIMEOUT_S", 10, "seconds to receive a request's headers, and the longest pause while its body arrives")
+	if c.HTTPReadTimeout <= 0 {
+		p.fail("MLSERVE_HTTP_READ_TIMEOUT_S", "0", "must be more than 0")
+		c.HTTPReadTimeout = 10 * time.Second
+	}
+	c.HTTPWriteTimeout = p.seconds("MLSERVE_HTTP_WRITE_TIMEOUT_S", 30, "seconds to write one response")
+	if c.HTTPWriteTimeout <= 0 {
+		p.fail("MLSERVE_HTTP_WRITE_TIMEOUT_S", "0", "must be more than 0")
+		c.HTTPWriteTimeout = 30 * time.Second
+	}
+	c.MaxConns = p.integer("MLSERVE_HTTP_MAX_CONNS", 4096, 16, "open HTTP connections at most (lowered to fit RLIMIT_NOFILE); more wait to be accepted")
+	// Immich sends /predict previews of a few hundred KiB: 128 MiB holds
+	// every request the workers and the queue take at once, many times
+	// over, and one upload of the largest size allowed beside a few
+	// previews (api.DefaultInflightBytes).
+	defInflight := max(int64(128<<20), c.MaxUploadBytes+8<<20)
+	c.MaxInflightBytes = int64(p.integer("MLSERVE_MAX_INFLIGHT_BYTES", int(defInflight), 1024, "request body bytes held by all requests in progress together; more get 503 (default: 128 MiB, or MLSERVE_MAX_UPLOAD_BYTES + 8 MiB if larger)"))
+	if c.MaxInflightBytes < c.MaxUploadBytes {
+		p.fail("MLSERVE_MAX_INFLIGHT_BYTES", strconv.FormatInt(c.MaxInflightBytes, 10), "must be at least MLSERVE_MAX_UPLOAD_BYTES")
+	}
+	// The default drain fits Docker's 10 s stop grace period, and never
+	// outlasts the worker timeout that bounds each request anyway.
+	defShutdown := min(c.WorkerTimeout, 8*time.Second)
+	if c.WorkerTimeout <= 0 {
+		defShutdown = 8 * time.Second
+	}
+	c.ShutdownTimeout = p.seconds("MLSERVE_SHUTDOWN_TIMEOUT", defShutdown.Seconds(), "seconds that requests in progress may take to finish after SIGTERM (default: the worker timeout, at most 8)")
+	c.APIKey = p.secret("MLSERVE_API_KEY", "Bearer token required by /search (and /metrics with MLSERVE_METRICS_PRIVATE); logged as set/unset")
+	c.SearchPublic = p.boolean("MLSERVE_SEARCH_PUBLIC", false, "serve /search without MLSERVE_API_KEY on a non-loopback address")
+	c.MetricsPrivate = p.boolean("MLSERVE_METRICS_PRIVATE", false, "put /metrics behind the same access control as /search")
+	for _, s := range p.list("MLSERVE_ALLOW_CIDRS", "", "comma-separated client networks allowed to call /predict (empty: any)") {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				p.fail("MLSERVE_ALLOW_CIDRS", s, "not a CIDR prefix or an IP address")
+				continue
+			}
+			pfx = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		c.AllowCIDRs = append(c.AllowCIDRs, pfx.Masked())
+	}
 
 	sort.SliceStable(p.table, func(i, j int) bool { return p.table[i].Name < p.table[j].Name })
 	c.redactor = p.redactor()

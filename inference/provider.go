@@ -193,18 +193,21 @@ func (r *Runtime) gpuThreads() (intra, inter int) {
 // sessionOptions builds the session options of a session on d: threads,
 // then d's provider with its options. cacheDir is the model's folder
 // (empty: no compiled-model caches, as for probes).
-func (r *Runtime) sessionOptions(d *Device, cacheDir string) (*ort.SessionOptions, error) {
+func (r *Runtime) sessionOptions(d *Device, cacheDir string, intra int) (*ort.SessionOptions, error) {
 	p := d.provider
 	if p == FakeGPU {
 		p = CPU // a fake device's sessions are real CPU sessions
 	}
-	so, err := r.newOptions(p)
+	so, err := r.newOptions(p, intra)
 	if err != nil {
 		return nil, err
 	}
 	if p != CPU {
-		intra, inter := r.gpuThreads()
-		err = errors.Join(so.SetIntraOpNumThreads(intra), so.SetInterOpNumThreads(inter))
+		gi, ge := r.gpuThreads()
+		if intra > 0 {
+			gi = intra
+		}
+		err = errors.Join(so.SetIntraOpNumThreads(gi), so.SetInterOpNumThreads(ge))
 	}
 	if err == nil {
 		err = r.appendProvider(so, d, cacheDir)

@@ -66,6 +66,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -122,9 +123,15 @@ type Options struct {
 	// DeviceIDs is empty.
 	DeviceID int
 	// IntraOpThreads and InterOpThreads set ONNX Runtime's thread pools.
-	// Zero means Immich's defaults: on CPU 2 intra-op threads and 1
-	// inter-op thread; on GPU providers ONNX Runtime's own defaults.
+	// Zero means mlserve's defaults: on CPU, DefaultIntraOpThreads intra-op
+	// threads and 1 inter-op thread; on GPU providers 2 and 1 (the device
+	// does the work; see gpuThreads).
 	IntraOpThreads, InterOpThreads int
+	// Spin lets idle intra-op threads busy-wait for the next parallel
+	// section (ONNX Runtime's default, session.intra_op.allow_spinning).
+	// Off by default: between and after runs the spinning threads burn the
+	// cores that decoding, preprocessing and other sessions need.
+	Spin bool
 	// DisableArena turns off ONNX Runtime's CPU memory arena, so memory
 	// freed by a run goes back to the allocator at once.
 	DisableArena bool
@@ -417,7 +424,7 @@ func (r *Runtime) probe(d *Device) error {
 	g := onnx.NewGraph("probe")
 	g.Output("y", g.Input("x", onnx.Float, onnx.D(1)), onnx.Float, onnx.D(1))
 	model := onnx.Model{Graph: g}.Marshal()
-	so, err := r.sessionOptions(d, "")
+	so, err := r.sessionOptions(d, "", 0)
 	if err != nil {
 		return err
 	}
@@ -606,11 +613,27 @@ func (r *Runtime) Close() error {
 	return errors.Join(errs...)
 }
 
+// DefaultIntraOpThreads is the intra-op thread count of CPU sessions when
+// Options.IntraOpThreads is zero: every core, up to 8, so that one run has
+// the whole machine (a lone request gets the lowest latency) and the pool
+// runs max(1, cores/threads) of them at once, batching what queues
+// meanwhile. The cap of 8 is a judgement, not a measurement: on bigger
+// machines a run of these small models parallelises less well than two
+// runs side by side (`mlserve bench -threads` compares the two on a
+// machine).
+func DefaultIntraOpThreads(cores int) int {
+	return max(1, min(cores, 8))
+}
+
+// Threads is the intra- and inter-op thread count of sessions on provider
+// p (0: ONNX Runtime's own default).
+func (r *Runtime) Threads(p string) (intra, inter int) { return r.threads(p) }
+
 func (r *Runtime) threads(p string) (intra, inter int) {
 	intra, inter = r.opts.IntraOpThreads, r.opts.InterOpThreads
 	if p == CPU {
 		if intra == 0 {
-			intra = 2
+			intra = DefaultIntraOpThreads(runtime.NumCPU())
 		}
 		if inter == 0 {
 			inter = 1
@@ -619,12 +642,17 @@ func (r *Runtime) threads(p string) (intra, inter int) {
 	return intra, inter
 }
 
-func (r *Runtime) newOptions(p string) (*ort.SessionOptions, error) {
+// newOptions makes the session options of provider p; intraOverride > 0
+// replaces the runtime's intra-op threads.
+func (r *Runtime) newOptions(p string, intraOverride int) (*ort.SessionOptions, error) {
 	so, err := ort.NewSessionOptions()
 	if err != nil {
 		return nil, err
 	}
 	intra, inter := r.threads(p)
+	if intraOverride > 0 {
+		intra = intraOverride
+	}
 	if intra > 0 {
 		err = errors.Join(err, so.SetIntraOpNumThreads(intra))
 	}
@@ -633,6 +661,10 @@ func (r *Runtime) newOptions(p string) (*ort.SessionOptions, error) {
 	}
 	if inter > 1 {
 		err = errors.Join(err, so.SetExecutionMode(ort.ExecutionModeParallel))
+	}
+	if !r.opts.Spin {
+		err = errors.Join(err, so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"),
+			so.AddSessionConfigEntry("session.inter_op.allow_spinning", "0"))
 	}
 	if r.opts.DisableArena {
 		err = errors.Join(err, so.SetCpuMemArena(false))

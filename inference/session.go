@@ -29,6 +29,9 @@ type SessionOptions struct {
 	// artefacts: OpenVINO's cache in CacheDir/openvino (as Immich does),
 	// TensorRT's engines and timing cache in CacheDir/tensorrt.
 	CacheDir string
+	// IntraOpThreads overrides the runtime's intra-op threads for this
+	// session (0: the runtime's).
+	IntraOpThreads int
 }
 
 // backend is a built session: ONNX Runtime's own, or a FakeDevice's
@@ -103,6 +106,7 @@ type Session struct {
 	loadTime   time.Duration
 	rt         *Runtime
 	cacheDir   string
+	intra      int // SessionOptions.IntraOpThreads
 	noFallback bool
 
 	where atomic.Pointer[placement]
@@ -171,8 +175,8 @@ func (r *Runtime) newSession(path string, so SessionOptions, dev *Device, cause 
 	if len(info.Inputs) == 0 || len(info.Outputs) == 0 {
 		return nil, fmt.Errorf("%w: %s has no inputs or no outputs", onnx.ErrInvalid, path)
 	}
-	sess := &Session{path: path, info: info, rt: r, cacheDir: so.CacheDir, noFallback: so.NoFallback}
-	b, mem, err := r.open(dev, path, info, so.CacheDir)
+	sess := &Session{path: path, info: info, rt: r, cacheDir: so.CacheDir, intra: so.IntraOpThreads, noFallback: so.NoFallback}
+	b, mem, err := r.open(dev, path, info, so.CacheDir, so.IntraOpThreads)
 	where := &placement{dev: dev, mem: mem, fallback: cause}
 	if err != nil {
 		err = r.failure("load", path, dev, err)
@@ -181,7 +185,7 @@ func (r *Runtime) newSession(path string, so SessionOptions, dev *Device, cause 
 			return nil, err
 		}
 		var cpuErr error
-		b, mem, cpuErr = r.open(r.cpu, path, info, so.CacheDir)
+		b, mem, cpuErr = r.open(r.cpu, path, info, so.CacheDir, so.IntraOpThreads)
 		if cpuErr != nil {
 			return nil, fmt.Errorf("%w; on the CPU: %w", err, r.failure("load", path, r.cpu, cpuErr))
 		}
@@ -207,9 +211,9 @@ func (r *Runtime) newSession(path string, so SessionOptions, dev *Device, cause 
 // open builds a session on d. On a device whose memory is its own (CUDA),
 // loads are serialised and the memory the load took is measured; a
 // FakeDevice accounts its own.
-func (r *Runtime) open(d *Device, path string, info *onnx.Info, cacheDir string) (backend, int64, error) {
+func (r *Runtime) open(d *Device, path string, info *onnx.Info, cacheDir string, intra int) (backend, int64, error) {
 	build := func(d *Device) (backend, error) {
-		so, err := r.sessionOptions(d, cacheDir)
+		so, err := r.sessionOptions(d, cacheDir, intra)
 		if err != nil {
 			return nil, err
 		}
@@ -443,7 +447,7 @@ func (s *Session) FallBackToCPU(cause error) error {
 	if s.where.Load().dev == cpu {
 		return nil
 	}
-	b, mem, err := s.rt.open(cpu, s.path, s.info, s.cacheDir)
+	b, mem, err := s.rt.open(cpu, s.path, s.info, s.cacheDir, s.intra)
 	if err != nil {
 		return s.rt.failure("load", s.path, cpu, err)
 	}

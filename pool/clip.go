@@ -10,6 +10,9 @@ import (
 
 type textualOptions struct{ language string }
 
+// tokens are one text's ids and attention mask.
+type tokens struct{ ids, mask []int32 }
+
 func (s *Service) clipHandlers() []*handler {
 	return []*handler{
 		{
@@ -18,8 +21,22 @@ func (s *Service) clipHandlers() []*handler {
 			load: func(dir string, key Key) (Model, error) {
 				return clip.LoadVisual(dir, s.sessions, clip.VisualOptions{}, s.logger)
 			},
-			run: func(ctx context.Context, m Model, in input, _ any, _ any) (any, error) {
-				return m.(*clip.Visual).Embed(ctx, in.img)
+			engine:  s.visualEngine,
+			minSide: func(m Model) int { return m.(*clip.Visual).Size() },
+			run: func(ctx context.Context, x *exec, m *loaded, in *input, _ Result, _ any) (Result, error) {
+				v := m.model.(*clip.Visual)
+				if err := v.Check(in.img); err != nil {
+					return nil, err
+				}
+				if err := x.cpu(ctx, &x.t.Preprocess); err != nil {
+					return nil, err
+				}
+				t := v.PreprocessParallel(in.img, nil, x.spareCores())
+				embs, err := embedImages(ctx, x, m, [][]float32{t})
+				if err != nil {
+					return nil, err
+				}
+				return &CLIPResult{Embedding: embs[0]}, nil
 			},
 		},
 		{
@@ -31,12 +48,111 @@ func (s *Service) clipHandlers() []*handler {
 			load: func(dir string, key Key) (Model, error) {
 				return clip.LoadTextual(dir, s.sessions, clip.TextualOptions{Name: key.Name}, s.logger)
 			},
-			run: func(ctx context.Context, m Model, in input, _ any, o any) (any, error) {
+			engine: s.textualEngine,
+			run: func(ctx context.Context, x *exec, m *loaded, in *input, _ Result, o any) (Result, error) {
 				if in.text == nil {
 					return nil, fmt.Errorf("%w: clip/textual needs text", ErrWrongInput)
 				}
-				return m.(*clip.Textual).Embed(ctx, *in.text, o.(textualOptions).language)
+				if err := x.cpu(ctx, &x.t.Preprocess); err != nil {
+					return nil, err
+				}
+				emb, err := embedText(ctx, x, m, *in.text, o.(textualOptions).language)
+				if err != nil {
+					return nil, err
+				}
+				return &CLIPResult{Embedding: emb}, nil
 			},
 		},
 	}
+}
+
+// visualEngine batches images across requests: each item is one
+// preprocessed image.
+func (s *Service) visualEngine(m *loaded) {
+	v := m.model.(*clip.Visual)
+	rows := 1
+	if v.DynamicBatch() {
+		rows = s.batchMax(v.Provider())
+	}
+	startBatcher(s, m, rows, func() func(context.Context, [][]float32, int) ([][]float32, error) {
+		var buf []float32
+		return func(ctx context.Context, ins [][]float32, n int) ([][]float32, error) {
+			in := ins[0]
+			if len(ins) > 1 {
+				buf = buf[:0]
+				for _, x := range ins {
+					buf = append(buf, x...)
+				}
+				in = buf
+			}
+			embs, err := v.EmbedPrepared(ctx, in, n)
+			if len(ins) > 1 && cap(buf) > 2*v.InputSize()*DefaultBatchMaxCPU {
+				buf = nil // do not keep an accelerator-sized batch around
+			}
+			return embs, err
+		}
+	})
+}
+
+// embedImages runs preprocessed images through m's batcher, one item
+// each, and returns their embeddings in order. x holds a CPU slot on
+// entry; it is given up while the images wait.
+func embedImages(ctx context.Context, x *exec, m *loaded, ins [][]float32) ([][]float32, error) {
+	b := m.batch.(*batcher[[]float32, []float32])
+	items := make([]*item[[]float32, []float32], len(ins))
+	for i, in := range ins {
+		it, err := submit(ctx, x, b, in, 1, 0)
+		if err != nil {
+			return nil, err
+		}
+		items[i] = it
+	}
+	out := make([][]float32, len(ins))
+	for i, it := range items {
+		e, err := await(ctx, x, b, it, false, nil)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = e
+	}
+	return out, nil
+}
+
+// textualEngine batches texts across requests: each item is one text's
+// tokens.
+func (s *Service) textualEngine(m *loaded) {
+	t := m.model.(*clip.Textual)
+	rows := 1
+	if t.DynamicBatch() {
+		rows = s.batchMax(t.Provider())
+	}
+	startBatcher(s, m, rows, func() func(context.Context, []tokens, int) ([][]float32, error) {
+		return func(ctx context.Context, ins []tokens, n int) ([][]float32, error) {
+			if len(ins) == 1 {
+				return t.EmbedTokens(ctx, ins[0].ids, ins[0].mask, 1)
+			}
+			var ids, mask []int32
+			for _, in := range ins {
+				ids = append(ids, in.ids...)
+				mask = append(mask, in.mask...)
+			}
+			return t.EmbedTokens(ctx, ids, mask, n)
+		}
+	})
+}
+
+// embedText tokenizes a text on x's CPU slot and embeds it through m's
+// batcher.
+func embedText(ctx context.Context, x *exec, m *loaded, text, language string) ([]float32, error) {
+	t := m.model.(*clip.Textual)
+	ids, mask, err := t.Tokenize(text, language)
+	if err != nil {
+		return nil, err
+	}
+	b := m.batch.(*batcher[tokens, []float32])
+	it, err := submit(ctx, x, b, tokens{ids, mask}, 1, 0)
+	if err != nil {
+		return nil, err
+	}
+	return await(ctx, x, b, it, false, nil)
 }

@@ -3,88 +3,170 @@ package pool
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"sync"
 
 	"github.com/mlserve/mlserve/inference/clip"
-	"github.com/mlserve/mlserve/inference/face"
 	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/inference/ocr"
 )
 
-// The methods below run single models outside /predict, for the bulk
-// indexer and search, on the same cache and workers.
+// The methods below run models outside /predict, for the bulk indexer and
+// search, through the same cache and engine: their images are
+// preprocessed on the CPU workers (behind /predict requests) and their
+// model runs join the same cross-request batches.
 
-// EmbedImages runs a CLIP model's image encoder on decoded images, as one
-// batch where the model allows it, through the same cache and workers as
-// /predict. The bulk indexer and image search use it.
+// EmbedImages runs a CLIP model's image encoder on decoded images and
+// returns their embeddings in order. The images are preprocessed in
+// parallel, each submitted as soon as it is ready, so that the first
+// batch runs while the rest are still being resized.
 func (s *Service) EmbedImages(ctx context.Context, model string, imgs []*imaging.Image) ([][]float32, error) {
+	defer s.busy()()
 	if len(imgs) == 0 {
 		return nil, nil
 	}
-	return withModel(ctx, s, "clip", "visual", model, func(ctx context.Context, v *clip.Visual) ([][]float32, error) {
-		return v.EmbedBatch(ctx, imgs)
-	})
+	m, release, err := s.acquireModel(ctx, "clip", "visual", model)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	v := m.model.(*clip.Visual)
+	for i, img := range imgs {
+		if err := v.Check(img); err != nil {
+			return nil, fmt.Errorf("image %d: %w", i, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b := m.batch.(*batcher[[]float32, []float32])
+	items := make([]*item[[]float32, []float32], len(imgs))
+	errs := make([]error, len(imgs))
+	var next sync.Mutex
+	n := 0
+	var wg sync.WaitGroup
+	for range min(len(imgs), s.opts.Workers.Workers, runtime.NumCPU()) {
+		wg.Go(func() {
+			var t Timings
+			x := s.newExec(&t, PriorityBackground)
+			defer x.done()
+			for {
+				next.Lock()
+				i := n
+				n++
+				next.Unlock()
+				if i >= len(imgs) || ctx.Err() != nil {
+					return
+				}
+				if errs[i] = x.cpu(ctx, &t.Preprocess); errs[i] != nil {
+					cancel()
+					return
+				}
+				in := v.Preprocess(imgs[i], nil)
+				x.yield()
+				if items[i], errs[i] = b.submit(ctx, in, 1, 0); errs[i] != nil {
+					cancel()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := make([][]float32, len(imgs))
+	for i, it := range items {
+		if it == nil {
+			return nil, ctx.Err()
+		}
+		if out[i], err = b.await(ctx, it); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
-// EmbedText runs a CLIP model's text encoder on a query, through the same
-// cache and workers as /predict.
+// EmbedText runs a CLIP model's text encoder on a query.
 func (s *Service) EmbedText(ctx context.Context, model, text, language string) ([]float32, error) {
-	return withModel(ctx, s, "clip", "textual", model, func(ctx context.Context, t *clip.Textual) ([]float32, error) {
-		return t.Embed(ctx, text, language)
-	})
+	defer s.busy()()
+	m, release, err := s.acquireModel(ctx, "clip", "textual", model)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	var t Timings
+	x := s.newExec(&t, PriorityBackground)
+	defer x.done()
+	if err := x.cpu(ctx, &t.Preprocess); err != nil {
+		return nil, err
+	}
+	return embedText(ctx, x, m, text, language)
 }
 
 // Faces detects the faces of a decoded image and embeds them, as a
 // facial-recognition request with detection and recognition does.
-func (s *Service) Faces(ctx context.Context, model string, img *imaging.Image, minScore float32) ([]face.Face, error) {
-	det, err := withModel(ctx, s, "facial-recognition", "detection", model, func(ctx context.Context, d *face.Detector) (*face.Detections, error) {
-		return d.Detect(ctx, img, minScore)
-	})
+func (s *Service) Faces(ctx context.Context, model string, img *imaging.Image, minScore float32) ([]Face, error) {
+	defer s.busy()()
+	det, release, err := s.acquireModel(ctx, "facial-recognition", "detection", model)
 	if err != nil {
 		return nil, err
 	}
-	return withModel(ctx, s, "facial-recognition", "recognition", model, func(ctx context.Context, r *face.Recognizer) ([]face.Face, error) {
-		return r.Recognize(ctx, img, det)
-	})
+	defer release()
+	rec, release2, err := s.acquireModel(ctx, "facial-recognition", "recognition", model)
+	if err != nil {
+		return nil, err
+	}
+	defer release2()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var t Timings
+	x := s.newExec(&t, PriorityBackground)
+	defer x.done()
+	d, err := detectFaces(ctx, x, det, img, minScore)
+	if err != nil {
+		return nil, err
+	}
+	return recognizeFaces(ctx, x, rec, img, d)
 }
 
 // Text reads the text of a decoded image, as an OCR request with
 // detection and recognition does.
-func (s *Service) Text(ctx context.Context, model string, img *imaging.Image, det ocr.DetectOptions, minScore float32) (*ocr.Result, error) {
-	boxes, err := withModel(ctx, s, "ocr", "detection", model, func(ctx context.Context, d *ocr.Detector) (*ocr.TextBoxes, error) {
-		return d.Detect(ctx, img, det)
-	})
+func (s *Service) Text(ctx context.Context, model string, img *imaging.Image, o ocr.DetectOptions, minScore float32) (*OCRResult, error) {
+	defer s.busy()()
+	det, release, err := s.acquireModel(ctx, "ocr", "detection", model)
 	if err != nil {
 		return nil, err
 	}
-	return withModel(ctx, s, "ocr", "recognition", model, func(ctx context.Context, r *ocr.Recognizer) (*ocr.Result, error) {
-		return r.Recognize(ctx, img, boxes, minScore)
-	})
+	defer release()
+	rec, release2, err := s.acquireModel(ctx, "ocr", "recognition", model)
+	if err != nil {
+		return nil, err
+	}
+	defer release2()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var t Timings
+	x := s.newExec(&t, PriorityBackground)
+	defer x.done()
+	d, err := detectText(ctx, x, det, img, o)
+	if err != nil {
+		return nil, err
+	}
+	return recognizeText(ctx, x, rec, img, d, minScore)
 }
 
-// withModel acquires the model of task/typ and runs fn with it on a
-// worker slot.
-func withModel[M any, R any](ctx context.Context, s *Service, task, typ, model string, fn func(context.Context, M) (R, error)) (R, error) {
-	var zero R
+// acquireModel resolves and acquires the model of task/typ; release it
+// when done.
+func (s *Service) acquireModel(ctx context.Context, task, typ, model string) (*loaded, func(), error) {
 	key, _, err := s.resolve(Entry{Task: task, Type: typ, ModelName: model})
 	if err != nil {
-		return zero, err
+		return nil, nil, err
 	}
 	h, err := s.cache.Acquire(ctx, key)
 	if err != nil {
-		return zero, err
+		return nil, nil, err
 	}
-	defer h.Release()
-	m, ok := h.Model.(M)
-	if !ok {
-		return zero, fmt.Errorf("%w: %s is not a %T", ErrWrongInput, key, zeroOf[M]())
-	}
-	var out R
-	_, err = s.workers.Do(ctx, func(ctx context.Context) error {
-		var err error
-		out, err = fn(ctx, m)
-		return err
-	})
-	return out, err
+	return h.Model.(*loaded), h.Release, nil
 }
-
-func zeroOf[M any]() (m M) { return m }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/inference/ocr"
 )
 
@@ -33,8 +34,8 @@ func (s *Service) ocrHandlers() []*handler {
 			load: func(dir string, key Key) (Model, error) {
 				return ocr.LoadDetector(dir, s.sessions, s.logger)
 			},
-			run: func(ctx context.Context, m Model, in input, _ any, o any) (any, error) {
-				return m.(*ocr.Detector).Detect(ctx, in.img, o.(ocr.DetectOptions))
+			run: func(ctx context.Context, x *exec, m *loaded, in *input, _ Result, o any) (Result, error) {
+				return detectText(ctx, x, m, in.img, o.(ocr.DetectOptions))
 			},
 		},
 		{
@@ -47,9 +48,111 @@ func (s *Service) ocrHandlers() []*handler {
 			load: func(dir string, key Key) (Model, error) {
 				return ocr.LoadRecognizer(dir, s.sessions, ocr.RecognizerOptions{MaxBatch: s.opts.MaxBatchOCR}, s.logger)
 			},
-			run: func(ctx context.Context, m Model, in input, dep any, o any) (any, error) {
-				return m.(*ocr.Recognizer).Recognize(ctx, in.img, dep.(*ocr.TextBoxes), float32(o.(float64)))
+			engine: s.textEngine,
+			run: func(ctx context.Context, x *exec, m *loaded, in *input, dep Result, o any) (Result, error) {
+				return recognizeText(ctx, x, m, in.img, dep.(*TextDetectionResult), float32(o.(float64)))
 			},
 		},
 	}
+}
+
+// detectText runs a text detector: its pre- and post-processing on x's
+// CPU slot, its model run on a device slot, one image at a time.
+func detectText(ctx context.Context, x *exec, m *loaded, img *imaging.Image, o ocr.DetectOptions) (*TextDetectionResult, error) {
+	if err := x.cpu(ctx, &x.t.Preprocess); err != nil {
+		return nil, err
+	}
+	boxes, err := m.model.(*ocr.Detector).DetectWith(ctx, x.run, img, o)
+	if err != nil {
+		return nil, err
+	}
+	return &TextDetectionResult{Boxes: boxes.Boxes, Scores: boxes.Scores}, nil
+}
+
+// textEngine batches text lines across requests: each item is one chunk
+// of a request's lines (MaxBatchOCR of them, sorted by aspect ratio as
+// Immich batches them), and chunks of the same tensor width run together.
+func (s *Service) textEngine(m *loaded) {
+	r := m.model.(*ocr.Recognizer)
+	rows := max(s.batchMax(r.Provider()), 2*s.opts.MaxBatchOCR)
+	startBatcher(s, m, rows, func() func(context.Context, []*ocr.Lines, int) ([]*ocr.LineScores, error) {
+		var buf []float32
+		return func(ctx context.Context, ins []*ocr.Lines, n int) ([]*ocr.LineScores, error) {
+			data := ins[0].Data
+			if len(ins) > 1 {
+				buf = buf[:0]
+				for _, l := range ins {
+					buf = append(buf, l.Data...)
+				}
+				data = buf
+			}
+			out, err := r.RunLines(ctx, data, n, ins[0].Width)
+			if err != nil {
+				return nil, err
+			}
+			outs := make([]*ocr.LineScores, len(ins))
+			per := out.T * out.C
+			for i, l := range ins {
+				k := l.Len() * per
+				outs[i] = &ocr.LineScores{Data: out.Data[:k:k], T: out.T, C: out.C}
+				out.Data = out.Data[k:]
+			}
+			return outs, nil
+		}
+	})
+}
+
+// recognizeText reads the detected text of img, one chunk of lines at a
+// time: the next chunk is cropped while the previous one runs, at most two
+// chunks are in flight.
+func recognizeText(ctx context.Context, x *exec, m *loaded, img *imaging.Image, d *TextDetectionResult, minScore float32) (*OCRResult, error) {
+	r := m.model.(*ocr.Recognizer)
+	boxes := &ocr.TextBoxes{Boxes: d.Boxes, Scores: d.Scores}
+	chunks, err := r.Plan(img, boxes)
+	if err != nil {
+		return nil, err
+	}
+	texts := make([]string, len(boxes.Boxes))
+	scores := make([]float64, len(boxes.Boxes))
+	b, _ := m.batch.(*batcher[*ocr.Lines, *ocr.LineScores])
+	type pending struct {
+		it    *item[*ocr.Lines, *ocr.LineScores]
+		lines *ocr.Lines
+	}
+	var inflight []pending
+	collect := func() error {
+		p := inflight[0]
+		inflight = inflight[1:]
+		out, err := await(ctx, x, b, p.it, true, &x.t.Postprocess)
+		if err != nil {
+			return err
+		}
+		return r.DecodeLines(p.lines, out, texts, scores)
+	}
+	for i, chunk := range chunks {
+		if err := x.cpu(ctx, &x.t.Preprocess); err != nil {
+			return nil, err
+		}
+		lines, err := r.PrepareLines(img, boxes, chunk)
+		if err != nil {
+			return nil, err
+		}
+		it, err := submit(ctx, x, b, lines, lines.Len(), lines.Width)
+		if err != nil {
+			return nil, err
+		}
+		inflight = append(inflight, pending{it, lines})
+		if len(inflight) == 2 && i+1 < len(chunks) {
+			if err := collect(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for len(inflight) > 0 {
+		if err := collect(); err != nil {
+			return nil, err
+		}
+	}
+	res := ocr.Assemble(img, boxes, texts, scores, minScore)
+	return &OCRResult{Box: res.Box, BoxScore: res.BoxScore, Text: res.Text, TextScore: res.TextScore}, nil
 }

@@ -66,7 +66,7 @@ func opts(s string) map[string]json.RawMessage {
 func TestDecodeOptionsApply(t *testing.T) {
 	hub := hubtest.New(t, hubtest.Options{})
 	hub.AddRepo("immich-app/ViT-B-32__openai", visualRepo())
-	svc := newService(t, hub, t.TempDir(), pool.ServiceOptions{Decode: imaging.DecodeOptions{MaxPixels: 1000}})
+	svc := newService(t, hub, t.TempDir(), pool.ServiceOptions{DecodeLimits: imaging.DecodeOptions{MaxPixels: 1000}})
 	_, err := svc.Predict(context.Background(), &pool.Request{Entries: visualEntry, Image: jpeg(t)})
 	if !errors.Is(err, imaging.ErrTooLarge) {
 		t.Fatalf("error %v, want ErrTooLarge from a 1000-pixel cap", err)

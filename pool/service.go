@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"runtime"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mlserve/mlserve/inference"
@@ -47,28 +49,67 @@ type Request struct {
 	Text  *string
 }
 
-// Response holds the outputs by task. The values are []float32 (CLIP),
-// *face.Detections or []face.Face (faces), *ocr.TextBoxes or *ocr.Result
-// (OCR); the API turns them into Immich's JSON.
+// Response is the outcome of a request: one typed result per task, in
+// the order of Immich's response keys, and where the time went.
 type Response struct {
-	Outputs map[string]any
+	// Outputs holds one result per task, in the order the tasks first
+	// produced output (a dependent entry's result replaces its
+	// dependency's under the same task, in the same place, as Immich's
+	// dict does).
+	Outputs []Output
 	// HasImage tells whether ImageWidth/ImageHeight apply.
 	HasImage                bool
 	ImageWidth, ImageHeight int
 	Timings                 Timings
 	// Providers maps "task/type" to the execution provider that ran it.
 	Providers map[string]string
-
-	order []string
 }
 
-// Order lists the tasks of Outputs in the order they first produced
-// output, which is the order of Immich's response keys.
-func (r *Response) Order() []string { return r.order }
+// Output returns the result of task, or nil.
+func (r *Response) Output(task string) Result {
+	for _, o := range r.Outputs {
+		if o.Task == task {
+			return o.Result
+		}
+	}
+	return nil
+}
 
-// Timings splits a request's time.
+func (r *Response) set(task string, res Result) {
+	for i := range r.Outputs {
+		if r.Outputs[i].Task == task {
+			r.Outputs[i].Result = res
+			return
+		}
+	}
+	r.Outputs = append(r.Outputs, Output{Task: task, Result: res})
+}
+
+// Timings split a request's time. The stages follow one another, except
+// that a request may prepare its next chunk of faces or text lines while
+// the previous one runs.
 type Timings struct {
-	Queue, Load, Decode, Inference time.Duration
+	// Queue is time spent waiting: for a CPU worker slot, and for the
+	// model's device while other batches ran.
+	Queue time.Duration
+	// Load is the time spent loading models (cold start).
+	Load time.Duration
+	// Decode is decoding the image.
+	Decode time.Duration
+	// Preprocess is the CPU work that makes model inputs (resizing,
+	// normalising, tokenizing, aligning faces, cropping text lines).
+	Preprocess time.Duration
+	// BatchWait is time a batch waited on purpose for more requests
+	// (MLSERVE_BATCH_WAIT_MS).
+	BatchWait time.Duration
+	// Inference is the time of the model runs the request took part in
+	// (a batch's whole run, shared with the batch's other requests).
+	Inference time.Duration
+	// Postprocess is the CPU work that turns model outputs into results
+	// (box decoding, NMS, CTC decoding).
+	Postprocess time.Duration
+	// BatchRows is the largest batch the request's rows ran in.
+	BatchRows int
 }
 
 // Store finds model folders on disk, downloading what is missing.
@@ -82,19 +123,96 @@ type Sessions interface {
 	NewSession(path string, o inference.SessionOptions) (*inference.Session, error)
 }
 
-// ServiceOptions configure a Service.
+// ServiceOptions configure a Service. The zero value fits the machine:
+// see the package documentation for the defaults and why.
 type ServiceOptions struct {
-	Cache   CacheOptions
+	Cache CacheOptions
+	// Workers bounds the CPU stage (decoding, preprocessing,
+	// post-processing): Workers slots (0: one per core) and Queue new
+	// requests waiting for one.
 	Workers WorkersOptions
-	// MaxBatchFace caps face-recognition batches (0: no cap).
+	// Runs bounds the model runs in progress at once.
+	Runs RunsOptions
+	// Batch configures cross-request batching.
+	Batch BatchOptions
+	// MaxBatchFace caps the faces of one recognition run, within a
+	// request and across requests
+	// (MACHINE_LEARNING_MAX_BATCH_SIZE__FACIAL_RECOGNITION); 0 means
+	// DefaultMaxBatchFace. A model with a fixed batch size runs that many.
 	MaxBatchFace int
-	// MaxBatchOCR caps OCR recognition batches (0: 6).
+	// MaxBatchOCR is the text lines of one request recognised together
+	// (MACHINE_LEARNING_MAX_BATCH_SIZE__OCR, 0: 6). It sets the width of
+	// each chunk's input tensor, so it shapes the results; chunks of the
+	// same width from different requests run together.
 	MaxBatchOCR int
+	// Decode decodes request images; nil decodes at full size within
+	// DecodeLimits.
+	Decode DecodeFunc
 	// Metrics receives observations; nil records nothing.
 	Metrics Observer
-	// Decode caps the images of /predict requests (zero: imaging's
-	// defaults).
-	Decode imaging.DecodeOptions
+	// DecodeLimits caps the images the default decoder accepts (pixels
+	// and decoding memory; zero: imaging's defaults).
+	DecodeLimits imaging.DecodeOptions
+}
+
+// RunsOptions bound the model runs in progress at once.
+type RunsOptions struct {
+	// CPU is how many runs may use the CPU at once, all models together.
+	// 0 means cores ÷ the intra-op threads of CPU sessions (at least 1),
+	// so that runs × threads never exceed the cores.
+	CPU int
+	// Accelerator is how many runs each GPU may have in progress at once
+	// (0: 2, so that one batch's inputs are copied while another runs).
+	Accelerator int
+}
+
+// BatchOptions configure cross-request batching.
+type BatchOptions struct {
+	// Max caps the images or texts of one batch (MLSERVE_BATCH_MAX);
+	// 0 means DefaultBatchMaxCPU on the CPU and DefaultBatchMaxAccelerator
+	// on accelerators. Text-line batches take at least two chunks of
+	// MaxBatchOCR.
+	Max int
+	// Wait is how long a batch may wait for more requests before it runs
+	// (MLSERVE_BATCH_WAIT_MS). 0, the default, runs a batch as soon as
+	// the device is free, with whatever queued while it was busy
+	// (continuous batching): a lone request never waits.
+	Wait time.Duration
+	// Queue caps the items (an image, a text, a chunk of faces or lines)
+	// waiting per model; more are refused with ErrQueueFull (0: 256).
+	Queue int
+}
+
+// Engine defaults, chosen by measurement on CPU (see the package
+// documentation); the accelerator values are not measured here.
+const (
+	// DefaultBatchMaxCPU is the largest CPU batch: ViT-B/32 gains nothing
+	// beyond 8 images a run.
+	DefaultBatchMaxCPU = 8
+	// DefaultBatchMaxAccelerator is the largest batch on a GPU.
+	DefaultBatchMaxAccelerator = 32
+	// DefaultMaxBatchFace is the most faces of one recognition run: more
+	// per run adds memory (the CPU arena keeps the largest batch's) and no
+	// speed.
+	DefaultMaxBatchFace = 8
+)
+
+// DecodeFunc decodes a request's image. minSide > 0 allows an image
+// scaled down while decoding, as long as its shorter side stays at least
+// minSide (only requests whose every model resizes the image to minSide
+// or less ask for it); 0 needs the full image. It returns the image and
+// the original's size, which the response reports.
+type DecodeFunc func(data []byte, minSide int) (img *imaging.Image, w, h int, err error)
+
+// fullDecoder decodes at full size within limits.
+func fullDecoder(limits imaging.DecodeOptions) DecodeFunc {
+	return func(data []byte, _ int) (*imaging.Image, int, int, error) {
+		img, err := imaging.DecodeWith(data, limits)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		return img, img.W, img.H, nil
+	}
 }
 
 // Observer receives what the service measures; the API's Prometheus
@@ -106,7 +224,8 @@ type Observer interface {
 }
 
 // Service runs prediction requests with Immich's semantics on a shared
-// model cache and worker pool. It is safe for concurrent use.
+// model cache, CPU worker pool and inference engine. It is safe for
+// concurrent use.
 type Service struct {
 	opts     ServiceOptions
 	store    Store
@@ -114,8 +233,13 @@ type Service struct {
 	logger   *slog.Logger
 	cache    *Cache
 	workers  *Workers
+	devices  *devices
 	handlers map[handlerKey]*handler
 	obs      Observer
+	// inflight counts requests and bulk calls in progress; worked tells
+	// whether one ended since the last memory trim.
+	inflight atomic.Int64
+	worked   atomic.Bool
 }
 
 type handlerKey struct{ task, typ string }
@@ -135,8 +259,41 @@ type handler struct {
 	// options validates a request's options before any work.
 	options func(map[string]json.RawMessage) (any, error)
 	load    func(dir string, key Key) (Model, error)
-	run     func(ctx context.Context, m Model, in input, dep any, opts any) (any, error)
+	// engine starts the batcher of a freshly loaded model; nil for
+	// models that run one request at a time on the device's slots.
+	engine func(m *loaded)
+	// minSide is the shortest image side the model needs (see
+	// DecodeFunc); nil needs the full image.
+	minSide func(m Model) int
+	// run runs the model for one request: its CPU work on x's slot, its
+	// inference through the model's batcher or x.run.
+	run func(ctx context.Context, x *exec, m *loaded, in *input, dep Result, opts any) (Result, error)
 }
+
+// loaded is a model in the cache with the engine's state for it.
+type loaded struct {
+	key   Key
+	model Model
+	// batch is the model's *batcher, of the handler's types.
+	batch any
+	stop  func()
+	stats func() BatchStats
+}
+
+// Close stops the model's batcher, then closes the model. The cache calls
+// it once no request holds the model.
+func (l *loaded) Close() error {
+	if l.stop != nil {
+		l.stop()
+	}
+	return l.model.Close()
+}
+
+// Provider is the execution provider that runs the model.
+func (l *loaded) Provider() string { return providerOf(l.model) }
+
+// Model returns the loaded model itself (a *clip.Visual, *face.Detector, ...).
+func (l *loaded) Model() Model { return l.model }
 
 // NewService builds the service. Models are loaded on first use (or by
 // Preload) from folders that store provides.
@@ -147,12 +304,31 @@ func NewService(opts ServiceOptions, store Store, sessions Sessions, logger *slo
 	if opts.MaxBatchOCR <= 0 {
 		opts.MaxBatchOCR = 6
 	}
+	if opts.MaxBatchFace <= 0 {
+		opts.MaxBatchFace = DefaultMaxBatchFace
+	}
+	if opts.Workers.Workers <= 0 {
+		opts.Workers.Workers = runtime.NumCPU()
+	}
+	if opts.Runs.CPU <= 0 {
+		opts.Runs.CPU = defaultCPURuns(sessions)
+	}
+	if opts.Runs.Accelerator <= 0 {
+		opts.Runs.Accelerator = 2
+	}
+	if opts.Batch.Wait < 0 {
+		opts.Batch.Wait = 0
+	}
+	if opts.Decode == nil {
+		opts.Decode = fullDecoder(opts.DecodeLimits)
+	}
 	s := &Service{
 		opts:     opts,
 		store:    store,
 		sessions: sessions,
 		logger:   logger,
 		workers:  NewWorkers(opts.Workers),
+		devices:  newDevices(opts.Runs.CPU, opts.Runs.Accelerator),
 		handlers: map[handlerKey]*handler{},
 		obs:      opts.Metrics,
 	}
@@ -176,7 +352,51 @@ func NewService(opts ServiceOptions, store Store, sessions Sessions, logger *slo
 		return nil, err
 	}
 	s.cache = c
+	logger.Info("inference engine", "cpu_workers", opts.Workers.Workers, "queue", opts.Workers.Queue,
+		"cpu_runs", opts.Runs.CPU, "batch_max", opts.Batch.Max, "batch_wait", opts.Batch.Wait,
+		"max_batch_face", opts.MaxBatchFace, "max_batch_ocr", opts.MaxBatchOCR)
 	return s, nil
+}
+
+// defaultCPURuns is cores ÷ the intra-op threads of CPU sessions.
+func defaultCPURuns(sessions Sessions) int {
+	t, ok := sessions.(interface{ Threads(string) (int, int) })
+	if !ok {
+		return 1
+	}
+	intra, _ := t.Threads(inference.CPU)
+	if intra <= 0 {
+		return 1 // ONNX Runtime's default: every core
+	}
+	return max(1, runtime.NumCPU()/intra)
+}
+
+// batchMax is the largest batch of images or texts for a model on provider.
+func (s *Service) batchMax(provider string) int {
+	if s.opts.Batch.Max > 0 {
+		return s.opts.Batch.Max
+	}
+	if deviceOf(provider) == inference.CPU {
+		return DefaultBatchMaxCPU
+	}
+	return DefaultBatchMaxAccelerator
+}
+
+// startBatcher gives a loaded model its batcher.
+func startBatcher[In, Out any](s *Service, m *loaded, maxRows int, newRun func() func(context.Context, []In, int) ([]Out, error)) {
+	b := newBatcher(batchOptions{
+		name:     m.key.String(),
+		maxRows:  maxRows,
+		maxWait:  s.opts.Batch.Wait,
+		maxQueue: s.opts.Batch.Queue,
+		slot:     s.devices.slot(m.Provider()),
+	}, newRun)
+	m.batch, m.stop = b, b.close
+	m.stats = func() BatchStats {
+		st := b.stats()
+		st.Key = m.key
+		return st
+	}
 }
 
 func (s *Service) allHandlers() []*handler {
@@ -199,6 +419,17 @@ func (s *Service) Stats() Stats { return s.workers.Stats() }
 // Loaded lists the models in memory.
 func (s *Service) Loaded() []Loaded { return s.cache.Loaded() }
 
+// BatchStats reports the batching of each loaded model that batches.
+func (s *Service) BatchStats() []BatchStats {
+	var out []BatchStats
+	for _, l := range s.cache.Loaded() {
+		if m, ok := l.Model.(*loaded); ok && m.stats != nil {
+			out = append(out, m.stats())
+		}
+	}
+	return out
+}
+
 // Ready tells whether a request would be admitted now.
 func (s *Service) Ready() error {
 	st := s.workers.Stats()
@@ -211,8 +442,44 @@ func (s *Service) Ready() error {
 	return nil
 }
 
-// Run sweeps idle models until ctx ends.
-func (s *Service) Run(ctx context.Context, poll time.Duration) error { return s.cache.Run(ctx, poll) }
+// Run sweeps idle models until ctx ends, every poll. When the service has
+// worked since the last poll and is idle now, it also hands the memory
+// that runs freed back to the system: the C heap keeps what ONNX Runtime
+// and OpenCV free, and the resident set would stay at its peak.
+func (s *Service) Run(ctx context.Context, poll time.Duration) error {
+	if poll <= 0 {
+		poll = 10 * time.Second
+	}
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			s.cache.Sweep()
+			s.trimIfIdle()
+		}
+	}
+}
+
+// busy counts a request or bulk call in progress; the returned function
+// ends it.
+func (s *Service) busy() func() {
+	s.inflight.Add(1)
+	return func() {
+		s.worked.Store(true)
+		s.inflight.Add(-1)
+	}
+}
+
+// trimIfIdle hands freed C memory back when nothing runs and something
+// ran since the last time.
+func (s *Service) trimIfIdle() {
+	if s.inflight.Load() == 0 && s.worked.Swap(false) {
+		inference.ReleaseMemory()
+	}
+}
 
 // Close refuses new requests and unloads every model.
 func (s *Service) Close() {
@@ -268,8 +535,10 @@ type plannedEntry struct {
 
 // Predict runs a request. Cheap checks (entries, names, options,
 // dependencies) come first, then models are acquired (loading them if
-// needed, outside the worker pool), then the image is decoded and the
-// models run on one worker slot.
+// needed, outside the worker pool). Then the request takes a CPU worker
+// slot to decode the image and prepare each model's input, gives the slot
+// up while its model runs (in a batch with other requests' inputs where
+// the model allows), and takes one again for any post-processing.
 func (s *Service) Predict(ctx context.Context, req *Request) (*Response, error) {
 	var plan []plannedEntry
 	present := map[handlerKey]bool{}
@@ -311,7 +580,8 @@ func (s *Service) Predict(ctx context.Context, req *Request) (*Response, error) 
 	// their output (Immich's order); within a group, request order.
 	sort.SliceStable(plan, func(i, j int) bool { return plan[i].h.dep == nil && plan[j].h.dep != nil })
 
-	res := &Response{Outputs: map[string]any{}, Providers: map[string]string{}}
+	defer s.busy()()
+	res := &Response{Providers: map[string]string{}}
 	handles := make([]*Handle, len(plan))
 	defer func() {
 		for _, h := range handles {
@@ -331,47 +601,56 @@ func (s *Service) Predict(ctx context.Context, req *Request) (*Response, error) 
 		}
 	}
 
-	queued, err := s.workers.Do(ctx, func(ctx context.Context) error {
-		in := input{text: req.Text}
-		if hasImage {
-			start := time.Now()
-			img, err := imaging.DecodeWith(req.Image, s.opts.Decode)
-			res.Timings.Decode = time.Since(start)
-			if err != nil {
-				return err
-			}
-			in.img = img
-			res.HasImage, res.ImageWidth, res.ImageHeight = true, img.W, img.H
-		}
-		outs := map[handlerKey]any{}
-		for i, p := range plan {
-			var dep any
-			if p.h.dep != nil {
-				dep = outs[*p.h.dep]
-			}
-			start := time.Now()
-			out, err := p.h.run(ctx, handles[i].Model, in, dep, p.opts)
-			took := time.Since(start)
-			res.Timings.Inference += took
-			provider := providerOf(handles[i].Model)
-			s.obs.Inference(p.key, provider, took, err)
-			if err != nil {
-				return fmt.Errorf("%s/%s %s: %w", p.key.Task, p.key.Type, p.key.Name, err)
-			}
-			outs[handlerKey{p.h.task, p.h.typ}] = out
-			// A dependent entry overwrites its dependency's output under
-			// the task key, as Immich does.
-			if _, seen := res.Outputs[p.h.task]; !seen {
-				res.order = append(res.order, p.h.task)
-			}
-			res.Outputs[p.h.task] = out
-			res.Providers[p.key.Task+"/"+p.key.Type] = provider
-		}
-		return nil
-	})
-	res.Timings.Queue = queued
-	if err != nil {
+	// Work this request left queued (a chunk of faces after an error)
+	// leaves with it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	x := s.newExec(&res.Timings, PriorityRequest)
+	defer x.done()
+	if err := x.cpu(ctx, &res.Timings.Decode); err != nil {
 		return nil, err
+	}
+	in := &input{text: req.Text}
+	if hasImage {
+		// The decoder may scale down only if every model allows it.
+		minSide := 0
+		for i, p := range plan {
+			need := 0
+			if p.h.minSide != nil {
+				need = p.h.minSide(handles[i].Model.(*loaded).model)
+			}
+			if need == 0 {
+				minSide = 0
+				break
+			}
+			minSide = max(minSide, need)
+		}
+		img, w, h, err := s.opts.Decode(req.Image, minSide)
+		if err != nil {
+			return nil, err
+		}
+		in.img = img
+		res.HasImage, res.ImageWidth, res.ImageHeight = true, w, h
+	}
+	outs := map[handlerKey]Result{}
+	for i, p := range plan {
+		var dep Result
+		if p.h.dep != nil {
+			dep = outs[*p.h.dep]
+		}
+		m := handles[i].Model.(*loaded)
+		start := time.Now()
+		out, err := p.h.run(ctx, x, m, in, dep, p.opts)
+		provider := m.Provider()
+		s.obs.Inference(p.key, provider, time.Since(start), err)
+		if err != nil {
+			return nil, fmt.Errorf("%s/%s %s: %w", p.key.Task, p.key.Type, p.key.Name, err)
+		}
+		outs[handlerKey{p.h.task, p.h.typ}] = out
+		// A dependent entry overwrites its dependency's output under
+		// the task key, as Immich does.
+		res.set(p.h.task, out)
+		res.Providers[p.key.Task+"/"+p.key.Type] = provider
 	}
 	return res, nil
 }
@@ -411,8 +690,16 @@ func (s *Service) loadModel(ctx context.Context, key Key) (Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Building a session leaves the model file's bytes and its graph's
+	// copies freed in the C heap (hundreds of MB for a large model);
+	// hand them back, or the resident set keeps them.
+	inference.ReleaseMemory()
+	l := &loaded{key: key, model: m}
+	if h.engine != nil {
+		h.engine(l)
+	}
 	s.obs.ModelLoaded(key, time.Since(start))
-	return m, nil
+	return l, nil
 }
 
 // corrupt tells load errors that a fresh download may fix (Immich clears

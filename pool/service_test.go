@@ -67,7 +67,7 @@ func TestCorruptModelIsFetchedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if emb := res.Outputs["clip"].([]float32); len(emb) != 512 {
+	if emb := res.Output("clip").(*pool.CLIPResult).Embedding; len(emb) != 512 {
 		t.Fatalf("embedding of %d", len(emb))
 	}
 	if hub.Total() == 0 {

@@ -320,20 +320,33 @@ ON CONFLICT ("assetId") DO UPDATE SET embedding = excluded.embedding`, im.table(
 // shows (not deleted, on the timeline or archived). Unlike the server it
 // does not filter by owner: it searches the whole library.
 func (im *Immich) Search(ctx context.Context, query []float32, limit int) ([]Hit, error) {
+	return im.SearchOwner(ctx, query, "", limit)
+}
+
+// SearchOwner is Search over the assets of one Immich user (ownerID, a
+// user's UUID), as the server's smart search filters them; an empty
+// ownerID searches every user's assets.
+func (im *Immich) SearchOwner(ctx context.Context, query []float32, ownerID string, limit int) ([]Hit, error) {
 	if err := checkQuery(query, limit); err != nil {
 		return nil, err
 	}
 	if len(query) != im.dim {
 		return nil, fmt.Errorf("%w: query has %d dimensions, smart_search holds %d", ErrDimensionMismatch, len(query), im.dim)
 	}
+	owner := ""
+	args := []any{pgvector.NewVector(query), limit}
+	if ownerID != "" {
+		owner = ` AND a."ownerId" = $3::uuid`
+		args = append(args, ownerID)
+	}
 	sql := fmt.Sprintf(`
 SELECT a.id::text, coalesce(a."originalPath", ''), ss.embedding <=> $1 AS distance
 FROM %s a
 JOIN %s ss ON a.id = ss."assetId"
-WHERE a."deletedAt" IS NULL AND a.visibility::text IN ('archive', 'timeline')
+WHERE a."deletedAt" IS NULL AND a.visibility::text IN ('archive', 'timeline')%s
 ORDER BY ss.embedding <=> $1, a.id
-LIMIT $2`, im.table("asset"), im.table("smart_search"))
-	return knn(ctx, im.pool, limit, sql, pgvector.NewVector(query), limit)
+LIMIT $2`, im.table("asset"), im.table("smart_search"), owner)
+	return knn(ctx, im.pool, limit, sql, args...)
 }
 
 // SearchText embeds text with emb and searches smart_search.

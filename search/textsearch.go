@@ -68,7 +68,7 @@ func (s *Store) setupTextSearch(ctx context.Context, tx pgx.Tx) (textSearch, err
 	var current string
 	err = tx.QueryRow(ctx, `
 SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = $1 AND p.proname = 'f_unaccent'`, s.schema).Scan(&current)
+WHERE n.nspname = $1::text AND p.proname = 'f_unaccent'`, s.schema).Scan(&current)
 	if err != nil && !isNoRows(err) {
 		return ts, fmt.Errorf("text search: %w", err)
 	}
@@ -107,30 +107,32 @@ CREATE OR REPLACE FUNCTION {{s}}.f_unaccent(text) RETURNS text
 // extension is unavailable or cannot be created here (no right to): the
 // caller falls back.
 func (s *Store) extension(ctx context.Context, tx pgx.Tx, name string) (string, error) {
-	const q = `SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = $1`
+	const q = `SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = $1::text`
 	var schema string
 	err := tx.QueryRow(ctx, q, name).Scan(&schema)
 	if isNoRows(err) {
 		var available bool
-		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1)", name).Scan(&available); err != nil {
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1::text)", name).Scan(&available); err != nil {
 			return "", fmt.Errorf("extension %s: %w", name, err)
 		}
 		if !available {
 			return "", nil
 		}
 		// A savepoint: a refused CREATE must not abort the migration.
-		sp, err := tx.Begin(ctx)
-		if err != nil {
-			return "", fmt.Errorf("extension %s: %w", name, err)
+		sp, berr := tx.Begin(ctx)
+		if berr != nil {
+			return "", fmt.Errorf("extension %s: %w", name, berr)
 		}
-		if _, err := sp.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS "+pgx.Identifier{name}.Sanitize()); err != nil {
+		if _, cerr := sp.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS "+pgx.Identifier{name}.Sanitize()); cerr != nil {
 			_ = sp.Rollback(ctx)
-			s.logger.Warn("cannot create extension", "extension", name, "err", err)
+			s.logger.Warn("cannot create extension", "extension", name, "err", cerr)
 			return "", nil
 		}
-		if err := sp.Commit(ctx); err != nil {
-			return "", fmt.Errorf("extension %s: %w", name, err)
+		if cerr := sp.Commit(ctx); cerr != nil {
+			return "", fmt.Errorf("extension %s: %w", name, cerr)
 		}
+		// Read again what CREATE made (err is the outer one: a := here
+		// would shadow it and leave the first lookup's "no rows").
 		err = tx.QueryRow(ctx, q, name).Scan(&schema)
 	}
 	if err != nil {

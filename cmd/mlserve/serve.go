@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -81,15 +82,21 @@ func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, lo
 	return pool.NewService(pool.ServiceOptions{
 		Cache:        pool.CacheOptions{TTL: cfg.ModelTTL, MaxLoaded: cfg.MaxLoadedModels},
 		Workers:      pool.WorkersOptions{Workers: cfg.RequestThreads, Queue: cfg.MaxQueue},
+		Batch:        pool.BatchOptions{Max: cfg.BatchMax, Wait: cfg.BatchWait},
 		MaxBatchFace: cfg.MaxBatchFace,
 		MaxBatchOCR:  cfg.MaxBatchOCR,
 		Metrics:      obs,
-		Decode:       decodeOptions(cfg),
+		DecodeLimits: decodeOptions(cfg),
 	}, store, rt, logger)
 }
 
 func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	logger.Info("starting mlserve", "version", config.Version, "addr", cfg.Addr(), "config", cfg)
+	// A malformed database URL is a start-up error; an unreachable
+	// database is not (see newSearchBackend).
+	if err := checkDatabaseURL(cfg); err != nil {
+		return err
+	}
 	rt, err := newRuntime(cfg, logger)
 	if err != nil {
 		return err
@@ -109,35 +116,56 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	defer svc.Close()
 
+	// The Immich API does not need the database: the searcher connects in
+	// the background, and /search answers 503 until it has (a malformed
+	// URL is an error now).
+	backend, err := newSearchBackend(cfg, svc, logger)
+	if err != nil {
+		return err
+	}
 	var searcher api.Searcher
-	if s, err := openSearcher(ctx, cfg, svc, logger); err != nil {
-		// The Immich API does not need the database: serve it anyway.
-		logger.Error("smart search disabled", "err", err)
-	} else if s != nil {
-		defer s.Close()
-		searcher = s
+	if backend != nil {
+		defer backend.Close()
+		searcher = backend
 	}
 
+	// Admission: the workers plus the queue. A request past them is
+	// refused right after its headers, before its body is read.
+	adm := pool.NewAdmission(pool.AdmissionOptions{Limit: cfg.RequestThreads + cfg.MaxQueue})
+	maxConns := connLimit(cfg.MaxConns, logger)
 	srv := api.New(api.Options{
-		KeepAlive:      cfg.KeepAlive,
-		MaxBodyBytes:   cfg.MaxUploadBytes,
-		RequestTimeout: cfg.WorkerTimeout,
-		Predictor:      svc,
-		Health:         svc,
-		Searcher:       searcher,
-		Registry:       reg,
-		Metrics:        metrics,
+		KeepAlive:        cfg.KeepAlive,
+		ReadTimeout:      cfg.HTTPReadTimeout,
+		WriteTimeout:     cfg.HTTPWriteTimeout,
+		MaxConns:         maxConns,
+		MaxBodyBytes:     cfg.MaxUploadBytes,
+		MaxInflightBytes: cfg.MaxInflightBytes,
+		RequestTimeout:   cfg.WorkerTimeout,
+		ShutdownTimeout:  cfg.ShutdownTimeout,
+		Predictor:        svc,
+		Admission:        adm,
+		Health:           svc,
+		Searcher:         searcher,
+		APIKey:           cfg.APIKey,
+		PublicRoutes:     cfg.SearchPublic,
+		MetricsPrivate:   cfg.MetricsPrivate,
+		AllowCIDRs:       cfg.AllowCIDRs,
+		Registry:         reg,
+		Metrics:          metrics,
 	}, logger)
 
 	ln, err := net.Listen("tcp", cfg.Addr())
 	if err != nil {
 		return err
 	}
-	logger.Info("listening", "addr", ln.Addr().String())
+	logger.Info("listening", "addr", ln.Addr().String(), "max_conns", maxConns)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return svc.Run(gctx, cfg.ModelTTLPoll) })
+	if backend != nil {
+		g.Go(func() error { return backend.run(gctx) })
+	}
 	g.Go(func() error {
 		// Preload after the listener is up, so /ping answers at once; a
 		// failed preload is logged, not fatal (Immich's lifespan would
@@ -157,4 +185,27 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// fdReserve is how many file descriptors the connection cap leaves to the
+// rest of the process: model files, ONNX Runtime, the database pool,
+// listeners, logs.
+const fdReserve = 128
+
+// connLimit lowers the connection cap to fit the process's file
+// descriptor limit (Go raises the soft limit to the hard one at start),
+// so that idle connections alone cannot exhaust it; the accept loop still
+// backs off if something else does.
+func connLimit(want int, logger *slog.Logger) int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur >= 1<<62 {
+		return want
+	}
+	fit := int(min(rl.Cur, 1<<30)) - fdReserve
+	if fit < want {
+		n := max(fit, 16)
+		logger.Warn("connection cap lowered to fit the file descriptor limit (raise it with ulimit -n)", "max_conns", n, "wanted", want, "nofile", rl.Cur)
+		return n
+	}
+	return want
 }

@@ -53,6 +53,7 @@ type Textual struct {
 	nllb         bool
 	mclip        bool // inputs input_ids + attention_mask
 	int64IDs     bool // the graph declares int64 ids (Immich's are int32)
+	dynamicBatch bool // the ids' first dimension is dynamic
 	dim          int
 	logger       *slog.Logger
 }
@@ -156,6 +157,9 @@ func (t *Textual) bind(s *inference.Session, embedDim int) error {
 		default:
 			return fmt.Errorf("%w: %s: input %s is %s, want int32", inference.ErrInput, s.Path(), v.Name, v.Type)
 		}
+		if len(v.Dims) == 0 || (len(v.Dims) == 2 && v.Dims[0].Dynamic()) {
+			t.dynamicBatch = true
+		}
 		if len(v.Dims) == 2 && !v.Dims[1].Dynamic() && int(v.Dims[1].Value) != t.context {
 			return fmt.Errorf("%w: %s: input %s takes %d tokens, config.json says %d",
 				inference.ErrInput, s.Path(), v.Name, v.Dims[1].Value, t.context)
@@ -174,11 +178,40 @@ func (t *Textual) bind(s *inference.Session, embedDim int) error {
 // nllb models, language (a Weblate code such as "de" or "pt-BR", or "")
 // selects the FLORES-200 prefix.
 func (t *Textual) Embed(ctx context.Context, text, language string) ([]float32, error) {
-	ids, mask, err := t.tokenize(text, language)
+	ids, mask, err := t.Tokenize(text, language)
 	if err != nil {
 		return nil, err
 	}
-	shape := []int64{1, int64(len(ids))}
+	out, err := t.EmbedTokens(ctx, ids, mask, 1)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// Tokenize is the CPU half of Embed: the token ids and attention mask
+// (ContextLength values each) of a text, as Immich cleans and tokenizes it.
+func (t *Textual) Tokenize(text, language string) (ids, mask []int32, err error) {
+	return t.tokenize(text, language)
+}
+
+// DynamicBatch tells whether the graph's batch dimension is dynamic. When
+// it is not, EmbedTokens takes one text at a time.
+func (t *Textual) DynamicBatch() bool { return t.dynamicBatch }
+
+// EmbedTokens is the model half of Embed: it runs n tokenized texts (ids
+// and masks from Tokenize, concatenated: n×ContextLength values each) and
+// returns their embeddings. Texts of any requests may run together; each
+// embedding depends only on its own text.
+func (t *Textual) EmbedTokens(ctx context.Context, ids, mask []int32, n int) ([][]float32, error) {
+	if n <= 0 || len(ids) != n*t.context || (t.mclip && len(mask) != n*t.context) {
+		return nil, fmt.Errorf("%w: clip: %s: %d ids and %d mask values for %d texts of %d tokens",
+			inference.ErrInput, t.name, len(ids), len(mask), n, t.context)
+	}
+	if n > 1 && !t.dynamicBatch {
+		return nil, fmt.Errorf("%w: clip: %s takes one text at a time", inference.ErrInput, t.name)
+	}
+	shape := []int64{int64(n), int64(t.context)}
 	tensor := func(v []int32) inference.Tensor {
 		if t.int64IDs {
 			w := make([]int64, len(v))
@@ -198,11 +231,15 @@ func (t *Textual) Embed(ctx context.Context, text, language string) ([]float32, 
 		return nil, err
 	}
 	emb := out[0]
-	if emb.Float32 == nil || len(emb.Shape) == 0 || emb.Shape[0] < 1 {
-		return nil, fmt.Errorf("clip: %s: textual output is %v, want float32 [1, dim]", t.name, emb.Shape)
+	if emb.Float32 == nil || len(emb.Shape) == 0 || emb.Shape[0] != int64(n) || emb.Len() == 0 || emb.Len()%n != 0 {
+		return nil, fmt.Errorf("clip: %s: textual output is %v, want float32 [%d, dim]", t.name, emb.Shape, n)
 	}
-	n := emb.Len() / int(emb.Shape[0])
-	return emb.Float32[:n:n], nil
+	dim := emb.Len() / n
+	res := make([][]float32, n)
+	for i := range res {
+		res[i] = emb.Float32[i*dim : (i+1)*dim : (i+1)*dim]
+	}
+	return res, nil
 }
 
 // tokenize cleans the text as Immich does and returns the ids (and the

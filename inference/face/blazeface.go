@@ -85,7 +85,7 @@ func newBlazeFace(sess *inference.Session, lm *landmarker) (*blazeface, error) {
 	return b, nil
 }
 
-func (b *blazeface) detect(ctx context.Context, img *imaging.Image, minScore float32) (*Detections, error) {
+func (b *blazeface) detect(ctx context.Context, run inference.RunFunc, img *imaging.Image, minScore float32) (*Detections, error) {
 	// Letterboxed (top-left, black) like SCRFD, so faces keep their shape.
 	lb := planLetterbox(img.W, img.H, b.size, b.size)
 	if lb.empty() {
@@ -99,7 +99,7 @@ func (b *blazeface) detect(ctx context.Context, img *imaging.Image, minScore flo
 	for i, v := range canvas {
 		in[i] = float32(v)/127.5 - 1
 	}
-	outs, err := b.sess.Run(ctx, inference.F32(in, 1, int64(b.size), int64(b.size), 3))
+	outs, err := run(ctx, b.sess, inference.F32(in, 1, int64(b.size), int64(b.size), 3))
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +139,7 @@ func (b *blazeface) detect(ctx context.Context, img *imaging.Image, minScore flo
 	sortByScore(cands)
 	keep := nmsWeighted(cands, blazeNMS)
 	if b.landmarks != nil {
-		return withLandmarks(ctx, img, keep, b.landmarks)
+		return withLandmarks(ctx, run, img, keep, b.landmarks)
 	}
 	return toDetections(keep, true), nil
 }

@@ -23,7 +23,7 @@ type DetectorOptions struct {
 
 // family is one detector family's pre- and post-processing.
 type family interface {
-	detect(ctx context.Context, img *imaging.Image, minScore float32) (*Detections, error)
+	detect(ctx context.Context, run inference.RunFunc, img *imaging.Image, minScore float32) (*Detections, error)
 }
 
 // Detector finds faces and their five landmarks. It is safe for concurrent
@@ -96,10 +96,16 @@ func (d *Detector) build(cfg Config, open func(string) (*inference.Session, erro
 // minScore option, default 0.7). An image too thin to hold a face after
 // resizing gives no faces.
 func (d *Detector) Detect(ctx context.Context, img *imaging.Image, minScore float32) (*Detections, error) {
+	return d.DetectWith(ctx, inference.Run, img, minScore)
+}
+
+// DetectWith is Detect with every model run (the detector's, and the
+// landmark model's once per face) made through run.
+func (d *Detector) DetectWith(ctx context.Context, run inference.RunFunc, img *imaging.Image, minScore float32) (*Detections, error) {
 	if err := checkImage(img); err != nil {
 		return nil, err
 	}
-	dets, err := d.family.detect(ctx, img, minScore)
+	dets, err := d.family.detect(ctx, run, img, minScore)
 	if err != nil {
 		return nil, fmt.Errorf("%s face detection: %w", d.name, err)
 	}

@@ -92,7 +92,7 @@ func cropBox(box [4]float32, w, h int) (rect image.Rectangle, x0, y0, bw, bh flo
 
 // fivePoints returns the five alignment points of the face in box, or
 // ok false when the box leaves no crop.
-func (l *landmarker) fivePoints(ctx context.Context, src gocv.Mat, box [4]float32) (pts [5][2]float32, ok bool, err error) {
+func (l *landmarker) fivePoints(ctx context.Context, run inference.RunFunc, src gocv.Mat, box [4]float32) (pts [5][2]float32, ok bool, err error) {
 	rect, x0, y0, bw, bh, ok := cropBox(box, src.Cols(), src.Rows())
 	if !ok {
 		return pts, false, nil
@@ -113,7 +113,7 @@ func (l *landmarker) fivePoints(ctx context.Context, src gocv.Mat, box [4]float3
 	for i, v := range px {
 		in[i] = float32(v) / 256
 	}
-	outs, err := l.sess.Run(ctx, inference.F32(in, 1, 1, int64(l.size), int64(l.size)))
+	outs, err := run(ctx, l.sess, inference.F32(in, 1, 1, int64(l.size), int64(l.size)))
 	if err != nil {
 		return pts, false, err
 	}

@@ -127,29 +127,18 @@ func isMXNet(nodes []onnx.NodeSummary) bool {
 	return sub && mul
 }
 
+// RowSize is the number of float32 values of one face's model input
+// (3×112×112, CHW).
+const RowSize = 3 * alignSize * alignSize
+
 // Recognize aligns every detected face of img and returns its embedding,
 // in the detections' order. No detections give an empty slice without
 // running the model.
 func (r *Recognizer) Recognize(ctx context.Context, img *imaging.Image, det *Detections) ([]Face, error) {
-	n := det.Len()
-	if n == 0 {
-		return []Face{}, nil
+	n, err := r.Check(img, det)
+	if err != nil || n == 0 {
+		return []Face{}, err
 	}
-	if len(det.Scores) != n {
-		return nil, fmt.Errorf("%w: %d boxes, %d scores", ErrDetections, n, len(det.Scores))
-	}
-	if len(det.Landmarks) != n {
-		return nil, fmt.Errorf("%w: %d boxes, %d landmark sets", ErrDetections, n, len(det.Landmarks))
-	}
-	if err := checkImage(img); err != nil {
-		return nil, err
-	}
-	src, err := img.Mat()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrImage, err)
-	}
-	defer src.Close()
-
 	batch := r.fixedBatch
 	if batch == 0 {
 		batch = min(n, AutoBatchLimit)
@@ -157,50 +146,119 @@ func (r *Recognizer) Recognize(ctx context.Context, img *imaging.Image, det *Det
 			batch = min(n, r.maxBatch)
 		}
 	}
-	const plane = 3 * alignSize * alignSize
 	faces := make([]Face, 0, n)
-	blob := make([]float32, batch*plane)
+	blob := make([]float32, batch*RowSize)
 	for start := 0; start < n; start += batch {
 		count := min(batch, n-start)
-		rows := count
-		if r.fixedBatch > 0 {
-			rows = r.fixedBatch // the last chunk is padded with zeros
-			clear(blob[count*plane:])
+		if err := r.Prepare(img, det, start, start+count, blob[:count*RowSize]); err != nil {
+			return nil, err
 		}
-		for i := range count {
-			crop, err := alignCrop(src, det.Landmarks[start+i])
-			if errors.Is(err, ErrAlignment) {
-				// skimage returns a NaN matrix here and cv2.warpAffine
-				// samples garbage; a black crop is the deterministic
-				// equivalent, and one bad detection does not fail the
-				// request.
-				r.logger.Warn("face landmarks cannot be aligned; using a black crop", "face", start+i, "landmarks", det.Landmarks[start+i])
-				crop, err = make([]byte, plane), nil
-			}
-			if err != nil {
-				return nil, fmt.Errorf("face %d: %w", start+i, err)
-			}
-			planarBlob(blob[i*plane:(i+1)*plane], crop, r.mean, r.std)
-		}
-		outs, err := r.sess.Run(ctx, inference.F32(blob[:rows*plane], int64(rows), 3, alignSize, alignSize))
+		embs, err := r.EmbedRows(ctx, blob[:count*RowSize], count)
 		if err != nil {
-			return nil, fmt.Errorf("face recognition: %w", err)
+			return nil, err
 		}
-		emb := outs[0]
-		if len(emb.Shape) < 2 || emb.Shape[0] != int64(rows) || len(emb.Float32) == 0 || len(emb.Float32)%rows != 0 {
-			return nil, fmt.Errorf("%w: recognizer returned shape %v for %d faces", ErrUnsupportedModel, emb.Shape, rows)
-		}
-		dim := len(emb.Float32) / rows
-		for i := range count {
-			j := start + i
-			faces = append(faces, Face{
-				Box:       det.Boxes[j],
-				Embedding: emb.Float32[i*dim : (i+1)*dim : (i+1)*dim],
-				Score:     det.Scores[j],
-			})
-		}
+		faces = AppendFaces(faces, det, start, embs)
 	}
 	return faces, nil
+}
+
+// Check validates detections against img before any work and returns
+// the number of faces.
+func (r *Recognizer) Check(img *imaging.Image, det *Detections) (int, error) {
+	n := det.Len()
+	if n == 0 {
+		return 0, nil
+	}
+	if len(det.Scores) != n {
+		return 0, fmt.Errorf("%w: %d boxes, %d scores", ErrDetections, n, len(det.Scores))
+	}
+	if len(det.Landmarks) != n {
+		return 0, fmt.Errorf("%w: %d boxes, %d landmark sets", ErrDetections, n, len(det.Landmarks))
+	}
+	if err := checkImage(img); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// FixedBatch is the model's fixed batch size, 0 when its batch dimension
+// is dynamic. EmbedRows pads a smaller batch to it.
+func (r *Recognizer) FixedBatch() int { return r.fixedBatch }
+
+// Prepare aligns faces from..to-1 of det (after Check) and writes their
+// model inputs into dst, RowSize values per face. It is the CPU half of
+// Recognize; EmbedRows is the model half, and rows of any images may be
+// run together.
+func (r *Recognizer) Prepare(img *imaging.Image, det *Detections, from, to int, dst []float32) error {
+	if from < 0 || to > det.Len() || from > to || len(dst) < (to-from)*RowSize {
+		return fmt.Errorf("%w: faces %d..%d of %d into %d values", ErrDetections, from, to, det.Len(), len(dst))
+	}
+	src, err := img.Mat()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	defer src.Close()
+	for i := range to - from {
+		crop, err := alignCrop(src, det.Landmarks[from+i])
+		if errors.Is(err, ErrAlignment) {
+			// skimage returns a NaN matrix here and cv2.warpAffine
+			// samples garbage; a black crop is the deterministic
+			// equivalent, and one bad detection does not fail the
+			// request.
+			r.logger.Warn("face landmarks cannot be aligned; using a black crop", "face", from+i, "landmarks", det.Landmarks[from+i])
+			crop, err = make([]byte, RowSize), nil
+		}
+		if err != nil {
+			return fmt.Errorf("face %d: %w", from+i, err)
+		}
+		planarBlob(dst[i*RowSize:(i+1)*RowSize], crop, r.mean, r.std)
+	}
+	return nil
+}
+
+// EmbedRows runs n prepared faces (n×RowSize values) through the model and
+// returns their embeddings. On a model with a fixed batch, n must not
+// exceed it; the rows are padded with zeros.
+func (r *Recognizer) EmbedRows(ctx context.Context, rows []float32, n int) ([][]float32, error) {
+	if n <= 0 || len(rows) < n*RowSize {
+		return nil, fmt.Errorf("%w: %d faces in %d values", ErrDetections, n, len(rows))
+	}
+	run := n
+	in := rows[:n*RowSize]
+	if r.fixedBatch > 0 {
+		if n > r.fixedBatch {
+			return nil, fmt.Errorf("%w: %d faces for a model of batch %d", ErrDetections, n, r.fixedBatch)
+		}
+		if n < r.fixedBatch {
+			run = r.fixedBatch
+			in = make([]float32, run*RowSize)
+			copy(in, rows[:n*RowSize])
+		}
+	}
+	outs, err := r.sess.Run(ctx, inference.F32(in, int64(run), 3, alignSize, alignSize))
+	if err != nil {
+		return nil, fmt.Errorf("face recognition: %w", err)
+	}
+	emb := outs[0]
+	if len(emb.Shape) < 2 || emb.Shape[0] != int64(run) || len(emb.Float32) == 0 || len(emb.Float32)%run != 0 {
+		return nil, fmt.Errorf("%w: recognizer returned shape %v for %d faces", ErrUnsupportedModel, emb.Shape, run)
+	}
+	dim := len(emb.Float32) / run
+	res := make([][]float32, n)
+	for i := range res {
+		res[i] = emb.Float32[i*dim : (i+1)*dim : (i+1)*dim]
+	}
+	return res, nil
+}
+
+// AppendFaces appends the faces from, from+1, ... of det with embs, one
+// embedding each, to faces.
+func AppendFaces(faces []Face, det *Detections, from int, embs [][]float32) []Face {
+	for i, e := range embs {
+		j := from + i
+		faces = append(faces, Face{Box: det.Boxes[j], Embedding: e, Score: det.Scores[j]})
+	}
+	return faces
 }
 
 // Family is the recognizer family ("arcface", "mobilefacenet").

@@ -70,7 +70,7 @@ func newSCRFD(sess *inference.Session) (*scrfd, error) {
 	return s, nil
 }
 
-func (s *scrfd) detect(ctx context.Context, img *imaging.Image, minScore float32) (*Detections, error) {
+func (s *scrfd) detect(ctx context.Context, run inference.RunFunc, img *imaging.Image, minScore float32) (*Detections, error) {
 	lb := planLetterbox(img.W, img.H, s.w, s.h)
 	if lb.empty() {
 		return toDetections(nil, s.layout.kps), nil
@@ -81,7 +81,7 @@ func (s *scrfd) detect(ctx context.Context, img *imaging.Image, minScore float32
 	}
 	blob := make([]float32, 3*s.w*s.h)
 	planarBlob(blob, canvas, scrfdMean, scrfdStd)
-	outs, err := s.sess.Run(ctx, inference.F32(blob, 1, 3, int64(s.h), int64(s.w)))
+	outs, err := run(ctx, s.sess, inference.F32(blob, 1, 3, int64(s.h), int64(s.w)))
 	if err != nil {
 		return nil, err
 	}

@@ -64,7 +64,7 @@ func newUltraFace(sess *inference.Session, lm *landmarker) (*ultraface, error) {
 	return u, nil
 }
 
-func (u *ultraface) detect(ctx context.Context, img *imaging.Image, minScore float32) (*Detections, error) {
+func (u *ultraface) detect(ctx context.Context, run inference.RunFunc, img *imaging.Image, minScore float32) (*Detections, error) {
 	// Stretched to the input size, as fr_detect.js does (cv.resize,
 	// bilinear).
 	px, err := resizeRGB(img, u.w, u.h, gocv.InterpolationLinear)
@@ -73,7 +73,7 @@ func (u *ultraface) detect(ctx context.Context, img *imaging.Image, minScore flo
 	}
 	blob := make([]float32, 3*u.w*u.h)
 	planarBlob(blob, px, ultraMean, ultraStd)
-	outs, err := u.sess.Run(ctx, inference.F32(blob, 1, 3, int64(u.h), int64(u.w)))
+	outs, err := run(ctx, u.sess, inference.F32(blob, 1, 3, int64(u.h), int64(u.w)))
 	if err != nil {
 		return nil, err
 	}
@@ -97,12 +97,12 @@ func (u *ultraface) detect(ctx context.Context, img *imaging.Image, minScore flo
 	}
 	sortByScore(cands)
 	keep := nmsPlain(cands, ultraNMS)
-	return withLandmarks(ctx, img, keep, u.landmarks)
+	return withLandmarks(ctx, run, img, keep, u.landmarks)
 }
 
 // withLandmarks fills every kept candidate's five points from the landmark
 // model and drops candidates whose box leaves no crop inside the image.
-func withLandmarks(ctx context.Context, img *imaging.Image, keep []candidate, lm *landmarker) (*Detections, error) {
+func withLandmarks(ctx context.Context, run inference.RunFunc, img *imaging.Image, keep []candidate, lm *landmarker) (*Detections, error) {
 	if len(keep) == 0 {
 		return toDetections(nil, true), nil
 	}
@@ -113,7 +113,7 @@ func withLandmarks(ctx context.Context, img *imaging.Image, keep []candidate, lm
 	defer src.Close()
 	out := keep[:0]
 	for _, c := range keep {
-		pts, ok, err := lm.fivePoints(ctx, src, c.box)
+		pts, ok, err := lm.fivePoints(ctx, run, src, c.box)
 		if err != nil {
 			return nil, err
 		}

@@ -180,6 +180,11 @@ func decimal64(f float32) float64 {
 
 // Detect finds text in img. Images under 32 pixels on a side give no boxes.
 func (d *Detector) Detect(ctx context.Context, img *imaging.Image, opts DetectOptions) (*TextBoxes, error) {
+	return d.DetectWith(ctx, inference.Run, img, opts)
+}
+
+// DetectWith is Detect with the model run made through run.
+func (d *Detector) DetectWith(ctx context.Context, runModel inference.RunFunc, img *imaging.Image, opts DetectOptions) (*TextBoxes, error) {
 	empty := &TextBoxes{Boxes: [][4][2]float32{}, Scores: []float32{}}
 	if opts.MaxResolution == 0 {
 		opts.MaxResolution = 736
@@ -206,7 +211,7 @@ func (d *Detector) Detect(ctx context.Context, img *imaging.Image, opts DetectOp
 	}
 	prep := time.Since(start)
 
-	out, err := d.sess.Run(ctx, input)
+	out, err := runModel(ctx, d.sess, input)
 	if err != nil {
 		return nil, fmt.Errorf("OCR detection: %w", err)
 	}

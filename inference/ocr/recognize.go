@@ -127,8 +127,43 @@ func (r *Recognizer) Close() error { return r.sess.Close() }
 // score is strictly greater than minScore. Images under 32 pixels on a
 // side, and empty boxes, give an empty result.
 func (r *Recognizer) Recognize(ctx context.Context, img *imaging.Image, boxes *TextBoxes, minScore float32) (*Result, error) {
+	start := time.Now()
+	chunks, err := r.Plan(img, boxes)
+	if err != nil || len(chunks) == 0 {
+		return emptyResult(), err
+	}
+	texts := make([]string, len(boxes.Boxes))
+	scores := make([]float64, len(boxes.Boxes))
+	for _, chunk := range chunks {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("%w: %w", inference.ErrCanceled, err)
+		}
+		lines, err := r.PrepareLines(img, boxes, chunk)
+		if err != nil {
+			return nil, err
+		}
+		out, err := r.RunLines(ctx, lines.Data, lines.Len(), lines.Width)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.DecodeLines(lines, out, texts, scores); err != nil {
+			return nil, err
+		}
+	}
+	res := Assemble(img, boxes, texts, scores, minScore)
+	r.logger.Debug("OCR recognition", "boxes", len(boxes.Boxes), "kept", len(res.Text), "took", time.Since(start))
+	return res, nil
+}
+
+// Plan checks the boxes against img and returns the batches Immich
+// recognizes them in: box indices sorted by the crops' aspect ratio, in
+// chunks of MaxBatch. Nothing to read (no boxes, or an image under 32
+// pixels on a side) gives no chunks. Plan, PrepareLines, RunLines,
+// DecodeLines and Assemble are the steps of Recognize, for schedulers that
+// run the model apart from the CPU work.
+func (r *Recognizer) Plan(img *imaging.Image, boxes *TextBoxes) ([][]int, error) {
 	if img == nil || img.W < minSide || img.H < minSide || boxes == nil || len(boxes.Boxes) == 0 {
-		return emptyResult(), nil
+		return nil, nil
 	}
 	if len(boxes.Scores) != len(boxes.Boxes) {
 		return nil, fmt.Errorf("%w: %d boxes with %d scores", ErrOptions, len(boxes.Boxes), len(boxes.Scores))
@@ -142,38 +177,13 @@ func (r *Recognizer) Recognize(ctx context.Context, img *imaging.Image, boxes *T
 			}
 		}
 	}
-	start := time.Now()
-	texts, scores, err := r.read(ctx, img, boxes.Boxes)
-	if err != nil {
-		return nil, err
-	}
-	threshold := decimal64(minScore)
-	res := emptyResult()
-	fw, fh := float32(img.W), float32(img.H)
-	for i, b := range boxes.Boxes {
-		if !(scores[i] > threshold) {
-			continue
-		}
-		for _, c := range b {
-			res.Box = append(res.Box, c[0]/fw, c[1]/fh)
-		}
-		res.BoxScore = append(res.BoxScore, boxes.Scores[i])
-		res.Text = append(res.Text, texts[i])
-		res.TextScore = append(res.TextScore, scores[i])
-	}
-	r.logger.Debug("OCR recognition", "boxes", len(boxes.Boxes), "kept", len(res.Text), "took", time.Since(start))
-	return res, nil
-}
-
-// read recognises every box; texts and scores are in box order.
-func (r *Recognizer) read(ctx context.Context, img *imaging.Image, boxes [][4][2]float32) ([]string, []float64, error) {
-	n := len(boxes)
+	n := len(boxes.Boxes)
 	// The crop sizes are known from the boxes: sort by aspect ratio
 	// first and crop one batch at a time, so that memory stays bounded
 	// whatever the number of boxes. (RapidOCR sorts with numpy's
 	// unstable default sort; a stable sort is used here.)
 	ratios := make([]float64, n)
-	for i, b := range boxes {
+	for i, b := range boxes.Boxes {
 		w, h := cropSize(b)
 		if w > 0 && h > 0 && float64(h)*1.0/float64(w) >= 1.5 {
 			w, h = h, w
@@ -195,46 +205,118 @@ func (r *Recognizer) read(ctx context.Context, img *imaging.Image, boxes [][4][2
 		}
 		return 0
 	})
-	texts := make([]string, n)
-	scores := make([]float64, n)
+	var chunks [][]int
 	for beg := 0; beg < n; beg += r.maxBatch {
-		if err := ctx.Err(); err != nil {
-			return nil, nil, fmt.Errorf("%w: %w", inference.ErrCanceled, err)
-		}
-		batch := order[beg:min(n, beg+r.maxBatch)]
-		crops := make([]*imaging.Image, 0, len(batch))
-		maxRatio := float64(recWidth) / float64(recHeight)
-		for _, i := range batch {
-			c := cropText(img, quad(boxes[i]))
-			crops = append(crops, c)
-			if c != nil {
-				maxRatio = max(maxRatio, float64(c.W)*1.0/float64(c.H))
-			}
-		}
-		input, err := recTensor(crops, maxRatio)
-		if err != nil {
-			return nil, nil, err
-		}
-		out, err := r.sess.Run(ctx, input)
-		if err != nil {
-			return nil, nil, fmt.Errorf("OCR recognition: %w", err)
-		}
-		o := out[0]
-		if o.Float32 == nil || len(o.Shape) != 3 || o.Shape[0] != int64(len(batch)) || len(o.Float32) != o.Len() {
-			return nil, nil, fmt.Errorf("%w: %s: output shape %v for a batch of %d", ErrModel, r.sess.Path(), o.Shape, len(batch))
-		}
-		t, c := int(o.Shape[1]), int(o.Shape[2])
-		for k, i := range batch {
-			if crops[k] == nil {
-				continue // no area: no text, score 0
-			}
-			texts[i], scores[i], err = ctcDecode(o.Float32[k*t*c:(k+1)*t*c], t, c, r.chars)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%s: %w", r.sess.Path(), err)
-			}
+		chunks = append(chunks, order[beg:min(n, beg+r.maxBatch):min(n, beg+r.maxBatch)])
+	}
+	return chunks, nil
+}
+
+// Lines are the prepared model inputs of one chunk of text boxes.
+type Lines struct {
+	// Index is the box of each row.
+	Index []int
+	// Data holds len(Index) rows of 3×48×Width values (CHW, BGR).
+	Data []float32
+	// Width is the tensor width of the chunk, int(48·max ratio), at least
+	// 320: rows of chunks with the same width may run together, and each
+	// row's output depends only on the row.
+	Width int
+	// noArea marks rows whose box has no area: no text, score 0.
+	noArea []bool
+}
+
+// Len is the number of rows.
+func (l *Lines) Len() int { return len(l.Index) }
+
+// PrepareLines crops the boxes of one chunk from Plan out of img (a
+// perspective warp each) and builds their model input, as RapidOCR's
+// resize_norm_img does for a batch.
+func (r *Recognizer) PrepareLines(img *imaging.Image, boxes *TextBoxes, chunk []int) (*Lines, error) {
+	crops := make([]*imaging.Image, 0, len(chunk))
+	maxRatio := float64(recWidth) / float64(recHeight)
+	l := &Lines{Index: chunk, noArea: make([]bool, len(chunk))}
+	for k, i := range chunk {
+		c := cropText(img, quad(boxes.Boxes[i]))
+		crops = append(crops, c)
+		if c != nil {
+			maxRatio = max(maxRatio, float64(c.W)*1.0/float64(c.H))
+		} else {
+			l.noArea[k] = true
 		}
 	}
-	return texts, scores, nil
+	input, err := recTensor(crops, maxRatio)
+	if err != nil {
+		return nil, err
+	}
+	l.Data, l.Width = input.Float32, int(input.Shape[3])
+	return l, nil
+}
+
+// LineScores are the model's outputs for rows of lines: per row, T steps
+// of C class probabilities.
+type LineScores struct {
+	Data []float32
+	T, C int
+}
+
+// Row is the output of row k.
+func (s *LineScores) Row(k int) []float32 { return s.Data[k*s.T*s.C : (k+1)*s.T*s.C] }
+
+// RunLines runs n rows of prepared lines of one width (n×3×48×width
+// values, from one or more chunks) through the model.
+func (r *Recognizer) RunLines(ctx context.Context, data []float32, n, width int) (*LineScores, error) {
+	if n <= 0 || width <= 0 || len(data) != n*3*recHeight*width {
+		return nil, fmt.Errorf("%w: %d values for %d lines of width %d", ErrOptions, len(data), n, width)
+	}
+	out, err := r.sess.Run(ctx, inference.F32(data, int64(n), 3, recHeight, int64(width)))
+	if err != nil {
+		return nil, fmt.Errorf("OCR recognition: %w", err)
+	}
+	o := out[0]
+	if o.Float32 == nil || len(o.Shape) != 3 || o.Shape[0] != int64(n) || len(o.Float32) != o.Len() {
+		return nil, fmt.Errorf("%w: %s: output shape %v for a batch of %d", ErrModel, r.sess.Path(), o.Shape, n)
+	}
+	return &LineScores{Data: o.Float32, T: int(o.Shape[1]), C: int(o.Shape[2])}, nil
+}
+
+// DecodeLines decodes the outputs of lines (row k of out belongs to row k
+// of lines) with CTC into texts and scores, indexed by box.
+func (r *Recognizer) DecodeLines(lines *Lines, out *LineScores, texts []string, scores []float64) error {
+	for k, i := range lines.Index {
+		if lines.noArea[k] {
+			continue // no area: no text, score 0
+		}
+		var err error
+		texts[i], scores[i], err = ctcDecode(out.Row(k), out.T, out.C, r.chars)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.sess.Path(), err)
+		}
+	}
+	return nil
+}
+
+// Assemble keeps the texts whose score is strictly greater than minScore,
+// in box order, in Immich's wire layout.
+func Assemble(img *imaging.Image, boxes *TextBoxes, texts []string, scores []float64, minScore float32) *Result {
+	res := emptyResult()
+	if img == nil || boxes == nil {
+		return res
+	}
+	threshold := decimal64(minScore)
+	fw, fh := float32(img.W), float32(img.H)
+	for i, b := range boxes.Boxes {
+		if i >= len(scores) || !(scores[i] > threshold) {
+			continue
+		}
+		for _, c := range b {
+			res.Box = append(res.Box, c[0]/fw, c[1]/fh)
+		}
+		res.BoxScore = append(res.BoxScore, boxes.Scores[i])
+		res.Text = append(res.Text, texts[i])
+		res.TextScore = append(res.TextScore, scores[i])
+	}
+	return res
 }
 
 // recTensor is RapidOCR's resize_norm_img for a batch: each crop resized

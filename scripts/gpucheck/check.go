@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -13,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -65,7 +65,8 @@ type bench struct {
 	RPS         float64 `json:"req_per_s"`
 	P50ms       float64 `json:"p50_ms"`
 	P99ms       float64 `json:"p99_ms"`
-	OK          int     `json:"ok"`
+	Refused     int     `json:"refused_503"`
+	Errors      int     `json:"errors"`
 	Raw         string  `json:"raw,omitempty"`
 }
 
@@ -388,28 +389,38 @@ sys.stdin.readline()
 	v.AfterOOM = gpuUsed()
 }
 
-var (
-	benchRate = regexp.MustCompile(`(\d+) ok in \S+ with \d+ in flight: ([0-9.]+) req/s`)
-	benchLat  = regexp.MustCompile(`p50 (\S+)\s+p90 \S+\s+p99 (\S+)`)
-)
-
-// parseBench reads the summary lines of `mlserve bench`.
+// parseBench reads the first row of the concurrency table that `mlserve
+// bench` prints (cmd/mlserve/bench.go, levelResult.row): conc, img/s, p50,
+// p95, p99, 503s, errors, …
 func parseBench(out string) (bench, error) {
 	b := bench{Raw: strings.TrimSpace(out)}
-	m := benchRate.FindStringSubmatch(out)
-	l := benchLat.FindStringSubmatch(out)
-	if m == nil || l == nil {
-		return b, fmt.Errorf("no summary in the output")
+	header := false
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "conc" && f[1] == "img/s" {
+			header = true
+			continue
+		}
+		if !header || len(f) < 7 {
+			continue
+		}
+		conc, err := strconv.Atoi(f[0])
+		if err != nil {
+			continue
+		}
+		rps, err1 := strconv.ParseFloat(f[1], 64)
+		p50, err2 := time.ParseDuration(f[2])
+		p99, err3 := time.ParseDuration(f[4])
+		refused, err4 := strconv.Atoi(f[5])
+		errs, err5 := strconv.Atoi(f[6])
+		if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
+			return b, fmt.Errorf("concurrency row %q: %w", line, err)
+		}
+		b.Concurrency, b.RPS, b.Refused, b.Errors = conc, rps, refused, errs
+		b.P50ms, b.P99ms = float64(p50)/1e6, float64(p99)/1e6
+		return b, nil
 	}
-	b.OK, _ = strconv.Atoi(m[1])
-	b.RPS, _ = strconv.ParseFloat(m[2], 64)
-	p50, err1 := time.ParseDuration(l[1])
-	p99, err2 := time.ParseDuration(l[2])
-	if err1 != nil || err2 != nil {
-		return b, fmt.Errorf("latencies %q %q", l[1], l[2])
-	}
-	b.P50ms, b.P99ms = float64(p50)/1e6, float64(p99)/1e6
-	return b, nil
+	return b, fmt.Errorf("no concurrency table in the output")
 }
 
 func cosine(a, b []float64) float64 {

@@ -5,11 +5,11 @@ import (
 	"testing"
 )
 
-// The two summary lines of `mlserve bench` (cmd/mlserve/bench.go), which
-// the check parses.
-const benchOutput = `task clip-visual, 412 ok in 10.012s with 32 in flight: 41.15 req/s
-latency mean 770.1ms  p50 761.2ms  p90 801ms  p99 1.0023s  max 1.2s
-status codes map[200:412], transport errors 0
+// The concurrency table of `mlserve bench` (cmd/mlserve/bench.go), which the
+// check parses.
+const benchOutput = `concurrency sweep (10s per level):
+ conc   img/s      p50      p95      p99   503   err  batch |  queue decode   prep   wait  infer   post (ms, mean of Server-Timing)
+   32   41.15  761.2ms  801.0ms 1002.3ms     3     1    7.5 |  300.1   20.2    9.1    0.0   40.3    0.1
 `
 
 func TestParseBench(t *testing.T) {
@@ -17,7 +17,7 @@ func TestParseBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.OK != 412 || b.RPS != 41.15 || math.Abs(b.P50ms-761.2) > 1e-9 || math.Abs(b.P99ms-1002.3) > 1e-9 {
+	if b.Concurrency != 32 || b.RPS != 41.15 || math.Abs(b.P50ms-761.2) > 1e-9 || math.Abs(b.P99ms-1002.3) > 1e-9 || b.Refused != 3 || b.Errors != 1 {
 		t.Fatalf("parsed %+v", b)
 	}
 	if _, err := parseBench("mlserve bench: warm-up request failed: status 503"); err == nil {

@@ -18,8 +18,8 @@
 //
 // It relies on these `mlserve bench` flags: -url, -task (clip-visual,
 // faces), -clip-model, -face-model, -face-min-score, -image, -concurrency,
-// -duration; and on its two summary lines ("... N ok in W with C in flight:
-// R req/s" and "latency mean M  p50 P  p90 Q  p99 S  max X").
+// -duration; and on the first row of its concurrency table (conc, img/s,
+// p50, p95, p99, 503s, errors).
 package main
 
 import (

@@ -1,7 +1,8 @@
 // Package imagingtest encodes test images as OpenCV's imencode did before
 // mlserve stopped linking OpenCV's imgcodecs module: JPEG with libjpeg and
 // WebP with libwebp, the libraries imencode called, with its defaults.
-// Only tests import it; the service never encodes images.
+// Only tests and mlserve bench (which makes preview-size photos) import it;
+// the service never encodes images.
 package imagingtest
 
 /*

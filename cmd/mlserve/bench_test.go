@@ -1,0 +1,55 @@
+package main
+
+import (
+	"bytes"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/mlserve/mlserve/internal/testenv"
+)
+
+// TestBench runs `mlserve bench` in-process on a small CLIP model with
+// the sample photos as they are, briefly, and checks that it prints the
+// bare baseline, every concurrency level with its Server-Timing split and
+// ratios, and the summary, without errors.
+func TestBench(t *testing.T) {
+	t.Setenv("MLSERVE_PROVIDERS", "CPU")
+	t.Setenv("MLSERVE_ORT_LIBRARY", testenv.ORTLibrary(t))
+	t.Setenv("MLSERVE_TESTDATA", strings.TrimSuffix(testenv.TestData(t, "photos"), "/photos"))
+	var out, errb bytes.Buffer
+	code := run([]string{"bench", "-cache", cliCache(t), "-preview", "0", "-concurrency", "1,3", "-requests", "12",
+		"-bare-duration", "50ms", "-warmup", "1"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
+	}
+	text := out.String()
+	for _, want := range []string{
+		"images: 6 photos", "bare ONNX Runtime", "batch  1:", "best: batch",
+		"errors and 503s over the sweep: 0", "lone request p50:", "ms = ",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("no %q in the output:\n%s", want, text)
+		}
+	}
+	// One row per level: concurrency, throughput, three percentiles, no
+	// 503 and no error, a mean batch, six stage means, two ratios.
+	row := regexp.MustCompile(`(?m)^\s+(\d+)\s+[\d.]+\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+0\s+0\s+[\d.]+ \|(\s+[\d.]+){6} \|\s+[\d.]+\s+[\d.]+$`)
+	levels := row.FindAllStringSubmatch(text, -1)
+	if len(levels) != 2 || levels[0][1] != "1" || levels[1][1] != "3" {
+		t.Fatalf("level rows %q in:\n%s", levels, text)
+	}
+}
+
+func TestParseServerTiming(t *testing.T) {
+	got := parseServerTiming("queue;dur=0.5, decode;dur=18.2, infer;desc=\"x\";dur=40, total;dur=60.1, bad;dur=x")
+	want := map[string]float64{"queue": 0.5, "decode": 18.2, "infer": 40, "total": 60.1}
+	if len(got) != len(want) {
+		t.Fatalf("got %v", got)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+}

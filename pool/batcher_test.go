@@ -1,0 +1,351 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// fakeModel records the batches a batcher runs: each input v gives
+// v*10, unless run blocks on gate.
+type fakeModel struct {
+	mu      sync.Mutex
+	batches [][]int
+	gate    chan struct{} // nil: runs at once
+	ctxs    []context.Context
+	panicOn int
+}
+
+func (f *fakeModel) newRun() func(ctx context.Context, ins []int, rows int) ([]int, error) {
+	return func(ctx context.Context, ins []int, rows int) ([]int, error) {
+		f.mu.Lock()
+		f.batches = append(f.batches, slices.Clone(ins))
+		f.ctxs = append(f.ctxs, ctx)
+		gate := f.gate
+		f.mu.Unlock()
+		if gate != nil {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		out := make([]int, len(ins))
+		for i, v := range ins {
+			if v == f.panicOn && v != 0 {
+				panic("bad input")
+			}
+			out[i] = v * 10
+		}
+		return out, nil
+	}
+}
+
+func (f *fakeModel) got() [][]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.batches)
+}
+
+func newTestBatcher(f *fakeModel, slot chan struct{}, maxRows int, wait time.Duration, queue int) *batcher[int, int] {
+	return newBatcher(batchOptions{name: "test", maxRows: maxRows, maxWait: wait, maxQueue: queue, slot: slot}, f.newRun)
+}
+
+// submitAll queues one item of rows rows per value and returns them.
+func submitAll(t *testing.T, b *batcher[int, int], ctx context.Context, rows int, vals ...int) []*item[int, int] {
+	t.Helper()
+	var its []*item[int, int]
+	for _, v := range vals {
+		it, err := b.submit(ctx, v, rows, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		its = append(its, it)
+	}
+	return its
+}
+
+// TestBatcherContinuous: a lone item runs at once, alone; items that
+// arrive while the device is busy run together in the next batch, in
+// order, each getting its own output.
+func TestBatcherContinuous(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeModel{}
+		slot := make(chan struct{}, 1)
+		b := newTestBatcher(f, slot, 8, 0, 0)
+		defer b.close()
+		ctx := context.Background()
+
+		it := submitAll(t, b, ctx, 1, 1)[0]
+		if out, err := b.await(ctx, it); err != nil || out != 10 {
+			t.Fatalf("lone item: %v %v", out, err)
+		}
+		if it.wait != 0 || it.batchRows != 1 {
+			t.Fatalf("lone item waited %v in a batch of %d", it.wait, it.batchRows)
+		}
+
+		slot <- struct{}{} // the device is busy with another model
+		its := submitAll(t, b, ctx, 1, 2, 3, 4)
+		synctest.Wait()
+		<-slot
+		for i, it := range its {
+			if out, err := b.await(ctx, it); err != nil || out != (i+2)*10 {
+				t.Fatalf("item %d: %v %v", i, out, err)
+			}
+		}
+		if got := f.got(); !slices.EqualFunc(got, [][]int{{1}, {2, 3, 4}}, slices.Equal) {
+			t.Fatalf("batches %v", got)
+		}
+		if st := b.stats(); st.Batches != 2 || st.Items != 4 || st.Rows != 4 || st.Queued != 0 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+}
+
+// TestBatcherLimits: a batch never exceeds maxRows, never mixes keys, and
+// keeps arrival order within a key.
+func TestBatcherLimits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeModel{}
+		slot := make(chan struct{}, 1)
+		b := newTestBatcher(f, slot, 8, 0, 0)
+		defer b.close()
+		ctx := context.Background()
+		slot <- struct{}{}
+		var its []*item[int, int]
+		for _, x := range []struct{ v, rows, key int }{{1, 3, 0}, {2, 3, 1}, {3, 3, 0}, {4, 3, 0}, {5, 2, 0}, {6, 3, 1}} {
+			it, err := b.submit(ctx, x.v, x.rows, x.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			its = append(its, it)
+		}
+		if _, err := b.submit(ctx, 9, 9, 0); err == nil {
+			t.Fatal("an item over maxRows was queued")
+		}
+		synctest.Wait()
+		<-slot
+		for _, it := range its {
+			if _, err := b.await(ctx, it); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Key 0 first: 3+3 rows, and the 2-row item that still fits
+		// (first fit); then key 1's items together; then the rest.
+		want := [][]int{{1, 3, 5}, {2, 6}, {4}}
+		if got := f.got(); !slices.EqualFunc(got, want, slices.Equal) {
+			t.Fatalf("batches %v, want %v", got, want)
+		}
+	})
+}
+
+// TestBatcherCancellation: a request that leaves before its batch is
+// formed is never run; one that leaves a running batch does not stop it;
+// when every member has left, the run's context ends.
+func TestBatcherCancellation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeModel{}
+		slot := make(chan struct{}, 1)
+		b := newTestBatcher(f, slot, 8, 0, 0)
+		defer b.close()
+		bg := context.Background()
+
+		slot <- struct{}{}
+		ctxA, cancelA := context.WithCancel(bg)
+		a := submitAll(t, b, ctxA, 1, 1)[0]
+		c := submitAll(t, b, bg, 1, 2)[0]
+		errA := make(chan error, 1)
+		go func() { _, err := b.await(ctxA, a); errA <- err }()
+		synctest.Wait()
+		cancelA()
+		if err := <-errA; !errors.Is(err, context.Canceled) {
+			t.Fatalf("left item: %v", err)
+		}
+		<-slot
+		if out, err := b.await(bg, c); err != nil || out != 20 {
+			t.Fatalf("remaining item: %v %v", out, err)
+		}
+		if got := f.got(); !slices.EqualFunc(got, [][]int{{2}}, slices.Equal) {
+			t.Fatalf("batches %v: the item that left was run", got)
+		}
+
+		// A running batch of two: one leaves, the run goes on.
+		f.gate = make(chan struct{})
+		slot <- struct{}{}
+		ctx1, cancel1 := context.WithCancel(bg)
+		ctx2, cancel2 := context.WithCancel(bg)
+		i1 := submitAll(t, b, ctx1, 1, 3)[0]
+		i2 := submitAll(t, b, ctx2, 1, 4)[0]
+		<-slot
+		synctest.Wait() // the batch {3, 4} is running, blocked on gate
+		cancel1()
+		if _, err := b.await(ctx1, i1); !errors.Is(err, context.Canceled) {
+			t.Fatalf("leaver: %v", err)
+		}
+		synctest.Wait()
+		f.mu.Lock()
+		runCtx := f.ctxs[len(f.ctxs)-1]
+		f.mu.Unlock()
+		if runCtx.Err() != nil {
+			t.Fatal("the batch was cancelled when one of its two requests left")
+		}
+		cancel2()
+		synctest.Wait()
+		if runCtx.Err() == nil {
+			t.Fatal("the batch runs on after every request left")
+		}
+		if _, err := b.await(bg, i2); !errors.Is(err, context.Canceled) {
+			t.Fatalf("the batch's error: %v", err)
+		}
+	})
+}
+
+// TestBatcherRefusesWhenFull: the queue is bounded; a full queue refuses
+// with ErrQueueFull, and a closed batcher with ErrClosed.
+func TestBatcherRefusesWhenFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeModel{}
+		slot := make(chan struct{}, 1)
+		b := newTestBatcher(f, slot, 8, 0, 2)
+		ctx := context.Background()
+		slot <- struct{}{}
+		its := submitAll(t, b, ctx, 1, 1, 2)
+		if _, err := b.submit(ctx, 3, 1, 0); !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("third item: %v", err)
+		}
+		<-slot
+		for _, it := range its {
+			if _, err := b.await(ctx, it); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.close()
+		if _, err := b.submit(ctx, 4, 1, 0); !errors.Is(err, ErrClosed) {
+			t.Fatalf("after close: %v", err)
+		}
+	})
+}
+
+// TestBatcherWait: with a batch wait, a lone item waits that long before
+// it runs; a full batch runs at once.
+func TestBatcherWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeModel{}
+		slot := make(chan struct{}, 1)
+		b := newTestBatcher(f, slot, 3, 10*time.Millisecond, 0)
+		defer b.close()
+		ctx := context.Background()
+		start := time.Now()
+		it := submitAll(t, b, ctx, 1, 1)[0]
+		time.Sleep(4 * time.Millisecond)
+		it2 := submitAll(t, b, ctx, 1, 2)[0]
+		if _, err := b.await(ctx, it); err != nil {
+			t.Fatal(err)
+		}
+		b.await(ctx, it2)
+		if took := time.Since(start); took != 10*time.Millisecond {
+			t.Fatalf("the batch ran after %v, want the 10ms wait", took)
+		}
+		if it.wait != 10*time.Millisecond || it2.wait != 6*time.Millisecond || it.queue != 0 {
+			t.Fatalf("waits %v and %v, queue %v", it.wait, it2.wait, it.queue)
+		}
+		start = time.Now()
+		its := submitAll(t, b, ctx, 1, 3, 4, 5)
+		for _, it := range its {
+			b.await(ctx, it)
+		}
+		if took := time.Since(start); took != 0 {
+			t.Fatalf("a full batch waited %v", took)
+		}
+		if got := f.got(); !slices.EqualFunc(got, [][]int{{1, 2}, {3, 4, 5}}, slices.Equal) {
+			t.Fatalf("batches %v", got)
+		}
+	})
+}
+
+// TestBatcherPanic: a run that panics fails its batch, not the runner.
+func TestBatcherPanic(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeModel{panicOn: 7}
+		b := newTestBatcher(f, make(chan struct{}, 1), 8, 0, 0)
+		defer b.close()
+		ctx := context.Background()
+		if _, err := b.await(ctx, submitAll(t, b, ctx, 1, 7)[0]); !errors.Is(err, errRunPanic) {
+			t.Fatalf("err = %v", err)
+		}
+		if out, err := b.await(ctx, submitAll(t, b, ctx, 1, 1)[0]); err != nil || out != 10 {
+			t.Fatalf("after the panic: %v %v", out, err)
+		}
+	})
+}
+
+// TestBatcherRunners: with two device slots, one model runs two batches
+// at once.
+func TestBatcherRunners(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeModel{gate: make(chan struct{})}
+		slot := make(chan struct{}, 2)
+		b := newTestBatcher(f, slot, 1, 0, 0)
+		defer b.close()
+		ctx := context.Background()
+		its := submitAll(t, b, ctx, 1, 1, 2, 3)
+		synctest.Wait()
+		if n := len(f.got()); n != 2 {
+			t.Fatalf("%d batches running, want 2", n)
+		}
+		close(f.gate)
+		for _, it := range its {
+			if _, err := b.await(ctx, it); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+// TestWorkersPriority: a freed slot goes to a resuming request first,
+// then to new requests, then to background work.
+func TestWorkersPriority(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := NewWorkers(WorkersOptions{Workers: 1, Queue: 4})
+		ctx := context.Background()
+		if err := w.Acquire(ctx, PriorityRequest); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var order []Priority
+		var wg sync.WaitGroup
+		for _, p := range []Priority{PriorityBackground, PriorityRequest, PriorityResume} {
+			wg.Go(func() {
+				if err := w.Acquire(ctx, p); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				order = append(order, p)
+				mu.Unlock()
+				w.Release()
+			})
+			synctest.Wait()
+		}
+		if st := w.Stats(); st.Waiting != 1 || st.Resuming != 1 || st.Background != 1 {
+			t.Fatalf("stats %+v", st)
+		}
+		w.Release()
+		wg.Wait()
+		if !slices.Equal(order, []Priority{PriorityResume, PriorityRequest, PriorityBackground}) {
+			t.Fatalf("order %v", order)
+		}
+		w.Close()
+		if err := w.Acquire(ctx, PriorityRequest); !errors.Is(err, ErrClosed) {
+			t.Fatalf("after close: %v", err)
+		}
+		if err := w.Acquire(ctx, PriorityResume); err != nil {
+			t.Fatalf("a resuming request after close: %v", err)
+		}
+		w.Release()
+	})
+}

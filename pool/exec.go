@@ -1,0 +1,149 @@
+package pool
+
+import (
+	"context"
+	"runtime"
+	"time"
+
+	"github.com/mlserve/mlserve/inference"
+)
+
+// exec is one request's passage through the engine. The request computes
+// (decodes, preprocesses, post-processes) on a CPU worker slot, gives the
+// slot up whenever it waits for a model, and takes one again, ahead of new
+// requests, when it has CPU work left. exec adds up where the time went.
+//
+// An exec belongs to one goroutine.
+type exec struct {
+	s *Service
+	t *Timings
+	// prio is the priority of the first slot; a request's later ones
+	// resume, bulk work stays in the background.
+	prio Priority
+
+	held  bool
+	taken bool // a slot was held before: the next one resumes
+	since time.Time
+	stage *time.Duration // where the CPU time of the current stretch goes
+}
+
+func (s *Service) newExec(t *Timings, p Priority) *exec {
+	return &exec{s: s, t: t, prio: p}
+}
+
+// cpu makes sure the request holds a CPU slot and books the CPU time from
+// now on to stage. The first slot may be refused (ErrQueueFull, ErrClosed);
+// later ones only wait.
+func (x *exec) cpu(ctx context.Context, stage *time.Duration) error {
+	if x.held {
+		x.switchTo(stage)
+		return nil
+	}
+	p := x.prio
+	if x.taken && p != PriorityBackground {
+		p = PriorityResume
+	}
+	start := time.Now()
+	err := x.s.workers.Acquire(ctx, p)
+	x.t.Queue += time.Since(start)
+	if err != nil {
+		return err
+	}
+	x.held, x.taken = true, true
+	x.since, x.stage = time.Now(), stage
+	return nil
+}
+
+// switchTo books the CPU time so far to the current stage and the time
+// from now on to stage.
+func (x *exec) switchTo(stage *time.Duration) {
+	now := time.Now()
+	if x.held && x.stage != nil {
+		*x.stage += now.Sub(x.since)
+	}
+	x.since, x.stage = now, stage
+}
+
+// spareCores is how many goroutines one preprocessing step may use: all
+// the cores when nothing else runs (a lone request resizes its image on
+// every core), else one.
+func (x *exec) spareCores() int {
+	st := x.s.workers.Stats()
+	if st.Busy > 1 || st.Waiting+st.Resuming+st.Background > 0 || len(x.s.devices.slot(inference.CPU)) > 0 {
+		return 1
+	}
+	return min(st.Workers, runtime.NumCPU())
+}
+
+// yield gives the CPU slot up (before waiting for a model).
+func (x *exec) yield() {
+	if !x.held {
+		return
+	}
+	x.switchTo(nil)
+	x.held = false
+	x.s.workers.Release()
+}
+
+// done ends the request's CPU work.
+func (x *exec) done() { x.yield() }
+
+// run is the inference.RunFunc of models that call their session in the
+// middle of their own processing (detectors): the request gives its CPU
+// slot up, waits for a slot of the session's device, runs, and takes a
+// CPU slot again for the post-processing that follows.
+func (x *exec) run(ctx context.Context, s *inference.Session, inputs ...inference.Tensor) ([]inference.Tensor, error) {
+	x.yield()
+	slot := x.s.devices.slot(s.Provider())
+	start := time.Now()
+	select {
+	case slot <- struct{}{}:
+	case <-ctx.Done():
+		x.t.Queue += time.Since(start)
+		return nil, ctx.Err()
+	}
+	began := time.Now()
+	x.t.Queue += began.Sub(start)
+	out, err := s.Run(ctx, inputs...)
+	<-slot
+	x.t.Inference += time.Since(began)
+	if err != nil {
+		return nil, err
+	}
+	if err := x.cpu(ctx, &x.t.Postprocess); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// submit queues in on b for x's request. The request's CPU time stops
+// counting here: from now on the item's own times count (a request that
+// prepares its next chunk meanwhile books that work with its next cpu
+// call, and the two then overlap).
+func submit[In, Out any](ctx context.Context, x *exec, b *batcher[In, Out], in In, rows, key int) (*item[In, Out], error) {
+	x.switchTo(nil)
+	return b.submit(ctx, in, rows, key)
+}
+
+// await waits for an item of a batcher, without a CPU slot, and books its
+// time. With resume, the request takes a CPU slot again afterwards and
+// books what follows to stage.
+func await[In, Out any](ctx context.Context, x *exec, b *batcher[In, Out], it *item[In, Out], resume bool, stage *time.Duration) (Out, error) {
+	x.yield()
+	out, err := b.await(ctx, it)
+	if err != nil {
+		return out, err
+	}
+	x.t.Queue += it.queue
+	x.t.BatchWait += it.wait
+	x.t.Inference += it.infer
+	if it.batchRows > x.t.BatchRows {
+		x.t.BatchRows = it.batchRows
+	}
+	if resume {
+		if err := x.cpu(ctx, stage); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
