@@ -566,7 +566,7 @@ func load(lookup LookupFunc) (*Config, error) {
 	c.RedisURL = p.str("MLSERVE_REDIS_URL", "", "Redis, for the shared job queue (empty: in-process)")
 	if c.RedisURL != "" {
 		if _, err := redis.ParseURL(c.RedisURL); err != nil {
-			p.fail("MLSERVE_REDIS_URL", c.RedisURL, "not a Redis URL (redis://[user:password@]host:port/db): "+unquoteURL(err))
+			p.fail("MLSERVE_REDIS_URL", c.RedisURL, "not a Redis URL (want redis:// or rediss://, a host, a port and a database number): "+unquoteURL(err))
 		}
 	}
 	c.SearchModel = p.str("MLSERVE_SEARCH_MODEL", "", "CLIP model of /search (empty: ViT-B-32__openai, or Immich's configured model)")

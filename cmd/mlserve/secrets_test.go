@@ -51,12 +51,13 @@ func TestCommandsNeverPrintSecrets(t *testing.T) {
 	}
 	checkSecrets(t, "index", out.String()+errb.String())
 
-	// worker: the database is there, the Redis URL does not parse.
+	// worker: the database is there, the Redis URL does not parse (a
+	// configuration error: exit 2).
 	t.Setenv("MLSERVE_DATABASE_URL", testenv.DatabaseURL(t))
 	t.Setenv("MLSERVE_REDIS_URL", "redis://default:"+secretRedis+"@127.0.0.1:badport/0")
 	out.Reset()
 	errb.Reset()
-	if code := run([]string{"worker", "--schema", cliSchema(t)}, &out, &errb); code != 1 {
+	if code := run([]string{"worker", "--schema", cliSchema(t)}, &out, &errb); code != 2 {
 		t.Fatalf("worker with a bad Redis URL: exit %d\n%s%s", code, out.String(), errb.String())
 	}
 	if !strings.Contains(errb.String(), "MLSERVE_REDIS_URL") || !strings.Contains(errb.String(), "xxxxx") {
