@@ -141,8 +141,11 @@ func readMetrics(r io.Reader, st *psStatus) {
 		case name == "mlserve_c_heap_bytes":
 			st.CHeapBytes = value()
 		case strings.HasPrefix(name, "mlserve_build_info{"):
-			if _, v, ok := strings.Cut(name, `version="`); ok {
-				st.Version, _, _ = strings.Cut(v, `"`)
+			labels := strings.TrimSuffix(strings.TrimPrefix(name, "mlserve_build_info{"), "}")
+			for _, kv := range strings.Split(labels, ",") {
+				if v, ok := strings.CutPrefix(kv, `version="`); ok {
+					st.Version = strings.TrimSuffix(v, `"`)
+				}
 			}
 		}
 	}

@@ -46,7 +46,11 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(run([]string{"serve"}, os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binaryRoot != "" {
+		_ = os.RemoveAll(binaryRoot)
+	}
+	os.Exit(code)
 }
 
 func freePort(t *testing.T) int {
