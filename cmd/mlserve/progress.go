@@ -59,7 +59,7 @@ func (a *app) newProgress(label string, bytes bool, interval time.Duration) *pro
 	}
 	pr.p = mpb.New(mpb.WithOutput(a.stderr), mpb.WithRefreshRate(120*time.Millisecond), mpb.WithWidth(100))
 	pr.bar = pr.p.New(0, mpb.BarStyle().Lbound("[").Rbound("]").Filler("=").Tip(">").Padding(" "),
-		mpb.PrependDecorators(decor.Name(label+" ", decor.WCSyncSpaceR)),
+		mpb.PrependDecorators(decor.Name(label+" ")),
 		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return " " + pr.stats() })),
 		mpb.BarWidth(30),
 	)
