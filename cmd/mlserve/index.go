@@ -384,7 +384,11 @@ func runIndex(ctx context.Context, o indexOptions, stdout io.Writer, cfg *config
 		}()
 	}
 	start := time.Now()
-	if err := g.Wait(); err != nil {
+	err = g.Wait()
+	if o.progress != nil {
+		o.progress.Close() // the bar ends before the summary
+	}
+	if err != nil {
 		return err
 	}
 	for _, w := range ws {

@@ -17,9 +17,11 @@ import (
 
 // Reporter is told of a long command's progress: items (or bytes) done
 // and failed out of a total that may grow as work is found. The indexer
-// reports to it; see progress for what it shows.
+// reports to it; see progress for what it shows. Close ends the display
+// (call it before printing a summary); it may be called more than once.
 type Reporter interface {
 	Progress(done, total, failed int64)
+	Close()
 }
 
 // progress shows a Reporter's numbers. On a terminal it is one bar,
@@ -31,6 +33,8 @@ type progress struct {
 	bytes    bool
 	out      io.Writer
 	interval time.Duration
+	tty      bool
+	logs     *logSink
 
 	mu                  sync.Mutex
 	done, total, failed int64
@@ -50,21 +54,21 @@ func isTerminal(w io.Writer) bool {
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 
-// newProgress starts a progress display on stderr; bytes formats the
-// counts as sizes.
+// newProgress prepares a progress display on stderr; bytes formats the
+// counts as sizes. Nothing is shown until there is a total.
 func (a *app) newProgress(label string, bytes bool, interval time.Duration) *progress {
-	pr := &progress{label: label, bytes: bytes, out: a.stderr, interval: interval}
-	if !isTerminal(a.stderr) {
-		return pr
-	}
-	pr.p = mpb.New(mpb.WithOutput(a.stderr), mpb.WithRefreshRate(120*time.Millisecond), mpb.WithWidth(100))
+	return &progress{label: label, bytes: bytes, out: a.stderr, interval: interval, tty: isTerminal(a.stderr), logs: a.logs}
+}
+
+// startBar draws the bar (called with mu held, once there is a total).
+func (pr *progress) startBar() {
+	pr.p = mpb.New(mpb.WithOutput(pr.out), mpb.WithRefreshRate(120*time.Millisecond), mpb.WithWidth(100))
 	pr.bar = pr.p.New(0, mpb.BarStyle().Lbound("[").Rbound("]").Filler("=").Tip(">").Padding(" "),
-		mpb.PrependDecorators(decor.Name(label+" ")),
+		mpb.PrependDecorators(decor.Name(pr.label)),
 		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return " " + pr.stats() })),
 		mpb.BarWidth(30),
 	)
-	pr.restore = a.logs.redirect(pr.p)
-	return pr
+	pr.restore = pr.logs.redirect(pr.p)
 }
 
 // Progress implements Reporter.
@@ -79,6 +83,9 @@ func (pr *progress) Progress(done, total, failed int64) {
 		pr.start, pr.base, pr.lastLine = now, done, now
 	}
 	pr.done, pr.total, pr.failed = done, max(total, done), failed
+	if pr.tty && pr.bar == nil && pr.total > 0 {
+		pr.startBar()
+	}
 	if pr.bar != nil {
 		pr.bar.SetTotal(pr.total, false)
 		pr.bar.SetCurrent(done)

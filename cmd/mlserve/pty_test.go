@@ -37,9 +37,55 @@ func TestProgressBarInTerminal(t *testing.T) {
 	hub.Fail(hubtest.CDNKey("immich-app/ViT-B-32__openai", "visual/model.onnx"),
 		hubtest.Fault{Times: 1, Stall: 1500 * time.Millisecond, StallAt: len(visual) / 2})
 	cache := t.TempDir()
+	text := runInTerminal(t, userEnv("MACHINE_LEARNING_CACHE_FOLDER="+cache, "HF_ENDPOINT="+hub.URL(), "IMMICH_LOG_LEVEL=", "HF_HUB_OFFLINE=", "TERM=xterm"),
+		"models", "pull", "-v", "ViT-B-32__openai")
+	// mpb redraws by moving the cursor up and erasing ("\x1b[<n>A\x1b[J").
+	redraws := strings.Count(text, "\x1b[1A\x1b[J")
+	if redraws < 3 {
+		t.Fatalf("the bar was not redrawn in place (%d redraws):\n%q", redraws, text)
+	}
+	// Lines left on the screen: those the next frame does not erase (the
+	// log lines, the last frame, the result).
+	if kept := strings.Count(text, "\n") - strings.Count(text, "\n\x1b[1A\x1b[J"); kept > 5 {
+		t.Errorf("%d lines left on the screen:\n%q", kept, text)
+	}
+	for _, want := range []string{"iB/", "iB/s", "ETA", "(100%)", "downloaded model", filepath.Join(cache, "clip", "ViT-B-32__openai")} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the terminal shows no %q:\n%q", want, text)
+		}
+	}
+}
 
-	cmd := exec.Command(builtBinary(t), "models", "pull", "-v", "ViT-B-32__openai")
-	cmd.Env = userEnv("MACHINE_LEARNING_CACHE_FOLDER="+cache, "HF_ENDPOINT="+hub.URL(), "IMMICH_LOG_LEVEL=", "HF_HUB_OFFLINE=", "TERM=xterm")
+// TestIndexBarInTerminal: `index` on a terminal draws one bar with the
+// count, then prints its summary.
+func TestIndexBarInTerminal(t *testing.T) {
+	cliEnv(t, "")
+	t.Setenv("MACHINE_LEARNING_CACHE_FOLDER", slowCache(t)) // a few hundred ms per image: the bar is drawn meanwhile
+	schema := cliSchema(t)
+	dir, _ := cliPhotos(t, 6)
+	text := runInTerminal(t, userEnv("IMMICH_LOG_LEVEL=", "TERM=xterm"), "index", dir, "--schema", schema, "--batch", "1")
+	if strings.Count(text, "\x1b[1A\x1b[J") < 2 || !regexp.MustCompile(`indexing +\[`).MatchString(text) {
+		t.Fatalf("no bar redrawn in place:\n%q", text)
+	}
+	if !strings.Contains(text, "/6 (") || !strings.Contains(text, "6/6 (100%)") || !strings.Contains(text, "indexed 6 of 6 images (0 failed)") {
+		t.Fatalf("index on a terminal:\n%q", text)
+	}
+	// Lines left on the screen: those the next frame does not erase.
+	if kept := strings.Count(text, "\n") - strings.Count(text, "\n\x1b[1A\x1b[J"); kept > 4 {
+		t.Errorf("%d lines left on the screen:\n%q", kept, text)
+	}
+	// The summary comes after the bar's last frame, not under it.
+	if last, sum := strings.LastIndex(text, "6/6 (100%)"), strings.Index(text, "indexed 6 of 6"); sum < last {
+		t.Errorf("the summary was printed before the bar ended:\n%q", text)
+	}
+}
+
+// runInTerminal runs the binary with a pseudo-terminal as its standard
+// input, output and error, and returns all it wrote.
+func runInTerminal(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(builtBinary(t), args...)
+	cmd.Env = env
 	cmd.Dir = t.TempDir()
 	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 120})
 	if err != nil {
@@ -59,29 +105,15 @@ func TestProgressBarInTerminal(t *testing.T) {
 	select {
 	case err := <-waited:
 		if err != nil {
-			t.Fatalf("models pull: %v\n%q", err, out.String())
+			t.Fatalf("mlserve %v: %v\n%q", args, err, out.String())
 		}
 	case <-ctx.Done():
 		_ = cmd.Process.Kill()
-		t.Fatalf("models pull did not end\n%q", out.String())
+		t.Fatalf("mlserve %v did not end\n%q", args, out.String())
 	}
 	// The output ends with EIO once the child closed the terminal.
 	if err := <-copied; err != nil && !errors.Is(err, syscall.EIO) {
 		t.Fatal(err)
 	}
-	text := out.String()
-	// mpb redraws by moving the cursor up and erasing ("\x1b[<n>A\x1b[J").
-	redraws := strings.Count(text, "\x1b[1A\x1b[J")
-	if redraws < 3 {
-		t.Fatalf("the bar was not redrawn in place (%d redraws):\n%q", redraws, text)
-	}
-	bars := len(regexp.MustCompile(`downloading +\[`).FindAllString(text, -1))
-	if lines := strings.Count(text, "\n"); lines >= bars+6 {
-		t.Errorf("%d lines for %d draws of the bar: not in place\n%q", lines, bars, text)
-	}
-	for _, want := range []string{"iB/", "iB/s", "ETA", "(100%)", "downloaded model", filepath.Join(cache, "clip", "ViT-B-32__openai")} {
-		if !strings.Contains(text, want) {
-			t.Errorf("the terminal shows no %q:\n%q", want, text)
-		}
-	}
+	return out.String()
 }
