@@ -78,6 +78,9 @@ terminal the progress is a bar; otherwise a line every --progress.`,
 			if err != nil {
 				return err
 			}
+			if cfg.DatabaseURL == "" {
+				return errNoDatabase
+			}
 			o.roots = args
 			bar := a.newProgress("indexing", false, o.interval)
 			defer bar.Close()

@@ -182,6 +182,10 @@ func (a *app) setup(oneShot bool) (*config.Config, *slog.Logger, error) {
 	return cfg, a.logger, nil
 }
 
+// errNoDatabase is the error of a command that needs MLSERVE_DATABASE_URL
+// without it (a configuration error: exit 2).
+var errNoDatabase = fmt.Errorf("%w: MLSERVE_DATABASE_URL is not set (`make db` starts a local PostgreSQL with pgvector and prints it)", config.ErrInvalid)
+
 // newLogger writes text (logfmt) or JSON lines to w, every line through
 // the redactor.
 func newLogger(w io.Writer, level slog.Level, format string, r *redact.Redactor) *slog.Logger {

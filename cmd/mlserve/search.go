@@ -59,6 +59,9 @@ With --ocr, finds the images whose recognised text (indexed with
 			if err != nil {
 				return err
 			}
+			if cfg.DatabaseURL == "" {
+				return errNoDatabase
+			}
 			if o.ocr {
 				return runSearchOCR(cmd.Context(), o, a.stdout, cfg, logger)
 			}
@@ -168,7 +171,7 @@ func runSearchOCR(ctx context.Context, o searchOptions, stdout io.Writer, cfg *c
 // (search --ocr, people): no model is needed.
 func openStore(ctx context.Context, schema string, cfg *config.Config, logger *slog.Logger) (*search.Store, error) {
 	if cfg.DatabaseURL == "" {
-		return nil, errors.New("MLSERVE_DATABASE_URL is not set (`make db` starts a local PostgreSQL with pgvector and prints it)")
+		return nil, errNoDatabase
 	}
 	return search.Open(ctx, search.Options{URL: cfg.DatabaseURL, Schema: schema}, logger)
 }
