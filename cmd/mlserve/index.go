@@ -257,7 +257,7 @@ func openQueue(ctx context.Context, cfg *config.Config, name string, opts jobs.R
 	q, err := jobs.NewRedis(ctx, opts, logger)
 	if err != nil {
 		_ = c.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("MLSERVE_REDIS_URL: %w", err)
 	}
 	return q, func() { _ = c.Close() }, nil
 }

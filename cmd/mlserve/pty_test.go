@@ -62,12 +62,12 @@ func TestIndexBarInTerminal(t *testing.T) {
 	cliEnv(t, "")
 	t.Setenv("MACHINE_LEARNING_CACHE_FOLDER", slowCache(t)) // a few hundred ms per image: the bar is drawn meanwhile
 	schema := cliSchema(t)
-	dir, _ := cliPhotos(t, 6)
+	dir, _ := cliPhotos(t, 4)
 	text := runInTerminal(t, userEnv("IMMICH_LOG_LEVEL=", "TERM=xterm"), "index", dir, "--schema", schema, "--batch", "1")
 	if strings.Count(text, "\x1b[1A\x1b[J") < 2 || !regexp.MustCompile(`indexing +\[`).MatchString(text) {
 		t.Fatalf("no bar redrawn in place:\n%q", text)
 	}
-	if !strings.Contains(text, "/6 (") || !strings.Contains(text, "6/6 (100%)") || !strings.Contains(text, "indexed 6 of 6 images (0 failed)") {
+	if !strings.Contains(text, "/4 (") || !strings.Contains(text, "4/4 (100%)") || !strings.Contains(text, "indexed 4 of 4 images (0 failed)") {
 		t.Fatalf("index on a terminal:\n%q", text)
 	}
 	// Lines left on the screen: those the next frame does not erase.
@@ -75,7 +75,7 @@ func TestIndexBarInTerminal(t *testing.T) {
 		t.Errorf("%d lines left on the screen:\n%q", kept, text)
 	}
 	// The summary comes after the bar's last frame, not under it.
-	if last, sum := strings.LastIndex(text, "6/6 (100%)"), strings.Index(text, "indexed 6 of 6"); sum < last {
+	if last, sum := strings.LastIndex(text, "4/4 (100%)"), strings.Index(text, "indexed 4 of 4"); sum < last {
 		t.Errorf("the summary was printed before the bar ended:\n%q", text)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/mlserve/mlserve/config"
 	"github.com/mlserve/mlserve/jobs"
+	"github.com/mlserve/mlserve/search"
 )
 
 // workerOptions are worker's flags.
@@ -74,6 +76,19 @@ func runWorker(ctx context.Context, o workerOptions, stdout io.Writer, cfg *conf
 	if cfg.RedisURL == "" {
 		return errors.New("MLSERVE_REDIS_URL is not set: workers take their work from a Redis queue (without Redis, `mlserve index` does the work itself)")
 	}
+	// The runtime and the models load before the database is touched,
+	// when the model is known without it.
+	var cm *clipModels
+	if !db.immich || db.model != "" {
+		var err error
+		if cm, err = openCLIP(cfg, cmp.Or(db.model, search.DefaultImmichModel), logger); err != nil {
+			return err
+		}
+		defer cm.Close()
+		if err := cm.load(ctx, false, tasks); err != nil {
+			return err
+		}
+	}
 	d, rq, queue, closeAll, err := openWork(ctx, db, cfg, false, queue,
 		jobs.RedisOptions{VisibilityTimeout: visibility, MaxAttempts: attempts}, logger)
 	if err != nil {
@@ -81,11 +96,12 @@ func runWorker(ctx context.Context, o workerOptions, stdout io.Writer, cfg *conf
 	}
 	defer closeAll()
 	opts := rq.Options()
-	cm, err := openCLIP(cfg, d.model, logger)
-	if err != nil {
-		return err
+	if cm == nil {
+		if cm, err = openCLIP(cfg, d.model, logger); err != nil {
+			return err
+		}
+		defer cm.Close()
 	}
-	defer cm.Close()
 	w := jobs.NewWorker(rq, cm, tasks.sink(d.sink()), jobs.WorkerOptions{
 		Analyzer: tasks.analyzer(cm.svc),
 		Model:    d.model, BatchSize: batch, Paths: d.paths, Heartbeat: visibility / 3,
