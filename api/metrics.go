@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mlserve/mlserve/models"
 	"github.com/mlserve/mlserve/pool"
 )
 
@@ -19,10 +20,16 @@ type Metrics struct {
 	inferErrors *prometheus.CounterVec
 	unloads     *prometheus.CounterVec
 	hangups     prometheus.Counter
+	rejected    *prometheus.CounterVec
+	downloaded  prometheus.Counter
+	downloads   *prometheus.CounterVec
 	reg         prometheus.Registerer
 }
 
-var _ pool.Observer = (*Metrics)(nil)
+var (
+	_ pool.Observer           = (*Metrics)(nil)
+	_ models.DownloadObserver = (*Metrics)(nil)
+)
 
 // NewMetrics registers the metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -52,9 +59,86 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		hangups: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mlserve_http_client_hangups_total", Help: "Requests whose client hung up before the answer; their work was cancelled.",
 		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mlserve_http_rejected_total",
+			Help: "Requests refused without being served, by route and reason: overloaded (503: full queue, byte budget, draining), too_large (413), timeout (408), denied (401, 403).",
+		}, []string{"route", "reason"}),
+		downloaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mlserve_model_download_bytes_total", Help: "Model file bytes received from the hub or the OCR source.",
+		}),
+		downloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mlserve_model_downloads_total", Help: "Model downloads finished, by result (ok, error).",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.loadSeconds, m.inferSecs, m.inferErrors, m.unloads, m.hangups)
+	reg.MustRegister(m.requests, m.duration, m.loadSeconds, m.inferSecs, m.inferErrors, m.unloads, m.hangups,
+		m.rejected, m.downloaded, m.downloads)
 	return m
+}
+
+// BuildInfo registers mlserve_build_info, a constant 1 labelled with the
+// build's version, Go's and ONNX Runtime's.
+func (m *Metrics) BuildInfo(version, goVersion, ortVersion string) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "mlserve_build_info",
+		Help:        "A constant 1 labelled with the versions of mlserve, Go and ONNX Runtime.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion, "onnxruntime": ortVersion},
+	}, func() float64 { return 1 }))
+}
+
+// DownloadStarted implements models.DownloadObserver.
+func (m *Metrics) DownloadStarted(string, int, int64) {}
+
+// DownloadProgress implements models.DownloadObserver.
+func (m *Metrics) DownloadProgress(p models.FileProgress) {
+	if p.Received > 0 {
+		m.downloaded.Add(float64(p.Received))
+	}
+}
+
+// DownloadFinished implements models.DownloadObserver.
+func (m *Metrics) DownloadFinished(_ string, err error) {
+	if err != nil {
+		m.downloads.WithLabelValues("error").Inc()
+		return
+	}
+	m.downloads.WithLabelValues("ok").Inc()
+}
+
+// placement is where a loaded model runs: its execution provider and
+// device ("CPU", "CUDA:0"), as far as the model tells.
+func placement(l pool.Loaded) (provider, device string) {
+	if p, ok := l.Model.(interface{ Provider() string }); ok {
+		provider = p.Provider()
+	}
+	if d, ok := l.Model.(interface{ Device() string }); ok {
+		device = d.Device()
+	}
+	if device == "" && provider == "CPU" {
+		device = "CPU"
+	}
+	return provider, device
+}
+
+// loadedCollector exports one mlserve_model_loaded series per model in
+// memory, labelled with where it runs, read at scrape time.
+type loadedCollector struct {
+	h    Health
+	desc *prometheus.Desc
+}
+
+func (c loadedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c loadedCollector) Collect(ch chan<- prometheus.Metric) {
+	seen := map[[5]string]bool{}
+	for _, l := range c.h.Loaded() {
+		provider, device := placement(l)
+		k := [5]string{l.Key.Task, l.Key.Type, l.Key.Name, provider, device}
+		if seen[k] { // an evicted copy still in use beside the new one
+			continue
+		}
+		seen[k] = true
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, 1, k[0], k[1], k[2], k[3], k[4])
+	}
 }
 
 // observeServer adds the HTTP layer's gauges, read at scrape time.
@@ -96,12 +180,34 @@ func (m *Metrics) observeService(h Health) {
 			func() float64 { return float64(h.Stats().Workers) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mlserve_models_loaded", Help: "Models in memory."},
 			func() float64 { return float64(len(h.Loaded())) }),
+		loadedCollector{h: h, desc: prometheus.NewDesc("mlserve_model_loaded",
+			"A model in memory (1), labelled with its task, type, name, execution provider and device.",
+			[]string{"task", "type", "model", "provider", "device"}, nil)},
 	)
 }
 
 func (m *Metrics) request(route string, code int, took time.Duration) {
 	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 	m.duration.WithLabelValues(route).Observe(took.Seconds())
+	if reason := rejectReason(code); reason != "" {
+		m.rejected.WithLabelValues(route, reason).Inc()
+	}
+}
+
+// rejectReason names why a request with this status was refused, or ""
+// for a request that was served (or failed for a reason of its own).
+func rejectReason(code int) string {
+	switch code {
+	case 503:
+		return "overloaded"
+	case 413:
+		return "too_large"
+	case 408:
+		return "timeout"
+	case 401, 403:
+		return "denied"
+	}
+	return ""
 }
 
 // ModelLoaded implements pool.Observer.

@@ -248,7 +248,13 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	if route == "/" && c.Path() != "/" {
 		route = "unmatched"
 	}
-	s.metrics.request(route, code, time.Since(start))
+	took := time.Since(start)
+	s.metrics.request(route, code, took)
+	if s.logger.Enabled(c.UserContext(), slog.LevelDebug) {
+		// The access log: no query string (search texts are the user's).
+		s.logger.Debug("request", "method", c.Method(), "path", c.Path(), "status", code,
+			"ms", float64(took.Microseconds())/1000, "remote", c.IP())
+	}
 	return err
 }
 
@@ -267,8 +273,8 @@ func (s *Server) ready(c *fiber.Ctx) error {
 		var loaded []fiber.Map
 		for _, l := range s.opts.Health.Loaded() {
 			m := fiber.Map{"task": l.Key.Task, "type": l.Key.Type, "model": l.Key.Name, "inUse": l.InUse, "preloaded": l.Pinned, "idleSeconds": int(l.IdleFor.Seconds())}
-			if p, ok := l.Model.(interface{ Provider() string }); ok {
-				m["provider"] = p.Provider()
+			if p, d := placement(l); p != "" {
+				m["provider"], m["device"] = p, d
 			}
 			loaded = append(loaded, m)
 		}

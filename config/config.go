@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -28,6 +29,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/mlserve/mlserve/internal/redact"
 )
@@ -42,6 +46,11 @@ type Config struct {
 	Port int
 	// LogLevel is the slog level from IMMICH_LOG_LEVEL.
 	LogLevel slog.Level
+	// LogLevelSet tells whether IMMICH_LOG_LEVEL was set: one-shot
+	// commands log only warnings unless it was (or -v is given).
+	LogLevelSet bool
+	// LogFormat is "text" (logfmt) or "json" (MLSERVE_LOG_FORMAT).
+	LogFormat string
 
 	// CacheFolder is the model cache root in Immich's layout.
 	CacheFolder string
@@ -125,7 +134,8 @@ type Config struct {
 	// OCRBaseURL is where PP-OCR models are downloaded from.
 	OCRBaseURL string
 
-	// ORTLibrary is the path of the ONNX Runtime shared library.
+	// ORTLibrary is the path of the ONNX Runtime shared library
+	// (MLSERVE_ORT_LIBRARY); empty means "find it" (inference.FindLibrary).
 	ORTLibrary string
 	// MaxQueue is how many requests may wait for a worker before new ones
 	// are refused with 503.
@@ -178,6 +188,7 @@ type Config struct {
 
 	table    []Entry
 	redactor *redact.Redactor
+	unknown  []Unknown
 }
 
 // Preload names the models of one task and type to load at start.
@@ -253,8 +264,65 @@ var ErrInvalid = errors.New("invalid configuration")
 // LookupFunc reads one variable; os.LookupEnv is the usual one.
 type LookupFunc func(name string) (string, bool)
 
-// FromEnv parses the process environment.
-func FromEnv() (*Config, error) { return Load(os.LookupEnv) }
+// FromEnv parses the process environment. Variables that look like
+// mlserve's or Immich's but are not known are listed by [Config.Unknown].
+func FromEnv() (*Config, error) { return LoadEnviron(os.Environ()) }
+
+// LoadEnviron parses environ ("NAME=value" strings, as os.Environ gives
+// them), and lists the unknown names among them (see [Config.Unknown]).
+func LoadEnviron(environ []string) (*Config, error) {
+	m := make(map[string]string, len(environ))
+	names := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+		names = append(names, k)
+	}
+	c, err := load(func(k string) (string, bool) { v, ok := m[k]; return v, ok })
+	c.unknown = findUnknown(names, c.table)
+	if err != nil {
+		// A typo in a name often explains an error in a value.
+		var hints []string
+		for _, u := range c.unknown {
+			if !u.Ignored {
+				hints = append(hints, u.Message())
+			}
+		}
+		if len(hints) > 0 {
+			err = fmt.Errorf("%w\n(%s)", err, strings.Join(hints, "; "))
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// httpURL reads an http(s) URL with a host.
+func (p *parser) httpURL(name, def, desc string) string {
+	v, set := p.raw(name, def, desc)
+	if !set {
+		return def
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.fail(name, v, "not an http(s) URL")
+		return def
+	}
+	return v
+}
+
+// unquoteURL is a parse error's message without the URL it may quote
+// (the value is shown, masked, by fail).
+func unquoteURL(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		return msg[i+2:]
+	}
+	return msg
+}
 
 type parser struct {
 	lookup LookupFunc
@@ -339,7 +407,12 @@ func (p *parser) boolean(name string, def bool, desc string) bool {
 	return def
 }
 
-// seconds parses a number of seconds (fractions allowed), as Immich does.
+// maxSeconds bounds every duration variable (about 100 years), so that
+// none overflows time.Duration.
+const maxSeconds = 3e9
+
+// seconds parses a number of seconds (fractions allowed), as Immich does;
+// negative values are errors.
 func (p *parser) seconds(name string, def float64, desc string) time.Duration {
 	v, set := p.raw(name, strconv.FormatFloat(def, 'f', -1, 64), desc)
 	if !set {
@@ -350,10 +423,11 @@ func (p *parser) seconds(name string, def float64, desc string) time.Duration {
 		p.fail(name, v, "not a number of seconds")
 		return time.Duration(def * float64(time.Second))
 	}
-	if f < 0 {
-		// Immich documents "<= 0 disables"; a negative TTL is passed on
-		// as is upstream, which is a bug. We treat it as 0.
-		f = 0
+	if f < 0 || f > maxSeconds {
+		// Immich documents "<= 0 disables", but passes a negative TTL on
+		// as is (a bug); a negative number of seconds is a mistake.
+		p.fail(name, v, fmt.Sprintf("want 0..%d seconds", int64(maxSeconds)))
+		return time.Duration(def * float64(time.Second))
 	}
 	return time.Duration(f * float64(time.Second))
 }
@@ -371,6 +445,16 @@ func (p *parser) list(name, def, desc string) []string {
 
 // Load parses the variables that lookup returns.
 func Load(lookup LookupFunc) (*Config, error) {
+	c, err := load(lookup)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// load parses; the Config it returns is complete (its table and
+// redactor set) even with an error.
+func load(lookup LookupFunc) (*Config, error) {
 	p := &parser{lookup: lookup}
 	c := &Config{}
 
@@ -379,7 +463,8 @@ func Load(lookup LookupFunc) (*Config, error) {
 	if c.Port > 65535 {
 		p.fail("IMMICH_PORT", strconv.Itoa(c.Port), "must be at most 65535")
 	}
-	lvl := p.str("IMMICH_LOG_LEVEL", "info", "verbose|debug|log|info|warn|error")
+	lvl, lvlSet := p.raw("IMMICH_LOG_LEVEL", "info", "verbose|debug|log|info|warn|error (one-shot commands: warn unless set or -v)")
+	c.LogLevelSet = lvlSet
 	switch strings.ToLower(lvl) {
 	case "verbose", "debug":
 		c.LogLevel = slog.LevelDebug
@@ -392,6 +477,7 @@ func Load(lookup LookupFunc) (*Config, error) {
 	default:
 		p.fail("IMMICH_LOG_LEVEL", lvl, "want verbose, debug, log, info, warn or error")
 	}
+	c.LogFormat = p.choice("MLSERVE_LOG_FORMAT", "text", "log format: text (key=value lines) or json (one object per line)", "text", "json")
 
 	home, err := os.UserHomeDir()
 	if err != nil || home == "" {
@@ -460,19 +546,29 @@ func Load(lookup LookupFunc) (*Config, error) {
 
 	c.ModelOrganization = p.str("MACHINE_LEARNING_MODEL_ORGANIZATION", "immich-app", "Hugging Face organization of the CLIP and face models")
 	c.ModelRevision = p.str("MACHINE_LEARNING_MODEL_REVISION", "main", "Hugging Face revision of the models")
-	c.HFEndpoint = strings.TrimRight(p.str("HF_ENDPOINT", "https://huggingface.co", "Hugging Face hub (or mirror) URL"), "/")
+	c.HFEndpoint = strings.TrimRight(p.httpURL("HF_ENDPOINT", "https://huggingface.co", "Hugging Face hub (or mirror) URL"), "/")
 	c.HFOffline = p.boolean("HF_HUB_OFFLINE", false, "never download; use the cache only")
 	c.HFToken = p.secret("HF_TOKEN", "Hugging Face access token (logged as set/unset)")
-	c.OCRBaseURL = strings.TrimRight(p.str("MLSERVE_OCR_BASE_URL", "https://www.modelscope.cn/models/RapidAI/RapidOCR/resolve/v3.8.0", "where PP-OCR models are downloaded from (RapidOCR's ModelScope repository or a mirror)"), "/")
+	c.OCRBaseURL = strings.TrimRight(p.httpURL("MLSERVE_OCR_BASE_URL", "https://www.modelscope.cn/models/RapidAI/RapidOCR/resolve/v3.8.0", "where PP-OCR models are downloaded from (RapidOCR's ModelScope repository or a mirror)"), "/")
 
-	c.ORTLibrary = p.str("MLSERVE_ORT_LIBRARY", "libonnxruntime.so.1", "path of the ONNX Runtime shared library")
+	c.ORTLibrary = p.str("MLSERVE_ORT_LIBRARY", "", "path of the ONNX Runtime shared library (empty: next to the binary, in .deps/onnxruntime, then the system library path)")
 	c.MaxQueue = p.integer("MLSERVE_MAX_QUEUE", 64, 0, "requests that may wait for a worker; more get 503")
 	c.MaxLoadedModels = p.integer("MLSERVE_MAX_LOADED_MODELS", 8, 1, "models kept in memory at most")
 	c.MaxUploadBytes = int64(p.integer("MLSERVE_MAX_UPLOAD_BYTES", 100<<20, 1024, "largest /predict body, in bytes"))
 	c.MaxImagePixels = p.integer("MLSERVE_MAX_IMAGE_PIXELS", 32_000_000, 1, "largest image decoded, in pixels (imaging.DefaultMaxPixels); decoding may hold 6 bytes per pixel of it")
 
 	c.DatabaseURL = p.str("MLSERVE_DATABASE_URL", "", "PostgreSQL with pgvector, for indexing and search")
+	if c.DatabaseURL != "" {
+		if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
+			p.fail("MLSERVE_DATABASE_URL", c.DatabaseURL, "not a PostgreSQL URL or connection string: "+unquoteURL(err))
+		}
+	}
 	c.RedisURL = p.str("MLSERVE_REDIS_URL", "", "Redis, for the shared job queue (empty: in-process)")
+	if c.RedisURL != "" {
+		if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			p.fail("MLSERVE_REDIS_URL", c.RedisURL, "not a Redis URL (want redis:// or rediss://, a host, a port and a database number): "+unquoteURL(err))
+		}
+	}
 	c.SearchModel = p.str("MLSERVE_SEARCH_MODEL", "", "CLIP model of /search (empty: ViT-B-32__openai, or Immich's configured model)")
 	c.SearchSchema = p.str("MLSERVE_SEARCH_SCHEMA", "", "PostgreSQL schema of mlserve's tables (empty: mlserve)")
 	c.SearchImmich = p.boolean("MLSERVE_SEARCH_IMMICH", false, "/search queries Immich's smart_search instead of mlserve's tables")
@@ -528,7 +624,7 @@ func Load(lookup LookupFunc) (*Config, error) {
 	}
 	c.table = p.table
 	if len(p.errs) > 0 {
-		return nil, c.redactor.Error(errors.Join(p.errs...))
+		return c, c.redactor.Error(errors.Join(p.errs...))
 	}
 	return c, nil
 }

@@ -28,6 +28,12 @@ type remoteFile struct {
 	SHA256 string // lower-case hex, "" if unknown
 	GitOID string // git blob id, "" if unknown (needs Size)
 	Hub    bool   // a hub URL: send the token, read X-Linked-* headers
+	// Model is the model folder's key ("clip/ViT-B-32__openai"), for the
+	// download observer.
+	Model string
+	// Computed is the sha256 of the data written, set once the file is
+	// in place.
+	Computed string
 }
 
 // Transient failures, retried with backoff.
@@ -158,8 +164,8 @@ func (s *Store) backoff(attempt int) time.Duration {
 // fetchFile downloads f into root, with retries. The data goes to
 // "<dest>.partial", is checked, fsynced and renamed; an interrupted attempt
 // leaves only the .partial file, which the next attempt resumes.
-func (s *Store) fetchFile(ctx context.Context, root *os.Root, f remoteFile) error {
-	return s.retry(ctx, f.URL, func(ctx context.Context) error { return s.fetchAttempt(ctx, root, &f) })
+func (s *Store) fetchFile(ctx context.Context, root *os.Root, f *remoteFile) error {
+	return s.retry(ctx, f.URL, func(ctx context.Context) error { return s.fetchAttempt(ctx, root, f) })
 }
 
 // fetchAttempt is one try. It may learn f's size and sha256 from headers.
@@ -231,6 +237,7 @@ func (s *Store) fetchAttempt(ctx context.Context, root *os.Root, f *remoteFile) 
 		}
 		return fmt.Errorf("%w: %s: %s", ErrChecksum, f.Dest, bad)
 	}
+	f.Computed = hex.EncodeToString(sum.sha.Sum(nil))
 	if err := file.Sync(); err != nil {
 		return err
 	}
@@ -300,13 +307,10 @@ func (s *Store) stream(ctx context.Context, file *os.File, f *remoteFile, sum *d
 		return newStatusError(resp)
 	}
 	if f.Hub {
+		// Resuming needs a digest known from the start, so a digest
+		// learned here always comes with have == 0 (and digests hashes
+		// sha256 from the first byte anyway).
 		s.learnFromHeaders(f, redirectHeaders(req.Context()), resp, *have)
-		if sum.sha == nil && f.SHA256 != "" {
-			if *have > 0 {
-				return fmt.Errorf("%w: learned the sha256 only after resuming", errRestart)
-			}
-			sum.reset(f)
-		}
 	}
 	if f.Size < 0 && resp.StatusCode == http.StatusOK && resp.ContentLength >= 0 && resp.Header.Get("Content-Encoding") == "" {
 		f.Size = resp.ContentLength
@@ -316,6 +320,7 @@ func (s *Store) stream(ctx context.Context, file *os.File, f *remoteFile, sum *d
 	}
 
 	prog := s.newProgress(f, *have)
+	s.observer.DownloadProgress(FileProgress{Model: f.Model, File: f.Dest, Have: *have, Size: f.Size})
 	buf := make([]byte, 256<<10)
 	for {
 		n, rerr := resp.Body.Read(buf)
@@ -329,6 +334,7 @@ func (s *Store) stream(ctx context.Context, file *os.File, f *remoteFile, sum *d
 			}
 			sum.Write(buf[:n])
 			*have += int64(n)
+			s.observer.DownloadProgress(FileProgress{Model: f.Model, File: f.Dest, Have: *have, Size: f.Size, Received: int64(n)})
 			prog.update(*have)
 		}
 		if rerr == io.EOF {
@@ -420,8 +426,8 @@ func syncDir(root *os.Root, dir string) error {
 	return nil
 }
 
-// digests hashes the data written so far with the digests f can be checked
-// against.
+// digests hashes the data written so far: always with sha256 (recorded in
+// the model's manifest), and with the git blob id when f has one to check.
 type digests struct {
 	sha hash.Hash
 	git hash.Hash
@@ -434,10 +440,8 @@ func newDigests(f *remoteFile) *digests {
 }
 
 func (d *digests) reset(f *remoteFile) {
-	d.sha, d.git = nil, nil
-	if f.SHA256 != "" {
-		d.sha = sha256.New()
-	}
+	d.git = nil
+	d.sha = sha256.New()
 	if f.GitOID != "" && f.Size >= 0 {
 		d.git = sha1.New() //nolint:gosec // git's object id
 		fmt.Fprintf(d.git, "blob %d\x00", f.Size)
@@ -445,9 +449,7 @@ func (d *digests) reset(f *remoteFile) {
 }
 
 func (d *digests) Write(p []byte) (int, error) {
-	if d.sha != nil {
-		d.sha.Write(p)
-	}
+	d.sha.Write(p)
 	if d.git != nil {
 		d.git.Write(p)
 	}
@@ -456,7 +458,7 @@ func (d *digests) Write(p []byte) (int, error) {
 
 // mismatch describes the first digest that does not match, or "".
 func (d *digests) mismatch(f *remoteFile) string {
-	if d.sha != nil {
+	if f.SHA256 != "" {
 		if got := hex.EncodeToString(d.sha.Sum(nil)); got != f.SHA256 {
 			return "sha256 " + got + ", want " + f.SHA256
 		}

@@ -59,7 +59,44 @@ type StoreOptions struct {
 	Parallel int
 	// UserAgent is sent with every request; default "mlserve".
 	UserAgent string
+	// Observer, if set, hears about downloads as they happen (progress
+	// bars, metrics).
+	Observer DownloadObserver
 }
+
+// DownloadObserver is told about downloads as they happen. Its methods
+// are called from the download goroutines, several at once; they must be
+// quick. model is the model folder's key, "<task>/<folder>" (e.g.
+// "clip/ViT-B-32__openai").
+type DownloadObserver interface {
+	// DownloadStarted: the model's missing files are known: files of
+	// them, bytes in all (-1 when the hub does not tell every size).
+	DownloadStarted(model string, files int, bytes int64)
+	// DownloadProgress: a file's data arrived, or its download restarted.
+	DownloadProgress(p FileProgress)
+	// DownloadFinished: the model's download ended (err nil: every file
+	// is in place and verified).
+	DownloadFinished(model string, err error)
+}
+
+// FileProgress is the state of one file's download.
+type FileProgress struct {
+	Model, File string
+	// Have is the number of bytes of the file on disk now, resumed ones
+	// included (it drops to 0 when a download restarts).
+	Have int64
+	// Size is the file's size, -1 when not known yet.
+	Size int64
+	// Received is the number of bytes received from the network since
+	// the file's previous event.
+	Received int64
+}
+
+type nopObserver struct{}
+
+func (nopObserver) DownloadStarted(string, int, int64) {}
+func (nopObserver) DownloadProgress(FileProgress)      {}
+func (nopObserver) DownloadFinished(string, error)     {}
 
 // Store finds models in the cache folder and downloads what is missing. It is
 // safe for concurrent use. Close it to stop downloads in progress.
@@ -78,9 +115,14 @@ type Store struct {
 	progressInterval time.Duration
 	parallel         int
 	userAgent        string
+	observer         DownloadObserver
 	log              *slog.Logger
 	// ocrFiles is RapidOCR's table; tests swap in digests of generated files.
 	ocrFiles map[string]OCRFile
+
+	// manifestMu serialises the updates of manifests (two OCR types
+	// share a folder and download at once).
+	manifestMu sync.Mutex
 
 	// mu guards flights and closed. Only Clear holds it during I/O, so that
 	// no download of the folder it removes can start meanwhile.
@@ -134,10 +176,14 @@ func NewStore(opts StoreOptions, logger *slog.Logger) (*Store, error) {
 		progressInterval: cmpOr(opts.ProgressInterval, 5*time.Second),
 		parallel:         cmpOr(opts.Parallel, 4),
 		userAgent:        cmpOr(opts.UserAgent, "mlserve"),
+		observer:         opts.Observer,
 		log:              logger,
 		flights:          map[string]*flight{},
 		writing:          map[string]int{},
 		ocrFiles:         ocrFiles,
+	}
+	if s.observer == nil {
+		s.observer = nopObserver{}
 	}
 	switch {
 	case s.retries == 0:
@@ -262,8 +308,29 @@ func (s *Store) Ensure(ctx context.Context, task Task, typ Type, name string) (s
 		return "", fmt.Errorf("%w: %s/%s %q (looked in %s)", ErrOffline, task, typ, info.Name, dir)
 	}
 
-	if err := ctx.Err(); err != nil {
+	if err := s.fetch(ctx, info, typ); err != nil {
+		if ctx.Err() == nil && present(dir, files) {
+			// What this loader needs arrived and verified; another
+			// file of the repo failed. Immich would fail here too, but
+			// there is no reason to.
+			s.log.Warn("model download incomplete, but this type's files are present", "task", task,
+				"type", typ, "model", info.Name, "err", err)
+			return dir, nil
+		}
 		return "", err
+	}
+	if !present(dir, files) {
+		// The repo exists but lacks what the loader needs.
+		return "", fmt.Errorf("%w: %s/%s %q: the downloaded model lacks %s", ErrNotFound, task, typ, info.Name, strings.Join(files, ", "))
+	}
+	return dir, nil
+}
+
+// fetch downloads (info, typ)'s folder, joining the download in progress
+// if there is one, and waits for it or for ctx.
+func (s *Store) fetch(ctx context.Context, info Info, typ Type) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	key := folderKey(info, typ)
 	if info.Task == TaskOCR {
@@ -271,31 +338,16 @@ func (s *Store) Ensure(ctx context.Context, task Task, typ Type, name string) (s
 	}
 	f, err := s.join(ctx, key, info, typ)
 	if err != nil {
-		return "", err
+		return err
 	}
 	select {
 	case <-f.done:
 		s.leave(f)
-		if f.err != nil {
-			if present(dir, files) {
-				// What this loader needs arrived and verified; another
-				// file of the repo failed. Immich would fail here too, but
-				// there is no reason to.
-				s.log.Warn("model download incomplete, but this type's files are present", "task", task,
-					"type", typ, "model", info.Name, "err", f.err)
-				return dir, nil
-			}
-			return "", f.err
-		}
+		return f.err
 	case <-ctx.Done():
 		s.leave(f)
-		return "", ctx.Err()
+		return ctx.Err()
 	}
-	if !present(dir, files) {
-		// The repo exists but lacks what the loader needs.
-		return "", fmt.Errorf("%w: %s/%s %q: the downloaded model lacks %s", ErrNotFound, task, typ, info.Name, strings.Join(files, ", "))
-	}
-	return dir, nil
 }
 
 // join returns the running flight for key, or starts one.
@@ -415,6 +467,7 @@ func (s *Store) download(ctx context.Context, info Info, typ Type) error {
 	} else {
 		n, bytes, err = s.downloadRepo(ctx, root, info)
 	}
+	s.observer.DownloadFinished(folderKey(info, typ), err)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("download %s: %w", info.Name, ctx.Err())
@@ -440,26 +493,34 @@ func (s *Store) downloadRepo(ctx context.Context, root *os.Root, info Info) (int
 	if err != nil {
 		return 0, 0, err
 	}
-	var todo []remoteFile
+	model := folderKey(info, TypeVisual) // CLIP and face repos: one folder for every type
+	var todo []*remoteFile
+	var kept []hubFile // listed files: the manifest's entries
 	var total int64
 	for _, f := range files {
-		if ignoredRepoFile(f.Path) {
+		if ignoredRepoFile(f.Path) || f.Path == ManifestFile {
 			continue
 		}
 		if !validRepoPath(f.Path) {
 			s.log.Warn("skipping a repo file with an unsafe path", "repo", repo, "path", f.Path)
 			continue
 		}
+		kept = append(kept, f)
 		if st, err := root.Stat(f.Path); err == nil && st.Mode().IsRegular() && (f.Size < 0 || st.Size() == f.Size) {
 			continue // already here, e.g. from an earlier partial run
 		}
-		todo = append(todo, remoteFile{
+		todo = append(todo, &remoteFile{
 			URL:  s.repoURL("", repo, "/resolve/"+url.PathEscape(commit)+"/"+escapePath(f.Path)),
-			Dest: f.Path, Size: f.Size, SHA256: f.SHA256, GitOID: f.GitOID, Hub: true,
+			Dest: f.Path, Size: f.Size, SHA256: f.SHA256, GitOID: f.GitOID, Hub: true, Model: model,
 		})
-		total += max(f.Size, 0)
+		if total >= 0 && f.Size >= 0 {
+			total += f.Size
+		} else {
+			total = -1
+		}
 	}
 	s.log.Debug("repo snapshot", "repo", repo, "commit", commit, "files", len(files), "to_fetch", len(todo), "bytes", total)
+	s.observer.DownloadStarted(model, len(todo), total)
 
 	// One file failing does not stop the others: whatever verifies is kept
 	// (a type whose files all arrived is usable), and a later attempt
@@ -472,7 +533,14 @@ func (s *Store) downloadRepo(ctx context.Context, root *os.Root, info Info) (int
 	if err := g.Wait(); err != nil {
 		return 0, 0, err
 	}
-	return len(todo), total, nil
+	if err := s.recordRepo(root, repo, commit, kept, todo); err != nil {
+		return 0, 0, err
+	}
+	var got int64
+	for _, f := range todo {
+		got += max(f.Size, 0)
+	}
+	return len(todo), got, nil
 }
 
 // downloadOCR fetches the PP-OCRv5 file of (info, typ) into
@@ -484,12 +552,16 @@ func (s *Store) downloadOCR(ctx context.Context, root *os.Root, info Info, typ T
 	}
 	u := s.ocrBase + "/" + escapePath(src.Path)
 	s.log.Info("downloading model", "task", info.Task, "type", typ, "model", info.Name, "key", src.Key, "url", u)
-	f := remoteFile{URL: u, Dest: string(typ) + "/" + ModelFile, Size: -1, SHA256: src.SHA256}
+	f := &remoteFile{URL: u, Dest: string(typ) + "/" + ModelFile, Size: -1, SHA256: src.SHA256, Model: folderKey(info, typ)}
+	s.observer.DownloadStarted(f.Model, 1, -1)
 	if err := s.fetchFile(ctx, root, f); err != nil {
 		return 0, 0, err
 	}
 	st, err := root.Stat(f.Dest)
 	if err != nil {
+		return 0, 0, err
+	}
+	if err := s.recordOCR(root, s.ocrBase, ManifestEntry{Path: f.Dest, Size: st.Size(), SHA256: src.SHA256}); err != nil {
 		return 0, 0, err
 	}
 	return 1, st.Size(), nil

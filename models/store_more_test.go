@@ -286,10 +286,10 @@ func TestHostileRepoPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := listFiles(t, filepath.Dir(dir))
-	if want := []string{"detection/model.onnx", "recognition/model.onnx"}; strings.Join(got, ",") != strings.Join(want, ",") {
+	if want := []string{ManifestFile, "detection/model.onnx", "recognition/model.onnx"}; strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("model folder holds %v, want %v", got, want)
 	}
-	if all := listFiles(t, top); len(all) != 2 {
+	if all := listFiles(t, top); len(all) != 3 {
 		t.Fatalf("files written outside the model folder: %v", all)
 	}
 

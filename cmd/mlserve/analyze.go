@@ -3,7 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
+
+	"github.com/spf13/pflag"
 
 	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/inference/ocr"
@@ -23,7 +24,7 @@ type taskFlags struct {
 	ocrMaxResolution int
 }
 
-func (t *taskFlags) register(fs *flag.FlagSet) {
+func (t *taskFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&t.faces, "faces", "", "also detect and embed faces with this model (e.g. buffalo_l); not with --immich")
 	fs.StringVar(&t.ocr, "ocr", "", "also read text with this OCR model (e.g. PP-OCRv5_mobile); not with --immich")
 	fs.Float64Var(&t.faceMinScore, "face-min-score", 0.7, "face detection threshold (Immich's default)")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"image"
 	"io"
@@ -25,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"gocv.io/x/gocv"
 
 	"github.com/mlserve/mlserve/api"
@@ -63,23 +64,43 @@ type benchFlags struct {
 	detModel, recModel, vitGr string // generated graphs (in-process)
 }
 
-// runBench is `mlserve bench`: a load generator for any Immich-compatible
+// benchCommand is `mlserve bench`: a load generator for any Immich-compatible
 // machine-learning server (mlserve or Immich's own) that prints, in one
 // run, a concurrency sweep (throughput, latency percentiles, 503s), where
 // the time went (from Server-Timing), and a bare ONNX Runtime baseline on
 // the same graph and threads, alternated with the HTTP runs (A/B/A) so
 // that the ratios hold on a noisy machine.
 //
-// Without -url it starts its own server in-process, with the service's
+// Without --url it starts its own server in-process, with the service's
 // defaults (the environment's MACHINE_LEARNING_* and MLSERVE_* variables
 // apply), on generated graphs of the real models' architecture and cost
 // (ViT-B/32 for CLIP; SCRFD-10GF and IResNet-50 for faces, as buffalo_l)
-// unless -cache names a model cache. The requests carry real photos at
+// unless --cache names a model cache. The requests carry real photos at
 // Immich's preview size, as Immich sends them.
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func (a *app) benchCommand() *cobra.Command {
 	var f benchFlags
+	cmd := &cobra.Command{
+		Use:   "bench [flags]",
+		Short: "Load-test an Immich-compatible machine-learning server",
+		Long: `Loads an Immich-compatible machine-learning server (mlserve, or with --url any
+other, Immich's own included) with real photos at Immich's preview size, and
+prints a concurrency sweep (throughput, latency percentiles, 503s, batch
+sizes), where the time went (from Server-Timing), and a bare ONNX Runtime
+baseline on the same graph and threads, run between the levels so that the
+ratios hold on a busy machine.
+
+Without --url it starts mlserve in-process with the environment's settings,
+on generated graphs of the real models' architecture and cost unless --cache
+names a model cache.`,
+		Example: `  mlserve bench
+  mlserve bench --task faces --faces 60
+  mlserve bench --url http://gpu-host:3003 --concurrency 1,8,32`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runBench(cmd.Context(), cmd.Flags(), &f, a.stdout, a.stderr)
+		},
+	}
+	fs := cmd.Flags()
 	fs.StringVar(&f.url, "url", "", "server to load (empty: start one in-process on generated graphs)")
 	fs.StringVar(&f.task, "task", "clip-visual", "clip-visual | clip-textual | faces | ocr")
 	fs.StringVar(&f.clipModel, "clip-model", "ViT-B-32__openai", "CLIP model name")
@@ -90,11 +111,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.image, "image", "", "send this one file as is instead of the photos")
 	fs.IntVar(&f.short, "preview", 1440, "scale the photos so their shorter side is this (Immich's preview size; 0: as they are)")
 	fs.IntVar(&f.quality, "quality", 80, "JPEG quality of the scaled photos")
-	conc := fs.String("concurrency", "1,2,4,8,16", "requests in flight, one level after another")
+	fs.String("concurrency", "1,2,4,8,16", "requests in flight, one level after another")
 	fs.DurationVar(&f.duration, "duration", 8*time.Second, "how long each concurrency level runs")
-	fs.IntVar(&f.requests, "requests", 0, "requests per level instead of -duration")
-	fs.BoolVar(&f.bare, "bare", true, "run the bare ONNX Runtime baseline between the levels (in-process, or with -bare-model)")
-	fs.StringVar(&f.bareModel, "bare-model", "", "with -url: the ONNX file the server runs, for the bare baseline (threads from the environment)")
+	fs.IntVar(&f.requests, "requests", 0, "requests per level instead of --duration")
+	fs.BoolVar(&f.bare, "bare", true, "run the bare ONNX Runtime baseline between the levels (in-process, or with --bare-model)")
+	fs.StringVar(&f.bareModel, "bare-model", "", "with --url: the ONNX file the server runs, for the bare baseline (threads from the environment)")
 	fs.DurationVar(&f.bareDuration, "bare-duration", 3*time.Second, "how long each bare measurement runs")
 	fs.IntVar(&f.faces, "faces", 0, "faces: pick the detection minScore so that the first photo gives about this many faces (0: use -face-min-score)")
 	fs.Float64Var(&f.faceMinScore, "face-min-score", 0.7, "face detection minScore (Immich's default)")
@@ -103,13 +124,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.quiet, "quiet", true, "in-process: keep the server's log quiet")
 	fs.IntVar(&f.warmup, "warmup", 0, "warm-up requests before measuring (0: one per photo)")
 	fs.BoolVar(&f.threads, "threads", false, "in-process: only compare, on the bare graphs, one run on every core with one run per core (A/B/A), per batch size")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	for _, s := range strings.Split(*conc, ",") {
+	return cmd
+}
+
+// runBench runs the benchmark with the parsed flags.
+func runBench(ctx context.Context, fs *pflag.FlagSet, fp *benchFlags, stdout, stderr io.Writer) error {
+	f := *fp
+	conc, _ := fs.GetString("concurrency")
+	f.concurrency = nil
+	for _, s := range strings.Split(conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
-			return fmt.Errorf("-concurrency: %q is not a positive integer", s)
+			return usagef("--concurrency: %q is not a positive integer", s)
 		}
 		f.concurrency = append(f.concurrency, n)
 	}
@@ -396,7 +422,7 @@ func (b *bench) generatedCache() (string, error) {
 			return "", err
 		}
 	default:
-		return "", fmt.Errorf("-task %s needs -cache (a model cache with the real models) or -url", b.f.task)
+		return "", fmt.Errorf("--task %s needs --cache (a model cache with the real models) or --url", b.f.task)
 	}
 	return cache, nil
 }
@@ -851,7 +877,7 @@ func (b *bench) newBaseline(faces int) (baseline, error) {
 	rt := b.rt
 	if rt == nil {
 		if b.f.bareModel == "" {
-			b.printf("(no bare baseline: -url without -bare-model)\n")
+			b.printf("(no bare baseline: --url without --bare-model)\n")
 			return nil, nil
 		}
 		cfg, err := config.FromEnv()
@@ -1062,7 +1088,7 @@ func (f *faceBaseline) quick(ctx context.Context, d time.Duration) bareResult {
 // CPU time per item (which is what throughput is on a saturated machine).
 func (b *bench) compareThreads(ctx context.Context) error {
 	if b.rt == nil || b.cfg == nil {
-		return errors.New("-threads needs the in-process server (no -url)")
+		return errors.New("--threads needs the in-process server (no --url)")
 	}
 	cores := runtime.NumCPU()
 	intra, _ := b.rt.Threads(inference.CPU)
@@ -1081,7 +1107,7 @@ func (b *bench) compareThreads(ctx context.Context) error {
 		graphs = append(graphs, graph{filepath.Join(fd, "detection", "model.onnx"), []int64{3, 640, 640}, false},
 			graph{filepath.Join(fd, "recognition", "model.onnx"), []int64{3, 112, 112}, true})
 	default:
-		return fmt.Errorf("-threads: no graphs for %s", b.f.task)
+		return fmt.Errorf("--threads: no graphs for %s", b.f.task)
 	}
 	b.printf("\nthreads, bare (A: 1 run × %d threads, B: %d runs × 1 thread; A/B/A/B, %v each):\n", intra, cores, b.f.bareDuration)
 	for _, g := range graphs {

@@ -18,8 +18,8 @@ func TestBench(t *testing.T) {
 	t.Setenv("MLSERVE_ORT_LIBRARY", testenv.ORTLibrary(t))
 	t.Setenv("MLSERVE_TESTDATA", strings.TrimSuffix(testenv.TestData(t, "photos"), "/photos"))
 	var out, errb bytes.Buffer
-	code := run([]string{"bench", "-cache", cliCache(t), "-preview", "0", "-concurrency", "1,3", "-requests", "12",
-		"-bare-duration", "50ms", "-warmup", "1"}, &out, &errb)
+	code := run([]string{"bench", "--cache", cliCache(t), "--preview", "0", "--concurrency", "1,3", "--requests", "12",
+		"--bare-duration", "50ms", "--warmup", "1"}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
 	}

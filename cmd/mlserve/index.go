@@ -1,16 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mlserve/mlserve/config"
@@ -22,11 +23,31 @@ import (
 	"github.com/mlserve/mlserve/search"
 )
 
-const indexUsage = `usage: mlserve index [flags] PATH...
-       mlserve index --immich [--force] [flags]
+// indexOptions are index's flags and arguments.
+type indexOptions struct {
+	db        dbFlags
+	tasks     taskFlags
+	force     bool
+	batch     int
+	workers   int
+	noWait    bool
+	queue     string
+	deferIdx  bool
+	interval  time.Duration
+	heicFiles bool
+	roots     []string
+	// progress is told of the run's progress (a bar on a terminal).
+	progress Reporter
+}
 
-Computes CLIP image embeddings and stores them in PostgreSQL/pgvector
-(MLSERVE_DATABASE_URL; ` + "`make db`" + ` starts a local one).
+// indexCommand is `mlserve index`.
+func (a *app) indexCommand() *cobra.Command {
+	var o indexOptions
+	cmd := &cobra.Command{
+		Use:   "index [flags] PATH...",
+		Short: "Embed a photo folder or an Immich library into PostgreSQL/pgvector",
+		Long: `Computes CLIP image embeddings (and with --faces/--ocr, faces and text) and
+stores them in PostgreSQL/pgvector (MLSERVE_DATABASE_URL; ` + "`make db`" + ` starts a local one).
 
   mlserve index PATH...   walks the folders (JPEG, PNG, WebP), skipping files
                           already indexed with the same content, into our own
@@ -38,16 +59,48 @@ Computes CLIP image embeddings and stores them in PostgreSQL/pgvector
 
 Without MLSERVE_REDIS_URL the work runs in this process. With it, the work
 goes to a Redis queue for ` + "`mlserve worker`" + ` processes on any number
-of hosts, and this command shows their progress until they are done.
-
-flags:
-`
-
-// pathFlags collects repeated --path-map FROM=TO.
-type pathFlags []string
-
-func (p *pathFlags) String() string     { return strings.Join(*p, ",") }
-func (p *pathFlags) Set(v string) error { *p = append(*p, v); return nil }
+of hosts, and this command shows their progress until they are done. On a
+terminal the progress is a bar; otherwise a line every --progress.`,
+		Example: `  mlserve index ~/Pictures
+  mlserve index ~/Pictures --faces buffalo_l --ocr PP-OCRv5_mobile
+  mlserve index --immich --path-map /usr/src/app/upload=/mnt/immich`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.tasks.check(o.db.immich); err != nil {
+				return usageError{err}
+			}
+			if o.db.immich != (len(args) == 0) {
+				return usagef("give folders to index, or --immich (not both)")
+			}
+			if o.force && !o.db.immich {
+				return usagef("--force applies to --immich")
+			}
+			cfg, logger, err := a.setup(true)
+			if err != nil {
+				return err
+			}
+			if cfg.DatabaseURL == "" {
+				return errNoDatabase
+			}
+			o.roots = args
+			bar := a.newProgress("indexing", false, o.interval)
+			defer bar.Close()
+			o.progress = bar
+			return runIndex(cmd.Context(), o, a.stdout, cfg, logger)
+		},
+	}
+	f := cmd.Flags()
+	o.db.register(f)
+	f.BoolVar(&o.force, "force", false, "with --immich: embed every asset again, not only those without an embedding")
+	f.IntVar(&o.batch, "batch", 16, "images per batch (read, embed, write, acknowledge)")
+	o.tasks.register(f)
+	f.IntVar(&o.workers, "workers", 1, "in-process mode: batches processed at once")
+	f.BoolVar(&o.noWait, "no-wait", false, "with Redis: enqueue and return without waiting for the workers")
+	f.StringVar(&o.queue, "queue", "", "Redis queue name (default derived from the schema and model)")
+	f.BoolVar(&o.deferIdx, "defer-index", false, "build the HNSW index after loading instead of while loading (faster for a first bulk load)")
+	f.DurationVar(&o.interval, "progress", 2*time.Second, "how often a progress line is printed when stderr is not a terminal")
+	f.BoolVar(&o.heicFiles, "heic", false, "also pick .heic/.heif files (only if this build's decoder reads them)")
+	return cmd
+}
 
 // dbFlags are the flags that pick the database side, shared by index,
 // worker and search.
@@ -56,15 +109,16 @@ type dbFlags struct {
 	immich       bool
 	schema       string
 	immichSchema string
-	paths        pathFlags
+	paths        []string
 }
 
-func (d *dbFlags) register(fs *flag.FlagSet) {
+func (d *dbFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&d.model, "model", "", "CLIP model (default ViT-B-32__openai; with --immich, the model Immich is configured with)")
 	fs.BoolVar(&d.immich, "immich", false, "work on an Immich database (smart_search) instead of our own schema")
 	fs.StringVar(&d.schema, "schema", search.DefaultSchema, "PostgreSQL schema of our own tables")
 	fs.StringVar(&d.immichSchema, "immich-schema", "public", "PostgreSQL schema of Immich's tables")
-	fs.Var(&d.paths, "path-map", "FROM=TO: read files stored under FROM (e.g. Immich's /usr/src/app/upload) from TO on this host; repeatable")
+	fs.StringArrayVar(&d.paths, "path-map", nil, "FROM=TO: read files stored under FROM (e.g. Immich's /usr/src/app/upload) from TO on this host; repeatable")
+	_ = fs.SetAnnotation("model", cobra.BashCompCustom, nil)
 }
 
 // database is the side results go to: our schema or Immich's.
@@ -189,7 +243,8 @@ func (c *clipModels) EmbedText(ctx context.Context, text string) ([]float32, err
 }
 
 // openQueue connects to Redis, or returns nil without MLSERVE_REDIS_URL.
-func openQueue(ctx context.Context, cfg *config.Config, name string, logger *slog.Logger) (*jobs.Redis, func(), error) {
+// opts gives the queue's settings (its Client and Name are filled in).
+func openQueue(ctx context.Context, cfg *config.Config, name string, opts jobs.RedisOptions, logger *slog.Logger) (*jobs.Redis, func(), error) {
 	if cfg.RedisURL == "" {
 		return nil, func() {}, nil
 	}
@@ -198,18 +253,19 @@ func openQueue(ctx context.Context, cfg *config.Config, name string, logger *slo
 		return nil, nil, fmt.Errorf("MLSERVE_REDIS_URL: %w", cfg.Redactor().Error(err)) // net/url quotes the whole URL
 	}
 	c := redis.NewClient(opt)
-	q, err := jobs.NewRedis(ctx, jobs.RedisOptions{Client: c, Name: name}, logger)
+	opts.Client, opts.Name = c, name
+	q, err := jobs.NewRedis(ctx, opts, logger)
 	if err != nil {
 		_ = c.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("MLSERVE_REDIS_URL: %w", err)
 	}
 	return q, func() { _ = c.Close() }, nil
 }
 
 // openWork opens the database side and, with MLSERVE_REDIS_URL, the queue
-// (named after the side and model unless queue is given). closeAll closes
-// both.
-func openWork(ctx context.Context, db dbFlags, cfg *config.Config, deferIdx bool, queue string, logger *slog.Logger) (d *database, rq *jobs.Redis, name string, closeAll func(), err error) {
+// (named after the side and model unless queue is given, with qopts'
+// settings). closeAll closes both.
+func openWork(ctx context.Context, db dbFlags, cfg *config.Config, deferIdx bool, queue string, qopts jobs.RedisOptions, logger *slog.Logger) (d *database, rq *jobs.Redis, name string, closeAll func(), err error) {
 	d, err = openDatabase(ctx, db, cfg, deferIdx, logger)
 	if err != nil {
 		return nil, nil, "", nil, err
@@ -217,7 +273,7 @@ func openWork(ctx context.Context, db dbFlags, cfg *config.Config, deferIdx bool
 	if queue == "" {
 		queue = queueName(db, d.model)
 	}
-	rq, closeQueue, err := openQueue(ctx, cfg, queue, logger)
+	rq, closeQueue, err := openQueue(ctx, cfg, queue, qopts, logger)
 	if err != nil {
 		d.Close()
 		return nil, nil, "", nil, err
@@ -234,51 +290,29 @@ func queueName(f dbFlags, model string) string {
 	return "mlserve:index:" + f.schema + ":" + model
 }
 
-func runIndex(ctx context.Context, args []string, stdout io.Writer, cfg *config.Config, logger *slog.Logger) error {
+func runIndex(ctx context.Context, o indexOptions, stdout io.Writer, cfg *config.Config, logger *slog.Logger) error {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	fs := flag.NewFlagSet("index", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	fs.Usage = func() { fmt.Fprint(stdout, indexUsage); fs.PrintDefaults() }
-	var (
-		db        dbFlags
-		force     bool
-		batch     int
-		workers   int
-		noWait    bool
-		queue     string
-		deferIdx  bool
-		interval  time.Duration
-		heicFiles bool
-	)
-	db.register(fs)
-	fs.BoolVar(&force, "force", false, "with --immich: embed every asset again, not only those without an embedding")
-	fs.IntVar(&batch, "batch", 16, "images per batch (read, embed, write, acknowledge)")
-	var tasks taskFlags
-	tasks.register(fs)
-	fs.IntVar(&workers, "workers", 1, "in-process mode: batches processed at once")
-	fs.BoolVar(&noWait, "no-wait", false, "with Redis: enqueue and return without waiting for the workers")
-	fs.StringVar(&queue, "queue", "", "Redis queue name (default derived from the schema and model)")
-	fs.BoolVar(&deferIdx, "defer-index", false, "build the HNSW index after loading instead of while loading (faster for a first bulk load)")
-	fs.DurationVar(&interval, "progress", 2*time.Second, "how often progress is printed")
-	fs.BoolVar(&heicFiles, "heic", false, "also pick .heic/.heif files (only if this build's decoder reads them)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := tasks.check(db.immich); err != nil {
-		return err
-	}
-	roots := fs.Args()
-	if db.immich != (len(roots) == 0) {
-		fs.Usage()
-		return errors.New("give folders to index, or --immich (not both)")
-	}
-	if force && !db.immich {
-		return errors.New("--force applies to --immich")
+	db, tasks, force, batch, workers, noWait, queue, deferIdx, interval, heicFiles, roots :=
+		o.db, o.tasks, o.force, o.batch, o.workers, o.noWait, o.queue, o.deferIdx, o.interval, o.heicFiles, o.roots
+
+	// The runtime and the models load before anything touches the
+	// database: in-process, with the model known (our schema, or
+	// --model), a missing library or model fails before any table.
+	var cm *clipModels
+	if cfg.RedisURL == "" && (!db.immich || db.model != "") {
+		var err error
+		if cm, err = openCLIP(cfg, cmp.Or(db.model, search.DefaultImmichModel), logger); err != nil {
+			return err
+		}
+		defer cm.Close()
+		if err := cm.load(ctx, false, tasks); err != nil {
+			return err
+		}
 	}
 
-	d, rq, queue, closeAll, err := openWork(ctx, db, cfg, deferIdx, queue, logger)
+	d, rq, queue, closeAll, err := openWork(ctx, db, cfg, deferIdx, queue, jobs.RedisOptions{}, logger)
 	if err != nil {
 		return err
 	}
@@ -319,13 +353,13 @@ func runIndex(ctx context.Context, args []string, stdout io.Writer, cfg *config.
 	})
 
 	var ws []*jobs.Worker
-	var cm *clipModels
 	if mem != nil {
-		cm, err = openCLIP(cfg, d.model, logger)
-		if err != nil {
-			return err
+		if cm == nil {
+			if cm, err = openCLIP(cfg, d.model, logger); err != nil {
+				return err
+			}
+			defer cm.Close()
 		}
-		defer cm.Close()
 		w := jobs.NewWorker(mem, cm, tasks.sink(d.sink()), jobs.WorkerOptions{
 			Model: d.model, BatchSize: batch, Paths: d.paths, Analyzer: tasks.analyzer(cm.svc),
 			Decode: decoder(cfg),
@@ -339,8 +373,10 @@ func runIndex(ctx context.Context, args []string, stdout io.Writer, cfg *config.
 		var last jobs.Progress // read after g.Wait
 		g.Go(func() error {
 			var err error
-			last, err = p.Watch(gctx, interval, func(pr jobs.Progress) {
-				fmt.Fprintf(stdout, "indexing: %s\n", pr)
+			last, err = p.Watch(gctx, min(interval, 500*time.Millisecond), func(pr jobs.Progress) {
+				if o.progress != nil {
+					o.progress.Progress(pr.Done+pr.Failed, pr.Total, pr.Failed)
+				}
 			})
 			return err
 		})
@@ -351,7 +387,11 @@ func runIndex(ctx context.Context, args []string, stdout io.Writer, cfg *config.
 		}()
 	}
 	start := time.Now()
-	if err := g.Wait(); err != nil {
+	err = g.Wait()
+	if o.progress != nil {
+		o.progress.Close() // the bar ends before the summary
+	}
+	if err != nil {
 		return err
 	}
 	for _, w := range ws {

@@ -173,7 +173,8 @@ func TestCLIIndexWithRedisWorker(t *testing.T) {
 	// worker must not race index for the schema's first migration either,
 	// which the advisory lock makes safe anyway.
 	wg.Go(func() {
-		werr = runWorker(ctx, []string{"--schema", schema, "--queue", queue, "--batch", "2", "--stats", "0"}, &wout, cfg, nil)
+		werr = runWorker(ctx, workerOptions{db: dbFlags{schema: schema, immichSchema: "public"}, queue: queue, batch: 2,
+			workers: 1, visibility: 2 * time.Minute, attempts: 3}, &wout, cfg, nil)
 	})
 	out := runCLI(t, "index", "--schema", schema, "--queue", queue, "--progress", "100ms", dir)
 	stop()

@@ -1,10 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,88 +12,174 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/spf13/cobra"
+
 	"github.com/mlserve/mlserve/config"
-	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/search"
 )
 
-const searchUsage = `usage: mlserve search [flags] TEXT...
-       mlserve search [flags] --image PATH
+// searchOptions are search's flags and arguments.
+type searchOptions struct {
+	db     dbFlags
+	limit  int
+	image  string
+	ocr    bool
+	asJSON bool
+	text   string
+}
 
-Finds the indexed images nearest to a text (CLIP's text encoder) or to an
+// searchCommand is `mlserve search`.
+func (a *app) searchCommand() *cobra.Command {
+	var o searchOptions
+	cmd := &cobra.Command{
+		Use:   "search [flags] TEXT...",
+		Short: "Search indexed images by text, example image or recognised text",
+		Long: `Finds the indexed images nearest to a text (CLIP's text encoder) or to an
 example image (its image encoder), by cosine distance, nearest first: in our
 own schema, or with --immich in an Immich database's smart_search.
 
-flags:
-`
+With --ocr, finds the images whose recognised text (indexed with
+` + "`mlserve index --ocr MODEL`" + `) contains the text, or resembles it, best first.`,
+		Example: `  mlserve search "a dog on the beach"
+  mlserve search "a dog" --limit 2 --json
+  mlserve search --image holiday.jpg
+  mlserve search --ocr "invoice 2024"`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.text = strings.TrimSpace(strings.Join(args, " "))
+			if (o.text == "") == (o.image == "") {
+				return usagef("give a search text or --image (one of them)")
+			}
+			if o.ocr && (o.image != "" || o.db.immich) {
+				return usagef("--ocr searches text in our own schema: not with --image or --immich")
+			}
+			if o.limit < 1 || o.limit > search.MaxLimit {
+				return usagef("--limit %d: want 1..%d", o.limit, search.MaxLimit)
+			}
+			cfg, logger, err := a.setup(true)
+			if err != nil {
+				return err
+			}
+			if cfg.DatabaseURL == "" {
+				return errNoDatabase
+			}
+			if o.ocr {
+				return runSearchOCR(cmd.Context(), o, a.stdout, cfg, logger)
+			}
+			return runSearch(cmd.Context(), o, a.stdout, cfg, logger)
+		},
+	}
+	f := cmd.Flags()
+	o.db.register(f)
+	f.IntVarP(&o.limit, "limit", "n", 20, fmt.Sprintf("number of results (1..%d)", search.MaxLimit))
+	f.StringVar(&o.image, "image", "", "search by this example image instead of a text")
+	f.BoolVar(&o.ocr, "ocr", false, "search the recognised text of the images (indexed with --ocr) instead of their content")
+	f.BoolVar(&o.asJSON, "json", false, "print JSON")
+	return cmd
+}
 
-func runSearch(ctx context.Context, args []string, stdout io.Writer, cfg *config.Config, logger *slog.Logger) error {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+func runSearch(ctx context.Context, o searchOptions, stdout io.Writer, cfg *config.Config, logger *slog.Logger) error {
+	var data []byte
+	if o.image != "" {
+		var err error
+		if data, err = os.ReadFile(o.image); err != nil {
+			return err
+		}
 	}
-	fs := flag.NewFlagSet("search", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	fs.Usage = func() { fmt.Fprint(stdout, searchUsage); fs.PrintDefaults() }
-	var (
-		db     dbFlags
-		limit  int
-		image  string
-		asJSON bool
-	)
-	db.register(fs)
-	fs.IntVar(&limit, "limit", 20, fmt.Sprintf("number of results (1..%d)", search.MaxLimit))
-	fs.StringVar(&image, "image", "", "search by this example image instead of a text")
-	fs.BoolVar(&asJSON, "json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return err
+	// The runtime and the model load before the database is touched
+	// (Immich mode without --model reads the model Immich is configured
+	// with first).
+	var cm *clipModels
+	if !o.db.immich || o.db.model != "" {
+		var err error
+		if cm, err = openCLIP(cfg, cmp.Or(o.db.model, search.DefaultImmichModel), logger); err != nil {
+			return err
+		}
+		defer cm.Close()
+		if err := cm.load(ctx, o.image == "", taskFlags{}); err != nil {
+			return err
+		}
 	}
-	text := strings.TrimSpace(strings.Join(fs.Args(), " "))
-	if (text == "") == (image == "") {
-		fs.Usage()
-		return errors.New("give a search text or --image (one of them)")
-	}
-	if limit < 1 || limit > search.MaxLimit {
-		return fmt.Errorf("--limit %d: want 1..%d", limit, search.MaxLimit)
-	}
-	d, err := openDatabase(ctx, db, cfg, false, logger)
+	d, err := openDatabase(ctx, o.db, cfg, false, logger)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	cm, err := openCLIP(cfg, d.model, logger)
-	if err != nil {
-		return err
+	if cm == nil {
+		if cm, err = openCLIP(cfg, d.model, logger); err != nil {
+			return err
+		}
+		defer cm.Close()
 	}
-	defer cm.Close()
 
 	var query []float32
-	if image != "" {
-		data, err := os.ReadFile(image)
-		if err != nil {
-			return err
+	if data != nil {
+		if query, err = cm.svc.EmbedImageData(ctx, cm.name, data); err != nil {
+			return fmt.Errorf("%s: %w", o.image, err)
 		}
-		img, err := imaging.DecodeWith(data, decodeOptions(cfg))
-		if err != nil {
-			return fmt.Errorf("%s: %w", image, err)
-		}
-		out, err := cm.EmbedImages(ctx, []*imaging.Image{img})
-		if err != nil {
-			return err
-		}
-		query = out[0]
-	} else if query, err = cm.EmbedText(ctx, text); err != nil {
+	} else if query, err = cm.EmbedText(ctx, o.text); err != nil {
 		return err
 	}
 	var hits []search.Hit
 	if d.immich != nil {
-		hits, err = d.immich.Search(ctx, query, limit)
+		hits, err = d.immich.Search(ctx, query, o.limit)
 	} else {
-		hits, err = d.store.SearchCLIP(ctx, d.model, query, limit)
+		hits, err = d.store.SearchCLIP(ctx, d.model, query, o.limit)
 	}
 	if err != nil {
 		return err
 	}
-	return printHits(stdout, hits, asJSON)
+	return printHits(stdout, hits, o.asJSON)
+}
+
+// runSearchOCR searches the recognised text of our schema.
+func runSearchOCR(ctx context.Context, o searchOptions, stdout io.Writer, cfg *config.Config, logger *slog.Logger) error {
+	st, err := openStore(ctx, o.db.schema, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	hits, err := st.SearchOCR(ctx, o.text, o.limit)
+	if errors.Is(err, search.ErrInvalid) {
+		return usageError{err}
+	}
+	if err != nil {
+		return err
+	}
+	if o.asJSON {
+		if hits == nil {
+			hits = []search.OCRHit{}
+		}
+		return writeJSON(stdout, hits)
+	}
+	if len(hits) == 0 {
+		_, err := fmt.Fprintln(stdout, "no results (is anything indexed with --ocr?)")
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCORE\tASSET\tPATH\tTEXT")
+	for _, h := range hits {
+		var lines []string
+		for _, l := range h.Lines {
+			lines = append(lines, l.Text)
+		}
+		fmt.Fprintf(tw, "%.2f\t%d\t%s\t%s\n", h.Score, h.AssetID, h.Path, strings.Join(lines, " | "))
+	}
+	return tw.Flush()
+}
+
+// openStore opens our schema for the commands that only read or edit it
+// (search --ocr, people): no model is needed.
+func openStore(ctx context.Context, schema string, cfg *config.Config, logger *slog.Logger) (*search.Store, error) {
+	if cfg.DatabaseURL == "" {
+		return nil, errNoDatabase
+	}
+	return search.Open(ctx, search.Options{URL: cfg.DatabaseURL, Schema: schema}, logger)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func printHits(w io.Writer, hits []search.Hit, asJSON bool) error {
@@ -101,9 +187,7 @@ func printHits(w io.Writer, hits []search.Hit, asJSON bool) error {
 		if hits == nil {
 			hits = []search.Hit{}
 		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(hits)
+		return writeJSON(w, hits)
 	}
 	if len(hits) == 0 {
 		_, err := fmt.Fprintln(w, "no results (is anything indexed with this model?)")

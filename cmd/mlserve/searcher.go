@@ -14,7 +14,6 @@ import (
 
 	"github.com/mlserve/mlserve/api"
 	"github.com/mlserve/mlserve/config"
-	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/pool"
 	"github.com/mlserve/mlserve/search"
 )
@@ -145,9 +144,8 @@ func (b *searchBackend) SearchImage(ctx context.Context, data []byte, q api.Sear
 // cache and workers, nearest neighbours from pgvector (our schema or
 // Immich's smart_search).
 type searcher struct {
-	svc    *pool.Service
-	db     *database
-	decode imaging.DecodeOptions
+	svc *pool.Service
+	db  *database
 
 	rootMu sync.Mutex
 	root   string
@@ -174,7 +172,7 @@ func openSearcher(ctx context.Context, cfg *config.Config, svc *pool.Service, lo
 		mode = "Immich smart_search"
 	}
 	logger.Info("smart search enabled", "model", db.model, "tables", mode)
-	return &searcher{svc: svc, db: db, decode: decodeOptions(cfg)}, nil
+	return &searcher{svc: svc, db: db}, nil
 }
 
 func (s *searcher) Close() { s.db.Close() }
@@ -205,15 +203,11 @@ func (s *searcher) SearchImage(ctx context.Context, data []byte, q api.SearchQue
 	if err := s.checkOwner(q); err != nil {
 		return nil, err
 	}
-	img, err := imaging.DecodeWith(data, s.decode)
+	emb, err := s.svc.EmbedImageData(ctx, s.db.model, data)
 	if err != nil {
 		return nil, err
 	}
-	embs, err := s.svc.EmbedImages(ctx, s.db.model, []*imaging.Image{img})
-	if err != nil {
-		return nil, err
-	}
-	return s.nearest(ctx, embs[0], q)
+	return s.nearest(ctx, emb, q)
 }
 
 // nearest queries the index. In Immich mode the results are the owner's

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mlserve/mlserve/internal/testenv"
+	"github.com/mlserve/mlserve/models/hubtest"
 )
 
 const (
@@ -51,18 +52,45 @@ func TestCommandsNeverPrintSecrets(t *testing.T) {
 	}
 	checkSecrets(t, "index", out.String()+errb.String())
 
-	// worker: the database is there, the Redis URL does not parse.
+	// worker: the database is there, the Redis URL does not parse (a
+	// configuration error: exit 2).
 	t.Setenv("MLSERVE_DATABASE_URL", testenv.DatabaseURL(t))
 	t.Setenv("MLSERVE_REDIS_URL", "redis://default:"+secretRedis+"@127.0.0.1:badport/0")
 	out.Reset()
 	errb.Reset()
-	if code := run([]string{"worker", "--schema", cliSchema(t)}, &out, &errb); code != 1 {
+	if code := run([]string{"worker", "--schema", cliSchema(t)}, &out, &errb); code != 2 {
 		t.Fatalf("worker with a bad Redis URL: exit %d\n%s%s", code, out.String(), errb.String())
 	}
 	if !strings.Contains(errb.String(), "MLSERVE_REDIS_URL") || !strings.Contains(errb.String(), "xxxxx") {
 		t.Fatalf("worker did not report the Redis URL, masked:\n%s", errb.String())
 	}
 	checkSecrets(t, "worker", out.String()+errb.String())
+
+	// The commands that only need the database: it refuses.
+	t.Setenv("MLSERVE_DATABASE_URL", "postgres://immich:"+secretDB+"@127.0.0.1:"+closed+"/immich?sslmode=disable")
+	t.Setenv("MLSERVE_REDIS_URL", "redis://default:"+secretRedis+"@127.0.0.1:"+closed+"/0")
+	for _, args := range [][]string{{"people", "list"}, {"search", "--ocr", "invoice"}, {"people", "cluster", "-vv"}} {
+		out.Reset()
+		errb.Reset()
+		if code := run(args, &out, &errb); code != 1 || !strings.Contains(errb.String(), "127.0.0.1:"+closed) {
+			t.Fatalf("%v: exit %d\n%s", args, code, errb.String())
+		}
+		checkSecrets(t, strings.Join(args, " "), out.String()+errb.String())
+	}
+
+	// models pull from a hub that wants the token, with every log line.
+	hub := hubtest.New(t, hubtest.Options{Token: secretHF})
+	hub.AddRepo("immich-app/buffalo_s", map[string][]byte{"detection/model.onnx": []byte("d"), "recognition/model.onnx": []byte("r")})
+	t.Setenv("HF_ENDPOINT", hub.URL())
+	t.Setenv("HF_HUB_OFFLINE", "")
+	t.Setenv("MACHINE_LEARNING_CACHE_FOLDER", t.TempDir())
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"models", "pull", "-vv", "buffalo_s", "buffalo_l"}, &out, &errb); code != 1 ||
+		!strings.Contains(out.String(), "buffalo_s") || !strings.Contains(errb.String(), "buffalo_l") {
+		t.Fatalf("models pull: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	checkSecrets(t, "models pull", out.String()+errb.String())
 
 	// serve: the start-up line lists the configuration; /search's database
 	// is not there. Stopped with SIGINT once it answers.

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"runtime"
 	"strings"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mlserve/mlserve/api"
@@ -21,13 +24,79 @@ import (
 	"github.com/mlserve/mlserve/pool"
 )
 
+// serveCommand is `mlserve serve`.
+func (a *app) serveCommand() *cobra.Command {
+	var host string
+	var port int
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve Immich's machine-learning API on IMMICH_HOST:IMMICH_PORT",
+		Long: `Serves Immich's machine-learning API (GET /, /ping, POST /predict), plus
+/search, /health/live, /health/ready and /metrics, on IMMICH_HOST:IMMICH_PORT
+(0.0.0.0:3003). --host and --port override those variables. Settings are
+checked before anything starts: an invalid one stops serve with exit 2.`,
+		Example: `  mlserve serve
+  mlserve serve --host 127.0.0.1 --port 4000
+  HF_HUB_OFFLINE=1 MLSERVE_PROVIDERS=CPU mlserve serve`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, logger, err := a.setup(false)
+			if err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("host") {
+				cfg.Host = host
+			}
+			if cmd.Flags().Changed("port") {
+				if port < 1 || port > 65535 {
+					return usagef("--port %d: want 1..65535", port)
+				}
+				cfg.Port = port
+			}
+			return serve(cmd.Context(), cfg, logger)
+		},
+	}
+	cmd.Flags().StringVar(&host, "host", "", "listen on this address (overrides IMMICH_HOST; default 0.0.0.0)")
+	cmd.Flags().IntVar(&port, "port", 0, "listen on this port (overrides IMMICH_PORT; default 3003)")
+	return cmd
+}
+
+// checkServe checks what the environment names before anything starts:
+// the preloaded model names and the model cache folder. Its errors wrap
+// config.ErrInvalid and name the variable.
+func checkServe(cfg *config.Config) error {
+	var errs []error
+	for _, p := range cfg.Preload {
+		v := "MACHINE_LEARNING_PRELOAD__" + strings.ToUpper(strings.ReplaceAll(p.Task, "-", "_")) + "__" + strings.ToUpper(p.Type)
+		for _, name := range p.Names {
+			if _, err := models.Lookup(models.Task(p.Task), models.Type(p.Type), name); err != nil {
+				errs = append(errs, fmt.Errorf("%w: %s: %w", config.ErrInvalid, v, err))
+			}
+		}
+	}
+	if err := models.CheckCache(cfg.CacheFolder, !cfg.HFOffline); err != nil {
+		errs = append(errs, fmt.Errorf("%w: MACHINE_LEARNING_CACHE_FOLDER=%s: %w", config.ErrInvalid, cfg.CacheFolder, err))
+	}
+	return errors.Join(errs...)
+}
+
+// findLibrary is where ONNX Runtime's library is (inference.FindLibrary).
+func findLibrary(cfg *config.Config) inference.Library {
+	exe, _ := os.Executable()
+	wd, _ := os.Getwd()
+	return inference.FindLibrary(inference.LibraryOptions{Configured: cfg.ORTLibrary, Executable: exe, WorkDir: wd})
+}
+
 // newRuntime starts ONNX Runtime with the configured providers and their
 // options. The runtime logs, once, which providers are usable here and the
 // options of the one in use; when none is, the error says what each one
-// lacks.
+// lacks. A library that cannot be found is explained: where it was looked
+// for, MLSERVE_ORT_LIBRARY and make setup.
 func newRuntime(cfg *config.Config, logger *slog.Logger) (*inference.Runtime, error) {
+	lib := findLibrary(cfg)
+	logger.Debug("ONNX Runtime library", "path", lib.Path, "found", lib.From)
 	rt, err := inference.New(inference.Options{
-		LibraryPath:       cfg.ORTLibrary,
+		LibraryPath:       lib.Path,
 		Providers:         cfg.Providers,
 		DeviceID:          cfg.DeviceID,
 		DeviceIDs:         cfg.DeviceIDs,
@@ -51,7 +120,10 @@ func newRuntime(cfg *config.Config, logger *slog.Logger) (*inference.Runtime, er
 		return nil, fmt.Errorf("MLSERVE_PROVIDERS=%s: %w (list CPU, or set MLSERVE_ALLOW_CPU_FALLBACK=true, to serve from the CPU)",
 			strings.Join(cfg.Providers, ","), err)
 	}
-	return rt, err
+	if err != nil {
+		return nil, lib.LibraryError(err)
+	}
+	return rt, nil
 }
 
 // decodeOptions are the caps on decoded images (MLSERVE_MAX_IMAGE_PIXELS).
@@ -65,9 +137,10 @@ func decoder(cfg *config.Config) func([]byte) (*imaging.Image, error) {
 	return func(b []byte) (*imaging.Image, error) { return imaging.DecodeWith(b, o) }
 }
 
-// newService builds the model store and the prediction service.
-func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, logger *slog.Logger) (*pool.Service, error) {
-	store, err := models.NewStore(models.StoreOptions{
+// newStore is the model cache and downloader of the configuration; obs
+// (may be nil) hears about downloads.
+func newStore(cfg *config.Config, obs models.DownloadObserver, logger *slog.Logger) (*models.Store, error) {
+	return models.NewStore(models.StoreOptions{
 		CacheDir:     cfg.CacheFolder,
 		HFEndpoint:   cfg.HFEndpoint,
 		Organization: cfg.ModelOrganization,
@@ -75,7 +148,17 @@ func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, lo
 		Offline:      cfg.HFOffline,
 		HFToken:      cfg.HFToken,
 		OCRBaseURL:   cfg.OCRBaseURL,
+		Observer:     obs,
 	}, logger)
+}
+
+// newService builds the model store and the prediction service.
+func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, logger *slog.Logger) (*pool.Service, error) {
+	var dl models.DownloadObserver
+	if o, ok := obs.(models.DownloadObserver); ok {
+		dl = o
+	}
+	store, err := newStore(cfg, dl, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -91,10 +174,11 @@ func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, lo
 }
 
 func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
-	logger.Info("starting mlserve", "version", config.Version, "addr", cfg.Addr(), "config", cfg)
-	// A malformed database URL is a start-up error; an unreachable
-	// database is not (see newSearchBackend).
-	if err := checkDatabaseURL(cfg); err != nil {
+	logger.Debug("configuration", "config", cfg)
+	// Settings are checked before anything starts (a malformed database
+	// URL was refused by config); an unreachable database is not an
+	// error (see newSearchBackend).
+	if err := checkServe(cfg); err != nil {
 		return err
 	}
 	rt, err := newRuntime(cfg, logger)
@@ -110,6 +194,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 			Help: "Bytes the C heap (ONNX Runtime, OpenCV) has allocated and not freed (glibc mallinfo2).",
 		}, func() float64 { return float64(inference.CHeapBytes()) }))
 	metrics := api.NewMetrics(reg)
+	metrics.BuildInfo(config.Version, runtime.Version(), rt.Version())
 	svc, err := newService(cfg, rt, metrics, logger)
 	if err != nil {
 		return err
@@ -158,7 +243,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "max_conns", maxConns)
+	logger.Info("mlserve "+config.Version+" listening on "+ln.Addr().String(), "providers", strings.Join(rt.Providers(), ","),
+		"cache", cfg.CacheFolder, "max_conns", maxConns, "search", searcher != nil)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })

@@ -46,7 +46,11 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(run([]string{"serve"}, os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binaryRoot != "" {
+		_ = os.RemoveAll(binaryRoot)
+	}
+	os.Exit(code)
 }
 
 func freePort(t *testing.T) int {
@@ -563,17 +567,14 @@ func TestServeWithoutDatabase(t *testing.T) {
 	stop()
 
 	t.Run("malformed URL", func(t *testing.T) {
+		// A configuration error: serve does not start (exit 2).
 		t.Setenv("MLSERVE_DATABASE_URL", "postgres://x:y@[::1/db")
-		cfg, err := config.FromEnv()
-		if err != nil {
-			t.Fatal(err)
+		var out, errb bytes.Buffer
+		if code := run([]string{"serve"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "MLSERVE_DATABASE_URL") {
+			t.Fatalf("serve: exit %d\n%s", code, errb.String())
 		}
-		err = serve(context.Background(), cfg, slog.New(slog.DiscardHandler))
-		if err == nil || !strings.Contains(err.Error(), "MLSERVE_DATABASE_URL") {
-			t.Fatalf("serve: %v", err)
-		}
-		if strings.Contains(err.Error(), ":y@") {
-			t.Fatalf("the error reveals the password: %v", err)
+		if strings.Contains(errb.String(), ":y@") {
+			t.Fatalf("the error reveals the password: %s", errb.String())
 		}
 	})
 }
