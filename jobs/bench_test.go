@@ -132,7 +132,7 @@ func BenchmarkIndexPipeline(b *testing.B) {
 					q = mem
 				}
 				p := NewProducer(q, ProducerOptions{Model: testModel}, nil)
-				w := NewWorker(q, EmbedFunc(v.EmbedBatch), StoreSink{Store: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: bc.batch}, nil)
+				w := NewWorker(q, EmbedFunc(v.EmbedBatch), IndexSink{Index: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: bc.batch}, nil)
 				start := time.Now()
 				wctx, stop := context.WithCancel(ctx)
 				var wg sync.WaitGroup

@@ -81,17 +81,40 @@ func runChild() int {
 	}
 	stallAt := os.Getenv(childStallAt)
 	stallBatch, _ := strconv.Atoi(os.Getenv(childStallWhen))
-	batch := 0
+	// Batches overlap (the next is read while one is written): the stall
+	// waits until every batch before it is acknowledged, so that the test
+	// knows what the child finished before it died.
+	var mu sync.Mutex
+	batchOf := map[string]int{}
+	read, acked := 0, 0
+	ackedCh := make(chan struct{}, 100)
 	opts := WorkerOptions{Model: testModel, BatchSize: 4, hook: func(stage string, ds []Delivery) {
+		mu.Lock()
 		if stage == "read" {
-			batch++
+			read++
+			batchOf[ds[0].ID] = read
 		}
+		if stage == "acked" {
+			acked++
+			ackedCh <- struct{}{}
+		}
+		batch := batchOf[ds[0].ID]
+		mu.Unlock()
 		if stage == stallAt && batch == stallBatch {
+			for {
+				mu.Lock()
+				n := acked
+				mu.Unlock()
+				if n >= stallBatch-1 {
+					break
+				}
+				<-ackedCh
+			}
 			fmt.Printf("STALLED %s %d\n", stage, len(ds))
 			select {} // until SIGKILL
 		}
 	}}
-	w := NewWorker(q, EmbedFunc(v.EmbedBatch), StoreSink{Store: store, Model: testModel}, opts, logger)
+	w := NewWorker(q, EmbedFunc(v.EmbedBatch), IndexSink{Index: store, Model: testModel}, opts, logger)
 	if err := w.Run(ctx); err != nil {
 		return fail(err)
 	}
@@ -222,7 +245,7 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 			// batch once its visibility timeout has passed.
 			wctx, stop := context.WithCancel(ctx)
 			var wg sync.WaitGroup
-			w := NewWorker(q, EmbedFunc(v.EmbedBatch), StoreSink{Store: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 4}, nil)
+			w := NewWorker(q, EmbedFunc(v.EmbedBatch), IndexSink{Index: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 4}, nil)
 			wg.Go(func() { _ = w.Run(wctx) })
 			waitDone(t, q, p.Run(), 12)
 			stop()
@@ -298,7 +321,7 @@ func TestRedisRestartMidRun(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		return v.EmbedBatch(ctx, imgs)
 	})
-	w := NewWorker(q, slow, StoreSink{Store: store, Model: testModel}, WorkerOptions{
+	w := NewWorker(q, slow, IndexSink{Index: store, Model: testModel}, WorkerOptions{
 		Model: testModel, BatchSize: 3, Backoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
 		hook: func(stage string, _ []Delivery) {
 			if stage == "embedded" && batches.Add(1) == 2 {
@@ -423,7 +446,7 @@ func TestDatabaseOutage(t *testing.T) {
 	q.Close()
 	var written atomic.Int32
 	restored := make(chan struct{})
-	w := NewWorker(q, EmbedFunc(v.EmbedBatch), StoreSink{Store: store, Model: testModel}, WorkerOptions{
+	w := NewWorker(q, EmbedFunc(v.EmbedBatch), IndexSink{Index: store, Model: testModel}, WorkerOptions{
 		Model: testModel, BatchSize: 4, Backoff: 50 * time.Millisecond, MaxBackoff: 400 * time.Millisecond,
 		hook: func(stage string, _ []Delivery) {
 			if stage == "written" && written.Add(1) == 1 {

@@ -105,7 +105,7 @@ func TestIndexFolderInProcess(t *testing.T) {
 	run := func() (ProduceStats, Progress, *Memory, Stats) {
 		q := NewMemory(MemoryOptions{Capacity: 4, Wait: 50 * time.Millisecond})
 		p := NewProducer(q, ProducerOptions{Model: testModel, Chunk: 5}, nil)
-		w := NewWorker(q, EmbedFunc(v.EmbedBatch), StoreSink{Store: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 4}, nil)
+		w := NewWorker(q, EmbedFunc(v.EmbedBatch), IndexSink{Index: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 4}, nil)
 		var wg sync.WaitGroup
 		var st ProduceStats
 		var perr, werr error
@@ -192,7 +192,7 @@ func TestIndexFolderRedis(t *testing.T) {
 	for i := range workers {
 		// Each worker host has its own connection and consumer name.
 		wq := newRedisQueue(t, redisClient(t, testenv.RedisURL(t)), RedisOptions{Name: q.Options().Name, Block: 100 * time.Millisecond})
-		workers[i] = NewWorker(wq, EmbedFunc(v.EmbedBatch), StoreSink{Store: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 3}, nil)
+		workers[i] = NewWorker(wq, EmbedFunc(v.EmbedBatch), IndexSink{Index: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 3}, nil)
 		wg.Go(func() { _ = workers[i].Run(wctx) })
 	}
 	var st ProduceStats
@@ -251,12 +251,13 @@ func TestWorkerGracefulShutdown(t *testing.T) {
 			}
 			wctx, stop := context.WithCancel(ctx)
 			inside := make(chan struct{})
+			var once sync.Once
 			slow := EmbedFunc(func(ctx context.Context, imgs []*imaging.Image) ([][]float32, error) {
-				close(inside)
+				once.Do(func() { close(inside) })
 				time.Sleep(300 * time.Millisecond) // a long inference
 				return v.EmbedBatch(ctx, imgs)
 			})
-			w := NewWorker(q, slow, StoreSink{Store: store, Model: testModel}, WorkerOptions{BatchSize: 3, ShutdownTimeout: tt.shutdown}, nil)
+			w := NewWorker(q, slow, IndexSink{Index: store, Model: testModel}, WorkerOptions{BatchSize: 3, ShutdownTimeout: tt.shutdown}, nil)
 			done := make(chan error)
 			go func() { done <- w.Run(wctx) }()
 			<-inside

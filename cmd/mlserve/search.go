@@ -55,16 +55,16 @@ func runSearch(ctx context.Context, args []string, stdout io.Writer, cfg *config
 	if limit < 1 || limit > search.MaxLimit {
 		return fmt.Errorf("--limit %d: want 1..%d", limit, search.MaxLimit)
 	}
-	d, err := openDatabase(ctx, db, cfg, false, logger)
+	svc, closeEngine, err := openEngine(cfg, logger)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	cm, err := openCLIP(cfg, d.model, logger)
+	defer closeEngine()
+	ix, model, err := openSearchIndex(ctx, cfg, db, logger)
 	if err != nil {
 		return err
 	}
-	defer cm.Close()
+	defer ix.Close()
 
 	var query []float32
 	if image != "" {
@@ -76,20 +76,15 @@ func runSearch(ctx context.Context, args []string, stdout io.Writer, cfg *config
 		if err != nil {
 			return fmt.Errorf("%s: %w", image, err)
 		}
-		out, err := cm.EmbedImages(ctx, []*imaging.Image{img})
+		out, err := svc.EmbedImages(ctx, model, []*imaging.Image{img})
 		if err != nil {
 			return err
 		}
 		query = out[0]
-	} else if query, err = cm.EmbedText(ctx, text); err != nil {
+	} else if query, err = svc.EmbedText(ctx, model, text, ""); err != nil {
 		return err
 	}
-	var hits []search.Hit
-	if d.immich != nil {
-		hits, err = d.immich.Search(ctx, query, limit)
-	} else {
-		hits, err = d.store.SearchCLIP(ctx, d.model, query, limit)
-	}
+	hits, err := ix.SearchCLIP(ctx, model, query, limit)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/mlserve/mlserve/api"
 	"github.com/mlserve/mlserve/config"
 	"github.com/mlserve/mlserve/inference/imaging"
+	"github.com/mlserve/mlserve/models"
 	"github.com/mlserve/mlserve/pool"
 	"github.com/mlserve/mlserve/search"
 )
@@ -17,7 +18,8 @@ import (
 // Immich's smart_search).
 type searcher struct {
 	svc    *pool.Service
-	db     *database
+	ix     search.Index
+	model  string
 	decode imaging.DecodeOptions
 }
 
@@ -33,28 +35,58 @@ func openSearcher(ctx context.Context, cfg *config.Config, svc *pool.Service, lo
 	if schema == "" {
 		schema = search.DefaultSchema
 	}
-	db, err := openDatabase(ctx, dbFlags{
+	ix, model, err := openSearchIndex(ctx, cfg, dbFlags{
 		model:        cfg.SearchModel,
 		immich:       cfg.SearchImmich,
 		schema:       schema,
 		immichSchema: "public",
-	}, cfg, false, logger)
+	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("search database: %w", err)
 	}
 	mode := "mlserve schema"
-	if db.immich != nil {
+	if cfg.SearchImmich {
 		mode = "Immich smart_search"
 	}
-	logger.Info("smart search enabled", "model", db.model, "tables", mode)
-	return &searcher{svc: svc, db: db, decode: decodeOptions(cfg)}, nil
+	logger.Info("smart search enabled", "model", model, "tables", mode)
+	return &searcher{svc: svc, ix: ix, model: model, decode: decodeOptions(cfg)}, nil
 }
 
-func (s *searcher) Close() { s.db.Close() }
+// openSearchIndex opens the index the flags pick and settles its CLIP
+// model (the flag's, or the index's default), checked against the index.
+func openSearchIndex(ctx context.Context, cfg *config.Config, f dbFlags, logger *slog.Logger) (search.Index, string, error) {
+	open, _, err := openIndex(f, cfg, false, logger)
+	if err != nil {
+		return nil, "", err
+	}
+	ix, err := open(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	model := f.model
+	if model == "" {
+		if model, err = ix.DefaultModel(ctx); err != nil {
+			ix.Close()
+			return nil, "", err
+		}
+	}
+	dim, ok := models.CLIPDim(model)
+	if !ok {
+		ix.Close()
+		return nil, "", fmt.Errorf("unknown CLIP model %q", model)
+	}
+	if _, err := ix.EnsureModel(ctx, model, dim); err != nil {
+		ix.Close()
+		return nil, "", err
+	}
+	return ix, model, nil
+}
+
+func (s *searcher) Close() { s.ix.Close() }
 
 // SearchText implements api.Searcher.
 func (s *searcher) SearchText(ctx context.Context, q string, limit int) ([]api.SearchHit, error) {
-	emb, err := s.svc.EmbedText(ctx, s.db.model, q, "")
+	emb, err := s.svc.EmbedText(ctx, s.model, q, "")
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +99,7 @@ func (s *searcher) SearchImage(ctx context.Context, data []byte, limit int) ([]a
 	if err != nil {
 		return nil, err
 	}
-	embs, err := s.svc.EmbedImages(ctx, s.db.model, []*imaging.Image{img})
+	embs, err := s.svc.EmbedImages(ctx, s.model, []*imaging.Image{img})
 	if err != nil {
 		return nil, err
 	}
@@ -75,13 +107,7 @@ func (s *searcher) SearchImage(ctx context.Context, data []byte, limit int) ([]a
 }
 
 func (s *searcher) nearest(ctx context.Context, q []float32, limit int) ([]api.SearchHit, error) {
-	var hits []search.Hit
-	var err error
-	if s.db.immich != nil {
-		hits, err = s.db.immich.Search(ctx, q, limit)
-	} else {
-		hits, err = s.db.store.SearchCLIP(ctx, s.db.model, q, limit)
-	}
+	hits, err := s.ix.SearchCLIP(ctx, s.model, q, limit)
 	if err != nil {
 		if search.IsTransient(err) {
 			return nil, fmt.Errorf("%w: %w", api.ErrSearchUnavailable, err)

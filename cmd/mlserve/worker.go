@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/mlserve/mlserve/config"
 	"github.com/mlserve/mlserve/jobs"
@@ -63,54 +60,33 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer, cfg *config
 		fs.Usage()
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if cfg.RedisURL == "" {
-		return errors.New("MLSERVE_REDIS_URL is not set: workers take their work from a Redis queue (without Redis, `mlserve index` does the work itself)")
-	}
-	d, rq, queue, closeAll, err := openWork(ctx, db, cfg, false, queue, logger)
+	open, paths, err := openIndex(db, cfg, false, logger)
 	if err != nil {
 		return err
 	}
-	defer closeAll()
-	// openQueue used the defaults; apply this command's settings.
-	opts := rq.Options()
-	opts.VisibilityTimeout, opts.MaxAttempts = visibility, attempts
-	if rq, err = jobs.NewRedis(ctx, opts, logger); err != nil {
-		return err
-	}
-	cm, err := openCLIP(cfg, d.model, logger)
+	rc, err := redisClient(cfg)
 	if err != nil {
 		return err
 	}
-	defer cm.Close()
-	w := jobs.NewWorker(rq, cm, tasks.sink(d.sink()), jobs.WorkerOptions{
-		Analyzer: tasks.analyzer(cm.svc),
-		Model:    d.model, BatchSize: batch, Paths: d.paths, Heartbeat: visibility / 3,
-		Decode: decoder(cfg),
-	}, logger)
-	logger.Info("worker started", "model", d.model, "queue", queue, "consumer", opts.Consumer, "immich", db.immich, "workers", workers, "batch", batch)
-
+	if rc != nil {
+		defer rc.Close()
+	}
+	opts := jobs.IndexerOptions{
+		Open: open, Immich: db.immich, Model: db.model, Redis: rc,
+		Queue:     jobs.RedisOptions{Name: queue, VisibilityTimeout: visibility, MaxAttempts: attempts},
+		FaceModel: tasks.faces, OCRModel: tasks.ocr, Analysis: tasks.analysis(),
+		BatchSize: batch, Workers: workers, Paths: paths, Decode: decoder(cfg), StatsEvery: statsEvery,
+	}
+	if rc != nil {
+		svc, closeEngine, err := openEngine(cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer closeEngine()
+		opts.Engine = svc
+	}
 	start := time.Now()
-	g, gctx := errgroup.WithContext(ctx)
-	for range max(workers, 1) {
-		g.Go(func() error { return w.Run(gctx) })
-	}
-	if statsEvery > 0 {
-		g.Go(func() error {
-			t := time.NewTicker(statsEvery)
-			defer t.Stop()
-			for {
-				select {
-				case <-gctx.Done():
-					return nil
-				case <-t.C:
-					st := w.Stats()
-					logger.Info("worker progress", "done", st.Done, "retried", st.Retried, "dead", st.Dead,
-						"rate", fmt.Sprintf("%.1f img/s", float64(st.Done)/time.Since(start).Seconds()))
-				}
-			}
-		})
-	}
-	err = g.Wait()
-	reportStats(stdout, w.Stats(), time.Since(start))
+	st, err := jobs.NewIndexer(opts, logger).Work(ctx)
+	reportStats(stdout, st, time.Since(start))
 	return err
 }
