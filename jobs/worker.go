@@ -520,8 +520,8 @@ func (w *Worker) item(ctx context.Context, s *slot, decoded func()) {
 }
 
 type itemTasks struct {
-	clip        bool
-	faces, ocr  string // models; empty: not run
+	clip       bool
+	faces, ocr string // models; empty: not run
 }
 
 // tasks resolves what to compute for an item.
