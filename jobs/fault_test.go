@@ -349,11 +349,17 @@ func TestRedisRestartMidRun(t *testing.T) {
 }
 
 // proxy forwards TCP connections to a server until it is cut: then every
-// open connection is closed and new ones are refused until Restore.
+// open connection is closed and new ones are refused until Restore. It can
+// also freeze (hold every byte, answer nothing: what a client sees of a
+// PGlite while another client holds a transaction open), or refuse new
+// connections with a message (what PGlite writes beyond its connection
+// limit).
 type proxy struct {
 	ln     net.Listener
 	target string
 	down   atomic.Bool
+	frozen atomic.Bool
+	refuse atomic.Pointer[string]
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
 	wg     sync.WaitGroup
@@ -369,6 +375,7 @@ func newProxy(t *testing.T, target string) *proxy {
 	p.wg.Go(p.serve)
 	t.Cleanup(func() {
 		_ = ln.Close()
+		p.frozen.Store(false)
 		p.Cut()
 		p.wg.Wait()
 	})
@@ -383,8 +390,21 @@ func (p *proxy) serve() {
 		if err != nil {
 			return
 		}
+		if msg := p.refuse.Load(); msg != nil {
+			_, _ = c.Write([]byte(*msg))
+			_ = c.Close()
+			continue
+		}
 		if p.down.Load() {
 			_ = c.Close()
+			continue
+		}
+		if p.frozen.Load() {
+			// Held here, not at the server: a test must not take the
+			// shared server's connections.
+			p.mu.Lock()
+			p.conns[c] = true
+			p.mu.Unlock()
 			continue
 		}
 		s, err := net.Dial("tcp", p.target)
@@ -396,7 +416,21 @@ func (p *proxy) serve() {
 		p.conns[c], p.conns[s] = true, true
 		p.mu.Unlock()
 		pipe := func(dst, src net.Conn) {
-			_, _ = io.Copy(dst, src)
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := src.Read(buf)
+				for n > 0 && p.frozen.Load() && !p.down.Load() {
+					time.Sleep(5 * time.Millisecond)
+				}
+				if n > 0 {
+					if _, werr := dst.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
 			_ = dst.Close()
 			_ = src.Close()
 		}
@@ -417,7 +451,23 @@ func (p *proxy) Cut() {
 }
 
 // Restore accepts connections again.
-func (p *proxy) Restore() { p.down.Store(false) }
+func (p *proxy) Restore() {
+	p.refuse.Store(nil)
+	p.frozen.Store(false)
+	p.down.Store(false)
+}
+
+// Freeze holds every byte from now on, both ways, on open and new
+// connections, until Restore.
+func (p *proxy) Freeze() { p.frozen.Store(true) }
+
+// Refuse cuts every connection and answers new ones with msg, then hangs
+// up, until Restore.
+func (p *proxy) Refuse(msg string) {
+	p.refuse.Store(&msg)
+	p.Cut()
+	p.down.Store(false)
+}
 
 func TestDatabaseOutage(t *testing.T) {
 	ctx := ctxT(t)

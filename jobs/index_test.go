@@ -142,9 +142,10 @@ func TestIndexFolderInProcess(t *testing.T) {
 	}
 	checkIndexed(t, store, v, f)
 
-	// Again: nothing changed, so only the corrupt file is queued again.
+	// Again: nothing changed, and the corrupt file's failure is recorded
+	// for its size and time, so nothing is queued.
 	st, _, _, _ = run()
-	if st.Queued != 1 || st.Unchanged != int64(len(f.images)) {
+	if st.Queued != 0 || st.KnownFailures != 1 || st.Unchanged != int64(len(f.images)) {
 		t.Fatalf("second run: %+v", st)
 	}
 	// A touched file (same bytes) is hashed and skipped; a rewritten one
@@ -161,8 +162,8 @@ func TestIndexFolderInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _, _, _ = run()
-	if st.Queued != 2 || st.Unchanged != int64(len(f.images)-1) {
-		t.Fatalf("third run: %+v; want the rewritten and the corrupt file queued", st)
+	if st.Queued != 1 || st.KnownFailures != 1 || st.Unchanged != int64(len(f.images)-1) {
+		t.Fatalf("third run: %+v; want the rewritten file queued, the corrupt one still a known failure", st)
 	}
 	hits, err := store.SearchCLIP(ctx, testModel, embedFile(t, v, f.images[3]), 2)
 	if err != nil {

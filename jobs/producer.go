@@ -199,7 +199,7 @@ func (p *Producer) changed(ctx context.Context, idx Statuser, files []File, st *
 	var items []Item
 	for _, f := range files {
 		ks, ok := known[f.Path]
-		if fl := ks.Failure; ok && fl != nil && !p.opts.RetryFailed && fl.Size == f.Size && fl.ModTime.Equal(f.ModTime) {
+		if fl := ks.Failure; ok && fl != nil && !p.opts.RetryFailed && fl.Size == f.Size && sameTime(fl.ModTime, f.ModTime) {
 			st.KnownFailures++
 			continue
 		}
@@ -237,7 +237,7 @@ func (p *Producer) missing(ks search.FileStatus, f File) []string {
 	if !ks.Indexed {
 		return all
 	}
-	if ks.Size != f.Size || !ks.ModTime.Equal(f.ModTime) {
+	if ks.Size != f.Size || !sameTime(ks.ModTime, f.ModTime) {
 		h, err := hashFile(f.Path)
 		if err != nil || !bytes.Equal(h, ks.Hash) {
 			return all // changed (or unreadable now: let a worker report it)
@@ -252,6 +252,13 @@ func (p *Producer) missing(ks search.FileStatus, f File) []string {
 		}
 	}
 	return out
+}
+
+// sameTime compares a time the database stored (to the microsecond) with
+// a file's (to the nanosecond).
+func sameTime(stored, file time.Time) bool {
+	d := stored.Sub(file)
+	return d > -time.Microsecond && d < time.Microsecond
 }
 
 func hashFile(path string) ([]byte, error) {
