@@ -81,17 +81,40 @@ func runChild() int {
 	}
 	stallAt := os.Getenv(childStallAt)
 	stallBatch, _ := strconv.Atoi(os.Getenv(childStallWhen))
-	batch := 0
+	// Batches overlap (the next is read while one is written): the stall
+	// waits until every batch before it is acknowledged, so that the test
+	// knows what the child finished before it died.
+	var mu sync.Mutex
+	batchOf := map[string]int{}
+	read, acked := 0, 0
+	ackedCh := make(chan struct{}, 100)
 	opts := WorkerOptions{Model: testModel, BatchSize: 4, hook: func(stage string, ds []Delivery) {
+		mu.Lock()
 		if stage == "read" {
-			batch++
+			read++
+			batchOf[ds[0].ID] = read
 		}
+		if stage == "acked" {
+			acked++
+			ackedCh <- struct{}{}
+		}
+		batch := batchOf[ds[0].ID]
+		mu.Unlock()
 		if stage == stallAt && batch == stallBatch {
+			for {
+				mu.Lock()
+				n := acked
+				mu.Unlock()
+				if n >= stallBatch-1 {
+					break
+				}
+				<-ackedCh
+			}
 			fmt.Printf("STALLED %s %d\n", stage, len(ds))
 			select {} // until SIGKILL
 		}
 	}}
-	w := NewWorker(q, EmbedFunc(v.EmbedBatch), StoreSink{Store: store, Model: testModel}, opts, logger)
+	w := NewWorker(q, EmbedFunc(v.EmbedBatch), IndexSink{Index: store, Model: testModel}, opts, logger)
 	if err := w.Run(ctx); err != nil {
 		return fail(err)
 	}
@@ -222,7 +245,7 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 			// batch once its visibility timeout has passed.
 			wctx, stop := context.WithCancel(ctx)
 			var wg sync.WaitGroup
-			w := NewWorker(q, EmbedFunc(v.EmbedBatch), StoreSink{Store: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 4}, nil)
+			w := NewWorker(q, EmbedFunc(v.EmbedBatch), IndexSink{Index: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 4}, nil)
 			wg.Go(func() { _ = w.Run(wctx) })
 			waitDone(t, q, p.Run(), 12)
 			stop()
@@ -298,7 +321,7 @@ func TestRedisRestartMidRun(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		return v.EmbedBatch(ctx, imgs)
 	})
-	w := NewWorker(q, slow, StoreSink{Store: store, Model: testModel}, WorkerOptions{
+	w := NewWorker(q, slow, IndexSink{Index: store, Model: testModel}, WorkerOptions{
 		Model: testModel, BatchSize: 3, Backoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
 		hook: func(stage string, _ []Delivery) {
 			if stage == "embedded" && batches.Add(1) == 2 {
@@ -326,11 +349,17 @@ func TestRedisRestartMidRun(t *testing.T) {
 }
 
 // proxy forwards TCP connections to a server until it is cut: then every
-// open connection is closed and new ones are refused until Restore.
+// open connection is closed and new ones are refused until Restore. It can
+// also freeze (hold every byte, answer nothing: what a client sees of a
+// PGlite while another client holds a transaction open), or refuse new
+// connections with a message (what PGlite writes beyond its connection
+// limit).
 type proxy struct {
 	ln     net.Listener
 	target string
 	down   atomic.Bool
+	frozen atomic.Bool
+	refuse atomic.Pointer[string]
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
 	wg     sync.WaitGroup
@@ -346,6 +375,7 @@ func newProxy(t *testing.T, target string) *proxy {
 	p.wg.Go(p.serve)
 	t.Cleanup(func() {
 		_ = ln.Close()
+		p.frozen.Store(false)
 		p.Cut()
 		p.wg.Wait()
 	})
@@ -360,8 +390,21 @@ func (p *proxy) serve() {
 		if err != nil {
 			return
 		}
+		if msg := p.refuse.Load(); msg != nil {
+			_, _ = c.Write([]byte(*msg))
+			_ = c.Close()
+			continue
+		}
 		if p.down.Load() {
 			_ = c.Close()
+			continue
+		}
+		if p.frozen.Load() {
+			// Held here, not at the server: a test must not take the
+			// shared server's connections.
+			p.mu.Lock()
+			p.conns[c] = true
+			p.mu.Unlock()
 			continue
 		}
 		s, err := net.Dial("tcp", p.target)
@@ -373,7 +416,21 @@ func (p *proxy) serve() {
 		p.conns[c], p.conns[s] = true, true
 		p.mu.Unlock()
 		pipe := func(dst, src net.Conn) {
-			_, _ = io.Copy(dst, src)
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := src.Read(buf)
+				for n > 0 && p.frozen.Load() && !p.down.Load() {
+					time.Sleep(5 * time.Millisecond)
+				}
+				if n > 0 {
+					if _, werr := dst.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
 			_ = dst.Close()
 			_ = src.Close()
 		}
@@ -394,7 +451,23 @@ func (p *proxy) Cut() {
 }
 
 // Restore accepts connections again.
-func (p *proxy) Restore() { p.down.Store(false) }
+func (p *proxy) Restore() {
+	p.refuse.Store(nil)
+	p.frozen.Store(false)
+	p.down.Store(false)
+}
+
+// Freeze holds every byte from now on, both ways, on open and new
+// connections, until Restore.
+func (p *proxy) Freeze() { p.frozen.Store(true) }
+
+// Refuse cuts every connection and answers new ones with msg, then hangs
+// up, until Restore.
+func (p *proxy) Refuse(msg string) {
+	p.refuse.Store(&msg)
+	p.Cut()
+	p.down.Store(false)
+}
 
 func TestDatabaseOutage(t *testing.T) {
 	ctx := ctxT(t)
@@ -423,7 +496,7 @@ func TestDatabaseOutage(t *testing.T) {
 	q.Close()
 	var written atomic.Int32
 	restored := make(chan struct{})
-	w := NewWorker(q, EmbedFunc(v.EmbedBatch), StoreSink{Store: store, Model: testModel}, WorkerOptions{
+	w := NewWorker(q, EmbedFunc(v.EmbedBatch), IndexSink{Index: store, Model: testModel}, WorkerOptions{
 		Model: testModel, BatchSize: 4, Backoff: 50 * time.Millisecond, MaxBackoff: 400 * time.Millisecond,
 		hook: func(stage string, _ []Delivery) {
 			if stage == "written" && written.Add(1) == 1 {

@@ -125,7 +125,7 @@ func TestIndexImmich(t *testing.T) {
 	index := func(force bool, paths search.PathMap) (ProduceStats, Progress, *Memory) {
 		q := NewMemory(MemoryOptions{Wait: 50 * time.Millisecond})
 		p := NewProducer(q, ProducerOptions{Model: testModel, Chunk: 3}, nil)
-		w := NewWorker(q, EmbedFunc(v.EmbedBatch), ImmichSink{Immich: im}, WorkerOptions{Model: testModel, BatchSize: 4, Paths: paths}, nil)
+		w := NewWorker(q, EmbedFunc(v.EmbedBatch), IndexSink{Index: im, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 4, Paths: paths}, nil)
 		var wg sync.WaitGroup
 		var st ProduceStats
 		var perr, werr error

@@ -105,7 +105,7 @@ func TestIndexFolderInProcess(t *testing.T) {
 	run := func() (ProduceStats, Progress, *Memory, Stats) {
 		q := NewMemory(MemoryOptions{Capacity: 4, Wait: 50 * time.Millisecond})
 		p := NewProducer(q, ProducerOptions{Model: testModel, Chunk: 5}, nil)
-		w := NewWorker(q, EmbedFunc(v.EmbedBatch), StoreSink{Store: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 4}, nil)
+		w := NewWorker(q, EmbedFunc(v.EmbedBatch), IndexSink{Index: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 4}, nil)
 		var wg sync.WaitGroup
 		var st ProduceStats
 		var perr, werr error
@@ -142,9 +142,10 @@ func TestIndexFolderInProcess(t *testing.T) {
 	}
 	checkIndexed(t, store, v, f)
 
-	// Again: nothing changed, so only the corrupt file is queued again.
+	// Again: nothing changed, and the corrupt file's failure is recorded
+	// for its size and time, so nothing is queued.
 	st, _, _, _ = run()
-	if st.Queued != 1 || st.Unchanged != int64(len(f.images)) {
+	if st.Queued != 0 || st.KnownFailures != 1 || st.Unchanged != int64(len(f.images)) {
 		t.Fatalf("second run: %+v", st)
 	}
 	// A touched file (same bytes) is hashed and skipped; a rewritten one
@@ -161,8 +162,8 @@ func TestIndexFolderInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _, _, _ = run()
-	if st.Queued != 2 || st.Unchanged != int64(len(f.images)-1) {
-		t.Fatalf("third run: %+v; want the rewritten and the corrupt file queued", st)
+	if st.Queued != 1 || st.KnownFailures != 1 || st.Unchanged != int64(len(f.images)-1) {
+		t.Fatalf("third run: %+v; want the rewritten file queued, the corrupt one still a known failure", st)
 	}
 	hits, err := store.SearchCLIP(ctx, testModel, embedFile(t, v, f.images[3]), 2)
 	if err != nil {
@@ -192,7 +193,7 @@ func TestIndexFolderRedis(t *testing.T) {
 	for i := range workers {
 		// Each worker host has its own connection and consumer name.
 		wq := newRedisQueue(t, redisClient(t, testenv.RedisURL(t)), RedisOptions{Name: q.Options().Name, Block: 100 * time.Millisecond})
-		workers[i] = NewWorker(wq, EmbedFunc(v.EmbedBatch), StoreSink{Store: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 3}, nil)
+		workers[i] = NewWorker(wq, EmbedFunc(v.EmbedBatch), IndexSink{Index: store, Model: testModel}, WorkerOptions{Model: testModel, BatchSize: 3}, nil)
 		wg.Go(func() { _ = workers[i].Run(wctx) })
 	}
 	var st ProduceStats
@@ -251,12 +252,13 @@ func TestWorkerGracefulShutdown(t *testing.T) {
 			}
 			wctx, stop := context.WithCancel(ctx)
 			inside := make(chan struct{})
+			var once sync.Once
 			slow := EmbedFunc(func(ctx context.Context, imgs []*imaging.Image) ([][]float32, error) {
-				close(inside)
+				once.Do(func() { close(inside) })
 				time.Sleep(300 * time.Millisecond) // a long inference
 				return v.EmbedBatch(ctx, imgs)
 			})
-			w := NewWorker(q, slow, StoreSink{Store: store, Model: testModel}, WorkerOptions{BatchSize: 3, ShutdownTimeout: tt.shutdown}, nil)
+			w := NewWorker(q, slow, IndexSink{Index: store, Model: testModel}, WorkerOptions{BatchSize: 3, ShutdownTimeout: tt.shutdown}, nil)
 			done := make(chan error)
 			go func() { done <- w.Run(wctx) }()
 			<-inside

@@ -47,6 +47,35 @@ type Item struct {
 	ModTime int64 `json:"mtime,omitempty"`
 	// Run ties the item to the producer run that counts its progress.
 	Run string `json:"run,omitempty"`
+	// Tasks lists what to compute (TaskCLIP, TaskFaces, TaskOCR): what
+	// the index lacks for this file. Empty means CLIP plus the faces and
+	// OCR the worker is configured for (items of older producers).
+	Tasks []string `json:"tasks,omitempty"`
+	// FaceModel and OCRModel name the models of the faces and OCR tasks
+	// (empty: the worker's own).
+	FaceModel string `json:"faces,omitempty"`
+	OCRModel  string `json:"ocr,omitempty"`
+}
+
+// Tasks an item can ask for.
+const (
+	TaskCLIP  = "clip"
+	TaskFaces = "faces"
+	TaskOCR   = "ocr"
+)
+
+// wants tells whether the item asks for task; an item without Tasks asks
+// for everything.
+func (it Item) wants(task string) bool {
+	if len(it.Tasks) == 0 {
+		return true
+	}
+	for _, t := range it.Tasks {
+		if t == task {
+			return true
+		}
+	}
+	return false
 }
 
 // ModifiedAt is ModTime as a time (zero when unknown).
@@ -68,6 +97,9 @@ type Delivery struct {
 	LastError string
 	// raw is the encoded item, re-added as is on retry.
 	raw string
+	// faces and lines are what the worker found, counted with the run's
+	// progress when the delivery is acknowledged.
+	faces, lines int
 }
 
 // DeadLetter is an item that will not be retried.
@@ -85,6 +117,9 @@ type Counts struct {
 	Total int64
 	// Done were written; Failed went to the dead-letter queue.
 	Done, Failed int64
+	// Faces and Lines count the faces and the lines of text found in
+	// the items done.
+	Faces, Lines int64
 	// Known is false when the queue has no record of the run (never
 	// started, or lost with a Redis that does not persist).
 	Known bool

@@ -160,7 +160,10 @@ func (m *Memory) Ack(_ context.Context, ds []Delivery) error {
 			continue // already handled
 		}
 		delete(m.inflight, d.ID)
-		m.run(d.Item.Run).Done++
+		c := m.run(d.Item.Run)
+		c.Done++
+		c.Faces += int64(d.faces)
+		c.Lines += int64(d.lines)
 	}
 	m.broadcast()
 	return nil

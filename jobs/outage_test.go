@@ -83,7 +83,7 @@ func TestInferenceOutageDoesNotBurnAttempts(t *testing.T) {
 
 	var mu sync.Mutex
 	attempts := map[string]int{}
-	w := NewWorker(q, emb, StoreSink{Store: db, Model: testModel}, WorkerOptions{
+	w := NewWorker(q, emb, IndexSink{Index: db, Model: testModel}, WorkerOptions{
 		Model: testModel, BatchSize: 4, Backoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 		hook: func(stage string, ds []Delivery) {
 			if stage == "read" {

@@ -11,15 +11,16 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"github.com/mlserve/mlserve/search"
 )
 
-// Lookuper tells what is already indexed (search.Store implements it).
-type Lookuper interface {
-	Lookup(ctx context.Context, model string, paths []string) (map[string]search.Indexed, error)
+// Statuser tells what an index knows about files (search.Store).
+type Statuser interface {
+	Status(ctx context.Context, q search.StatusQuery, paths []string) (map[string]search.FileStatus, error)
 }
 
 // PendingLister lists the Immich assets to embed (search.Immich
@@ -32,6 +33,12 @@ type PendingLister interface {
 type ProducerOptions struct {
 	// Model is the CLIP model the items are for.
 	Model string
+	// FaceModel and OCRModel, when set, ask for faces and OCR too: files
+	// whose CLIP embedding is current get only the analyses they lack.
+	FaceModel, OCRModel string
+	// RetryFailed queues files whose failure is recorded even when they
+	// did not change since.
+	RetryFailed bool
 	// Run names this producer run (its progress counters); random when
 	// empty.
 	Run string
@@ -40,13 +47,27 @@ type ProducerOptions struct {
 	Chunk int
 	// Walk selects the files of a folder walk.
 	Walk WalkOptions
+	// OutageDeadline and Backoff: how long an outage of the database or
+	// the queue is waited out, and the first wait (defaults
+	// DefaultOutageDeadline and 200 ms; a negative deadline waits
+	// forever); OpTimeout bounds one database lookup (default 1 minute).
+	OutageDeadline, Backoff, OpTimeout time.Duration
 }
 
 // ProduceStats counts what a producer did.
 type ProduceStats struct {
 	WalkStats
-	// Queued items; Unchanged files already indexed with the same content.
+	// Queued items; Unchanged files already indexed with the same
+	// content and every analysis asked for.
 	Queued, Unchanged int64
+	// Partial of the queued items ask only for the analyses the index
+	// lacks (e.g. faces added to an existing index).
+	Partial int64
+	// KnownFailures are files skipped because they failed before and did
+	// not change since (ProducerOptions.RetryFailed queues them).
+	KnownFailures int64
+	// RootFiles counts the image files found under each root (absolute).
+	RootFiles map[string]int64
 }
 
 // Producer finds work and enqueues it.
@@ -54,6 +75,7 @@ type Producer struct {
 	q      Enqueuer
 	opts   ProducerOptions
 	logger *slog.Logger
+	retry  retrier
 	queued atomic.Int64
 	// state: 0 before Folders/Immich, 1 while finding work, 2 after.
 	state atomic.Int32
@@ -72,7 +94,17 @@ func NewProducer(q Enqueuer, opts ProducerOptions, logger *slog.Logger) *Produce
 	if opts.Chunk <= 0 {
 		opts.Chunk = 256
 	}
-	return &Producer{q: q, opts: opts, logger: logger}
+	if opts.OutageDeadline == 0 {
+		opts.OutageDeadline = DefaultOutageDeadline
+	}
+	if opts.Backoff <= 0 {
+		opts.Backoff = 200 * time.Millisecond
+	}
+	if opts.OpTimeout <= 0 {
+		opts.OpTimeout = time.Minute
+	}
+	return &Producer{q: q, opts: opts, logger: logger,
+		retry: retrier{backoff: opts.Backoff, maxBackoff: 10 * time.Second, deadline: opts.OutageDeadline, timeout: opts.OpTimeout, logger: logger}}
 }
 
 // Run is the name of this producer's run.
@@ -85,81 +117,148 @@ func (p *Producer) enqueue(ctx context.Context, items []Item) error {
 	if len(items) == 0 {
 		return nil
 	}
-	if err := p.q.Enqueue(ctx, items); err != nil {
+	if err := p.retry.do(ctx, "enqueue", ServiceQueue, func(ctx context.Context) error { return p.q.Enqueue(ctx, items) }, IsOutage); err != nil {
 		return err
 	}
 	p.queued.Add(int64(len(items)))
 	return nil
 }
 
-// Folders walks roots and enqueues every image file that has no embedding
-// of the model yet, or whose content changed since. A file whose size and
-// modification time match what was indexed is skipped without reading it;
-// one whose metadata changed is hashed, and skipped if its content did
-// not. idx may be nil (enqueue everything).
-func (p *Producer) Folders(ctx context.Context, idx Lookuper, roots ...string) (ProduceStats, error) {
+// Folders walks roots and enqueues every image file whose content the
+// index lacks (idx may be nil: enqueue everything), asking for what is
+// missing: the CLIP embedding of the model, and the faces and OCR asked
+// for. A file whose size and modification time match what was indexed is
+// not read; one whose metadata changed is hashed, and counts as unchanged
+// if its content did not. A file whose failure is recorded is skipped
+// until its size or modification time changes (or RetryFailed).
+func (p *Producer) Folders(ctx context.Context, idx Statuser, roots ...string) (ProduceStats, error) {
 	p.state.Store(1)
 	defer p.state.Store(2)
-	var st ProduceStats
+	st := ProduceStats{RootFiles: map[string]int64{}}
 	var batch []File
 	flush := func() error {
-		items, unchanged, err := p.changed(ctx, idx, batch)
+		items, err := p.changed(ctx, idx, batch, &st)
 		batch = batch[:0]
 		if err != nil {
 			return err
 		}
-		st.Unchanged += unchanged
 		st.Queued += int64(len(items))
 		return p.enqueue(ctx, items)
 	}
-	ws, err := Walk(ctx, roots, p.opts.Walk, func(f File) error {
-		batch = append(batch, f)
-		if len(batch) >= p.opts.Chunk {
-			return flush()
+	for _, root := range roots {
+		abs, err := filepath.Abs(root)
+		if err != nil {
+			return st, fmt.Errorf("walk %s: %w", root, err)
 		}
-		return nil
-	})
-	st.WalkStats = ws
-	if err == nil {
-		err = flush()
+		ws, err := Walk(ctx, []string{abs}, p.opts.Walk, func(f File) error {
+			batch = append(batch, f)
+			if len(batch) >= p.opts.Chunk {
+				return flush()
+			}
+			return nil
+		})
+		st.Files += ws.Files
+		st.Skipped += ws.Skipped
+		st.HEIC += ws.HEIC
+		st.Errors += ws.Errors
+		st.RootFiles[abs] += ws.Files
+		if err != nil {
+			return st, err
+		}
+	}
+	if err := flush(); err != nil {
+		return st, err
 	}
 	if st.HEIC > 0 {
 		p.logger.Warn("HEIC/HEIF files skipped: this build's image decoder cannot read them", "files", st.HEIC)
 	}
-	return st, err
+	return st, nil
 }
 
-// changed returns the items of files that need (re)indexing.
-func (p *Producer) changed(ctx context.Context, idx Lookuper, files []File) ([]Item, int64, error) {
-	known := map[string]search.Indexed{}
-	if idx != nil && len(files) > 0 {
+// changed returns the items of files that need work, and counts the rest.
+func (p *Producer) changed(ctx context.Context, idx Statuser, files []File, st *ProduceStats) ([]Item, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	known := map[string]search.FileStatus{}
+	if idx != nil {
 		paths := make([]string, len(files))
 		for i, f := range files {
 			paths[i] = f.Path
 		}
-		var err error
-		if known, err = idx.Lookup(ctx, p.opts.Model, paths); err != nil {
-			return nil, 0, fmt.Errorf("look up indexed files: %w", err)
+		q := search.StatusQuery{Model: p.opts.Model, FaceModel: p.opts.FaceModel, OCRModel: p.opts.OCRModel}
+		err := p.retry.do(ctx, "look up indexed files", ServiceDatabase, func(ctx context.Context) error {
+			var err error
+			known, err = idx.Status(ctx, q, paths)
+			return err
+		}, IsOutage)
+		if err != nil {
+			return nil, fmt.Errorf("look up indexed files: %w", err)
 		}
 	}
 	var items []Item
-	var unchanged int64
 	for _, f := range files {
-		if ix, ok := known[f.Path]; ok {
-			if ix.Current && ix.Size == f.Size && ix.ModTime.Equal(f.ModTime) {
-				unchanged++
-				continue
-			}
-			h, err := hashFile(f.Path)
-			if err == nil && bytes.Equal(h, ix.Hash) {
-				unchanged++
-				continue
-			}
-			// Unreadable now: let a worker try, and report it.
+		ks, ok := known[f.Path]
+		if fl := ks.Failure; ok && fl != nil && !p.opts.RetryFailed && fl.Size == f.Size && sameTime(fl.ModTime, f.ModTime) {
+			st.KnownFailures++
+			continue
 		}
-		items = append(items, Item{Path: f.Path, Model: p.opts.Model, Size: f.Size, ModTime: f.ModTime.UnixNano(), Run: p.opts.Run})
+		tasks := p.missing(ks, f)
+		if len(tasks) == 0 {
+			st.Unchanged++
+			continue
+		}
+		it := Item{Path: f.Path, Model: p.opts.Model, Size: f.Size, ModTime: f.ModTime.UnixNano(), Run: p.opts.Run,
+			Tasks: tasks, FaceModel: p.opts.FaceModel, OCRModel: p.opts.OCRModel}
+		if len(tasks) < len(p.tasks()) {
+			st.Partial++
+		}
+		items = append(items, it)
 	}
-	return items, unchanged, nil
+	return items, nil
+}
+
+// tasks is everything this producer asks for.
+func (p *Producer) tasks() []string {
+	t := []string{TaskCLIP}
+	if p.opts.FaceModel != "" {
+		t = append(t, TaskFaces)
+	}
+	if p.opts.OCRModel != "" {
+		t = append(t, TaskOCR)
+	}
+	return t
+}
+
+// missing returns what the index lacks for f: everything when f is not
+// indexed or its content changed, else the analyses not done on it.
+func (p *Producer) missing(ks search.FileStatus, f File) []string {
+	all := p.tasks()
+	if !ks.Indexed {
+		return all
+	}
+	if ks.Size != f.Size || !sameTime(ks.ModTime, f.ModTime) {
+		h, err := hashFile(f.Path)
+		if err != nil || !bytes.Equal(h, ks.Hash) {
+			return all // changed (or unreadable now: let a worker report it)
+		}
+	}
+	var out []string
+	for _, t := range all {
+		switch {
+		case t == TaskCLIP && ks.CLIP, t == TaskFaces && ks.Faces, t == TaskOCR && ks.OCR:
+		default:
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// sameTime compares a time the database stored (to the microsecond) with
+// a file's (to the nanosecond).
+func sameTime(stored, file time.Time) bool {
+	d := stored.Sub(file)
+	return d > -time.Microsecond && d < time.Microsecond
 }
 
 func hashFile(path string) ([]byte, error) {
@@ -185,7 +284,12 @@ func (p *Producer) Immich(ctx context.Context, im PendingLister, force bool) (Pr
 	var st ProduceStats
 	after := ""
 	for {
-		page, err := im.Pending(ctx, force, after, p.opts.Chunk)
+		var page []search.ImmichAsset
+		err := p.retry.do(ctx, "list Immich assets", ServiceDatabase, func(ctx context.Context) error {
+			var err error
+			page, err = im.Pending(ctx, force, after, p.opts.Chunk)
+			return err
+		}, IsOutage)
 		if err != nil {
 			return st, err
 		}
@@ -195,7 +299,7 @@ func (p *Producer) Immich(ctx context.Context, im PendingLister, force bool) (Pr
 		after = page[len(page)-1].ID
 		items := make([]Item, len(page))
 		for i, a := range page {
-			items[i] = Item{Path: a.Preview, AssetID: a.ID, Model: p.opts.Model, Run: p.opts.Run}
+			items[i] = Item{Path: a.Preview, AssetID: a.ID, Model: p.opts.Model, Run: p.opts.Run, Tasks: []string{TaskCLIP}}
 		}
 		st.Files += int64(len(items))
 		st.Queued += int64(len(items))
@@ -208,6 +312,8 @@ func (p *Producer) Immich(ctx context.Context, im PendingLister, force bool) (Pr
 // Progress is a run's progress as reported while workers run.
 type Progress struct {
 	Total, Done, Failed int64
+	// Faces and Lines found in the items done.
+	Faces, Lines int64
 	// Finding is true while the producer is still finding work (Total
 	// still grows).
 	Finding bool
@@ -241,8 +347,10 @@ func (pr Progress) String() string {
 var ErrRunLost = errors.New("queue lost the run's state")
 
 // Watch reports progress every interval until the producer has finished
-// and every item of the run is done or failed, ctx ends, or the queue
-// loses the run. It may start before the producer does. report may be nil.
+// and every item of the run is done or failed, ctx ends, the queue loses
+// the run, or the queue has been unreachable for longer than the outage
+// deadline (an *OutageError). It may start before the producer does.
+// report may be nil.
 func (p *Producer) Watch(ctx context.Context, every time.Duration, report func(Progress)) (Progress, error) {
 	start := time.Now()
 	type sample struct {
@@ -251,17 +359,26 @@ func (p *Producer) Watch(ctx context.Context, every time.Duration, report func(P
 	}
 	var window []sample
 	var last Progress
+	var down time.Time // when the current outage began
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		finding := p.state.Load() != 2
+		began := time.Now()
 		c, err := p.q.Progress(ctx, p.opts.Run)
 		if err != nil {
 			if ctx.Err() != nil {
 				return last, ctx.Err()
 			}
-			p.logger.Warn("cannot read progress", "err", err)
+			if down.IsZero() {
+				down = began
+			}
+			if lasted := time.Since(down); p.opts.OutageDeadline >= 0 && lasted+every > p.opts.OutageDeadline {
+				return last, &OutageError{Service: ServiceQueue, For: lasted, Err: fmt.Errorf("read progress: %w", err)}
+			}
+			p.logger.Warn("cannot read progress", "err", err, "unavailable_for", time.Since(down).Round(time.Second))
 		} else {
+			down = time.Time{}
 			if !c.Known && !finding && p.queued.Load() > 0 {
 				return last, fmt.Errorf("%w %s", ErrRunLost, p.opts.Run)
 			}
@@ -271,7 +388,8 @@ func (p *Producer) Watch(ctx context.Context, every time.Duration, report func(P
 			for len(window) > 2 && now.Sub(window[0].at) > time.Minute {
 				window = window[1:]
 			}
-			pr := Progress{Total: c.Total, Done: c.Done, Failed: c.Failed, Finding: finding, ETA: -1, Elapsed: now.Sub(start)}
+			pr := Progress{Total: c.Total, Done: c.Done, Failed: c.Failed, Faces: c.Faces, Lines: c.Lines,
+				Finding: finding, ETA: -1, Elapsed: now.Sub(start)}
 			if first := window[0]; now.Sub(first.at) > 0 && len(window) > 1 {
 				pr.Rate = float64(finished-first.finished) / now.Sub(first.at).Seconds()
 			}

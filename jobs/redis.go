@@ -393,16 +393,24 @@ func (q *Redis) bury(ctx context.Context, d Delivery, cause error) error {
 }
 
 // ackScript acknowledges and deletes entries and counts each one done
-// once: an entry acknowledged twice (it was reclaimed from a slow worker
-// that finished after all) counts only the first time.
+// once, with the faces and lines of text found in it: an entry
+// acknowledged twice (it was reclaimed from a slow worker that finished
+// after all) counts only the first time.
 var ackScript = redis.NewScript(`
 local n = 0
-for i = 3, #ARGV, 2 do
+for i = 3, #ARGV, 4 do
 	if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
 		redis.call('XDEL', KEYS[1], ARGV[i])
 		n = n + 1
 		if ARGV[i+1] ~= '' then
-			redis.call('HINCRBY', ARGV[2] .. ARGV[i+1], 'done', 1)
+			local run = ARGV[2] .. ARGV[i+1]
+			redis.call('HINCRBY', run, 'done', 1)
+			if ARGV[i+2] ~= '0' then
+				redis.call('HINCRBY', run, 'faces', ARGV[i+2])
+			end
+			if ARGV[i+3] ~= '0' then
+				redis.call('HINCRBY', run, 'lines', ARGV[i+3])
+			end
 		end
 	end
 end
@@ -440,7 +448,7 @@ func (q *Redis) Ack(ctx context.Context, ds []Delivery) error {
 	}
 	args := []any{q.opts.Group, q.runs}
 	for _, d := range ds {
-		args = append(args, d.ID, d.Item.Run)
+		args = append(args, d.ID, d.Item.Run, d.faces, d.lines)
 	}
 	err := ackScript.Run(ctx, q.c, []string{q.stream}, args...).Err()
 	if isNoGroup(err) {
@@ -561,6 +569,8 @@ func (q *Redis) Progress(ctx context.Context, run string) (Counts, error) {
 	c.Total, _ = strconv.ParseInt(m["total"], 10, 64)
 	c.Done, _ = strconv.ParseInt(m["done"], 10, 64)
 	c.Failed, _ = strconv.ParseInt(m["failed"], 10, 64)
+	c.Faces, _ = strconv.ParseInt(m["faces"], 10, 64)
+	c.Lines, _ = strconv.ParseInt(m["lines"], 10, 64)
 	return c, nil
 }
 
@@ -606,4 +616,33 @@ func (q *Redis) Dead(ctx context.Context, n int64) ([]DeadLetter, error) {
 		out = append(out, DeadLetter{Item: d.Item, Raw: d.raw, Attempts: d.Attempt, Error: d.LastError, ID: m.ID})
 	}
 	return out, nil
+}
+
+// RunDead lists up to n dead letters of one run, oldest first, that were
+// added at or after since (stream ids are times, so only that part of the
+// dead-letter stream is read), and how many of them there are in all.
+func (q *Redis) RunDead(ctx context.Context, run string, since time.Time, n int) ([]DeadLetter, int64, error) {
+	start := strconv.FormatInt(since.UnixMilli(), 10)
+	var out []DeadLetter
+	var total int64
+	for {
+		msgs, err := q.c.XRangeN(ctx, q.dead, start, "+", 500).Result()
+		if err != nil {
+			return out, total, fmt.Errorf("dead letters: %w", err)
+		}
+		for _, m := range msgs {
+			d, _ := decodeEntry(m.ID, m.Values)
+			if d.Item.Run != run {
+				continue
+			}
+			total++
+			if len(out) < n {
+				out = append(out, DeadLetter{Item: d.Item, Raw: d.raw, Attempts: d.Attempt, Error: d.LastError, ID: m.ID})
+			}
+		}
+		if len(msgs) < 500 {
+			return out, total, nil
+		}
+		start = "(" + msgs[len(msgs)-1].ID
+	}
 }

@@ -7,54 +7,46 @@ import (
 	"github.com/mlserve/mlserve/search"
 )
 
-// StoreSink writes results into our own schema (search.Store): the CLIP
-// embeddings of Model, and faces and OCR text under FaceModel and
-// OCRModel when the worker ran them.
-type StoreSink struct {
-	Store               *search.Store
-	Model               string
-	FaceModel, OCRModel string
+// IndexSink writes results into a search.Index: our own schema (CLIP
+// embeddings of Model, faces and OCR under the models that computed them)
+// or an Immich database (CLIP embeddings only, keyed by the items' asset
+// ids).
+type IndexSink struct {
+	Index search.Index
+	Model string
 }
 
-var _ Sink = StoreSink{}
+var (
+	_ Sink            = IndexSink{}
+	_ FailureRecorder = IndexSink{}
+)
 
 // Write implements Sink.
-func (s StoreSink) Write(ctx context.Context, rs []Result) error {
+func (s IndexSink) Write(ctx context.Context, rs []Result) error {
 	out := make([]search.Result, len(rs))
 	for i, r := range rs {
-		if r.Item.AssetID != "" {
-			return fmt.Errorf("%w: %s is an Immich asset; this worker writes our own schema", ErrPermanent, r.Item.AssetID)
-		}
 		out[i] = search.Result{
-			Asset: search.Asset{Path: r.Item.Path, Hash: r.Hash, Size: r.Size, ModTime: r.Item.ModifiedAt()},
-			CLIP:  r.Embedding,
-			Faces: r.Faces, FaceModel: s.FaceModel,
-			OCR: r.OCR, OCRModel: s.OCRModel,
+			Asset:       search.Asset{Path: r.Item.Path, Hash: r.Hash, Size: r.Size, ModTime: r.Item.ModifiedAt()},
+			ImmichAsset: r.Item.AssetID,
+			CLIP:        r.Embedding,
+			Faces:       r.Faces, FaceModel: r.FaceModel,
+			OCR: r.OCR, OCRModel: r.OCRModel,
 		}
 	}
-	return s.Store.Write(ctx, s.Model, out)
-}
-
-// ImmichSink upserts results into an Immich database's smart_search.
-type ImmichSink struct {
-	Immich *search.Immich
-}
-
-var _ Sink = ImmichSink{}
-
-// Write implements Sink.
-func (s ImmichSink) Write(ctx context.Context, rs []Result) error {
-	es := make([]search.Embedding, len(rs))
-	for i, r := range rs {
-		if r.Item.AssetID == "" {
-			return fmt.Errorf("%w: %s has no Immich asset id; this worker writes an Immich database", ErrPermanent, r.Item.Path)
+	if err := s.Index.Write(ctx, s.Model, out); err != nil {
+		if r := rs[0]; len(rs) == 1 && r.Item.AssetID != "" {
+			return fmt.Errorf("asset %s: %w", r.Item.AssetID, err)
 		}
-		if r.Faces != nil || r.OCR != nil {
-			// Immich's own face and OCR jobs own those tables.
-			return fmt.Errorf("%w: faces and OCR are never written to an Immich database", ErrPermanent)
-		}
-		es[i] = search.Embedding{AssetID: r.Item.AssetID, Embedding: r.Embedding}
+		return err
 	}
-	_, err := s.Immich.UpsertCLIP(ctx, es)
-	return err
+	return nil
+}
+
+// RecordFailures implements FailureRecorder when the index records
+// failures (our own schema); otherwise failures are not remembered.
+func (s IndexSink) RecordFailures(ctx context.Context, fs []search.Failure) error {
+	if fr, ok := s.Index.(FailureRecorder); ok {
+		return fr.RecordFailures(ctx, fs)
+	}
+	return nil
 }

@@ -13,14 +13,16 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
+	"github.com/mlserve/mlserve/inference"
 	"github.com/mlserve/mlserve/inference/imaging"
+	"github.com/mlserve/mlserve/pool"
 	"github.com/mlserve/mlserve/search"
 )
 
-// ImageEmbedder computes CLIP image embeddings for a batch (the CLIP
-// visual model, through the inference pool). out[i] belongs to imgs[i].
+// ImageEmbedder computes CLIP image embeddings (the CLIP visual model,
+// through the inference pool). out[i] belongs to imgs[i]. The worker calls
+// it with one image at a time, from many goroutines: the pool batches
+// them across calls.
 type ImageEmbedder interface {
 	EmbedImages(ctx context.Context, imgs []*imaging.Image) ([][]float32, error)
 }
@@ -34,26 +36,36 @@ func (f EmbedFunc) EmbedImages(ctx context.Context, imgs []*imaging.Image) ([][]
 	return f(ctx, imgs)
 }
 
+// ImageAnalyzer runs the face and OCR pipelines on a decoded image
+// (through the inference pool), with the models named. A task that ran
+// and found nothing returns an empty, non-nil slice.
+type ImageAnalyzer interface {
+	Faces(ctx context.Context, model string, img *imaging.Image) ([]search.Face, error)
+	Text(ctx context.Context, model string, img *imaging.Image) ([]search.OCRBox, error)
+}
+
+// CPUSlots admits CPU work: the inference pool's CPU workers
+// (pool.Service.Workers()), so that decoding shares one budget with the
+// pool's preprocessing and never oversubscribes the cores.
+type CPUSlots interface {
+	Acquire(ctx context.Context, p pool.Priority) error
+	Release()
+}
+
 // Result is what a worker computed for one item.
 type Result struct {
 	Item Item
-	// Hash is the SHA-256 of the bytes that were embedded; Size their
-	// length.
+	// Hash is the SHA-256 of the bytes that were read; Size their length.
 	Hash []byte
 	Size int64
-	// Embedding is the CLIP image embedding.
+	// Embedding is the CLIP image embedding; nil when not asked for.
 	Embedding []float32
-	// Faces and OCR are the face and text results when the worker has an
-	// Analyzer that runs those tasks (nil: not run).
-	Faces []search.Face
-	OCR   []search.OCRBox
-}
-
-// ImageAnalyzer runs the face and OCR pipelines on one decoded image
-// (through the inference pool). A task it does not run returns nil; one
-// that ran and found nothing returns an empty, non-nil slice.
-type ImageAnalyzer interface {
-	Analyze(ctx context.Context, img *imaging.Image) ([]search.Face, []search.OCRBox, error)
+	// Faces and OCR are the face and text results, with their models; nil
+	// when not asked for.
+	Faces     []search.Face
+	FaceModel string
+	OCR       []search.OCRBox
+	OCRModel  string
 }
 
 // Sink stores a batch of results, all or nothing, idempotently.
@@ -61,29 +73,48 @@ type Sink interface {
 	Write(ctx context.Context, rs []Result) error
 }
 
+// FailureRecorder is a sink that remembers files that cannot be indexed,
+// so that later runs skip them until they change (IndexSink over our own
+// schema).
+type FailureRecorder interface {
+	RecordFailures(ctx context.Context, fs []search.Failure) error
+}
+
 // WorkerOptions configure a Worker.
 type WorkerOptions struct {
 	// Model is the CLIP model the worker runs; items for another model are
 	// refused (dead-lettered).
 	Model string
-	// BatchSize is how many items are read, embedded and written together
-	// (default 16).
+	// BatchSize is how many items are read, written and acknowledged
+	// together (default 16). Inference batches are the pool's.
 	BatchSize int
-	// DecodeWorkers bounds the files read and decoded at once (default
-	// GOMAXPROCS).
-	DecodeWorkers int
-	// ShutdownTimeout is how long a batch in flight may run on after the
-	// worker's context ends; then its items are handed back (default 30s).
+	// MaxImages bounds the decoded images the worker holds at once, all
+	// its Run calls together (default 2 × BatchSize): decoding runs that
+	// far ahead of inference.
+	MaxImages int
+	// CPU admits decoding (reading is not admitted). Nil: GOMAXPROCS slots
+	// of the worker's own.
+	CPU CPUSlots
+	// ShutdownTimeout is how long batches in flight may run on after the
+	// worker's context ends; then their items are handed back (default
+	// 30s).
 	ShutdownTimeout time.Duration
 	// Heartbeat is how often the items of a batch in flight are extended
 	// (default 20s; keep it well under the queue's visibility timeout).
 	Heartbeat time.Duration
-	// Backoff is the first wait after a database or queue error; it
-	// doubles up to MaxBackoff (defaults 200ms and 10s).
+	// Backoff is the first wait after an outage; it doubles up to
+	// MaxBackoff (defaults 200ms and 10s).
 	Backoff, MaxBackoff time.Duration
-	// IsTransient tells outages (wait and retry the batch, attempts
-	// unchanged) from item errors (charged to the item); default IsOutage.
-	// It applies to inference and to database writes.
+	// OutageDeadline is how long an outage of the queue, the database or
+	// inference is waited out before Run stops with an *OutageError
+	// (default DefaultOutageDeadline; negative: forever).
+	OutageDeadline time.Duration
+	// OpTimeout bounds one attempt of a database operation (default 1
+	// minute): a database that never answers is an outage, not a hang.
+	OpTimeout time.Duration
+	// IsTransient tells outages (wait and retry, attempts unchanged) from
+	// item errors (charged to the item); default IsOutage. It applies to
+	// inference and to database writes.
 	IsTransient func(error) bool
 	// Paths maps an item's path to where this host reads it (an Immich
 	// library or a shared folder mounted elsewhere); no rules: as is.
@@ -92,34 +123,63 @@ type WorkerOptions struct {
 	// and imaging.Decode).
 	ReadFile func(path string) ([]byte, error)
 	Decode   func([]byte) (*imaging.Image, error)
-	// Analyzer, when set, also runs faces and OCR on every image (our own
-	// schema only: Immich's own jobs own its face and OCR tables).
+	// Analyzer runs faces and OCR for the items that ask for them (our
+	// own schema only: Immich's own jobs own its face and OCR tables).
 	Analyzer ImageAnalyzer
+	// FaceModel and OCRModel are run on items that name no model of their
+	// own; on items without Tasks (older producers), they are run when set.
+	FaceModel, OCRModel string
+	// FailFast stops Run with ErrAllFailing once this many items failed in
+	// inference (not their files) and none was indexed yet: a model that
+	// cannot run anything fails once, not once per image (default 2 ×
+	// BatchSize; negative: never).
+	FailFast int
 
 	// hook, for tests, is called at each stage of a batch.
 	hook func(stage string, ds []Delivery)
 }
 
-// Stats are a worker's counters since it started. Durations add up the
-// time spent in each stage, over all batches.
+// ErrAllFailing: every item failed in inference and none succeeded (see
+// WorkerOptions.FailFast).
+var ErrAllFailing = errors.New("every image failed")
+
+// Stats are a worker's counters since it started. Decode and Infer add up
+// the time of each item (items overlap), Write and Ack that of each batch.
 type Stats struct {
 	Batches, Items      int64
 	Done, Retried, Dead int64
+	// Faces and Lines found in the items done.
+	Faces, Lines        int64
 	Read, Decode, Infer time.Duration
 	Write, Ack          time.Duration
 }
 
 // Worker embeds the items of a queue and writes them to a sink. Run may be
-// called from several goroutines at once; they share the counters.
+// called from several goroutines at once; they share the counters and the
+// bound on decoded images.
+//
+// Items flow through three stages that overlap: each image of a batch is
+// read, then decoded on a CPU slot, then embedded (and analysed) through
+// the pool, on its own, so that the decoding of one image overlaps the
+// inference of the others and the pool forms its batches across images
+// and batches. Once every image of a batch is decoded, the next batch is
+// read; a batch whose images are all computed is written in one
+// transaction and acknowledged while the next ones compute.
 type Worker struct {
 	q      Queue
 	emb    ImageEmbedder
 	sink   Sink
 	opts   WorkerOptions
 	logger *slog.Logger
+	retry  retrier
+	cpu    CPUSlots
+	images chan struct{} // decoded images held
 
 	batches, items, done, retried, dead  atomic.Int64
+	faces, lines                         atomic.Int64
 	tRead, tDecode, tInfer, tWrite, tAck atomic.Int64 // nanoseconds
+	inferFailed                          atomic.Int64 // items failed in inference while none was done
+	firstErr                             atomic.Pointer[error]
 }
 
 // NewWorker returns a worker.
@@ -130,8 +190,8 @@ func NewWorker(q Queue, emb ImageEmbedder, sink Sink, opts WorkerOptions, logger
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 16
 	}
-	if opts.DecodeWorkers <= 0 {
-		opts.DecodeWorkers = runtime.GOMAXPROCS(0)
+	if opts.MaxImages <= 0 {
+		opts.MaxImages = 2 * opts.BatchSize
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
@@ -145,6 +205,12 @@ func NewWorker(q Queue, emb ImageEmbedder, sink Sink, opts WorkerOptions, logger
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 10 * time.Second
 	}
+	if opts.OutageDeadline == 0 {
+		opts.OutageDeadline = DefaultOutageDeadline
+	}
+	if opts.OpTimeout <= 0 {
+		opts.OpTimeout = time.Minute
+	}
 	if opts.IsTransient == nil {
 		opts.IsTransient = IsOutage
 	}
@@ -154,7 +220,19 @@ func NewWorker(q Queue, emb ImageEmbedder, sink Sink, opts WorkerOptions, logger
 	if opts.Decode == nil {
 		opts.Decode = imaging.Decode
 	}
-	return &Worker{q: q, emb: emb, sink: sink, opts: opts, logger: logger}
+	if opts.FailFast == 0 {
+		opts.FailFast = 2 * opts.BatchSize
+	}
+	cpu := opts.CPU
+	if cpu == nil {
+		cpu = pool.NewWorkers(pool.WorkersOptions{Workers: runtime.GOMAXPROCS(0)})
+	}
+	return &Worker{
+		q: q, emb: emb, sink: sink, opts: opts, logger: logger, cpu: cpu,
+		images: make(chan struct{}, opts.MaxImages),
+		retry: retrier{backoff: opts.Backoff, maxBackoff: opts.MaxBackoff, deadline: opts.OutageDeadline,
+			timeout: opts.OpTimeout, logger: logger},
+	}
 }
 
 // Stats returns the counters.
@@ -162,15 +240,18 @@ func (w *Worker) Stats() Stats {
 	return Stats{
 		Batches: w.batches.Load(), Items: w.items.Load(),
 		Done: w.done.Load(), Retried: w.retried.Load(), Dead: w.dead.Load(),
+		Faces: w.faces.Load(), Lines: w.lines.Load(),
 		Read: time.Duration(w.tRead.Load()), Decode: time.Duration(w.tDecode.Load()),
 		Infer: time.Duration(w.tInfer.Load()), Write: time.Duration(w.tWrite.Load()),
 		Ack: time.Duration(w.tAck.Load()),
 	}
 }
 
-// Run processes batches until ctx ends (then the batch in flight gets
-// ShutdownTimeout to finish, or is handed back) or the queue is drained.
-// Queue and database outages are waited out, not returned.
+// Run processes batches until ctx ends (then the batches in flight get
+// ShutdownTimeout to finish, or are handed back) or the queue is drained.
+// Outages are waited out for OutageDeadline; a longer one stops Run with
+// an *OutageError (its batches handed back). It also stops with
+// ErrDeadLetterFull and ErrAllFailing.
 func (w *Worker) Run(ctx context.Context) error {
 	// Work continues past ctx for ShutdownTimeout; this goroutine is the
 	// clock, and Run waits for it.
@@ -195,8 +276,46 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer clock.Wait()
 	defer close(finished)
 
+	// The finisher writes and settles batches in the order they were
+	// read. After a fatal error it hands back whatever comes.
+	ready := make(chan *batch, 1)
+	failed := make(chan struct{})
+	var fatal error
+	var fin sync.WaitGroup
+	fin.Go(func() {
+		for b := range ready {
+			if fatal != nil {
+				b.abort()
+				w.release(b.slots)
+				continue
+			}
+			if err := w.finish(work, b); err != nil {
+				fatal = err
+				close(failed)
+			}
+		}
+	})
+	err := w.readLoop(ctx, work, ready, failed)
+	close(ready)
+	fin.Wait()
+	if fatal != nil {
+		return fatal
+	}
+	return err
+}
+
+// readLoop reads batches and starts them until ctx ends, the queue is
+// drained, the finisher failed, or the queue's outage outlasts the
+// deadline.
+func (w *Worker) readLoop(ctx, work context.Context, ready chan<- *batch, failed <-chan struct{}) error {
 	wait := w.opts.Backoff
+	var down time.Time // when the queue's current outage began
 	for ctx.Err() == nil {
+		select {
+		case <-failed:
+			return nil
+		default:
+		}
 		start := time.Now()
 		ds, err := w.q.Read(ctx, w.opts.BatchSize)
 		w.tRead.Add(int64(time.Since(start)))
@@ -208,31 +327,41 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				break
+				return nil
 			}
-			w.logger.Warn("queue unavailable; retrying", "err", err, "in", wait)
+			if down.IsZero() {
+				down = start
+			}
+			if lasted := time.Since(down); w.opts.OutageDeadline >= 0 && lasted+wait > w.opts.OutageDeadline {
+				return &OutageError{Service: ServiceQueue, For: lasted, Err: err}
+			}
+			w.logger.Warn("queue unavailable; retrying", "err", err, "in", wait, "unavailable_for", time.Since(down).Round(time.Second))
 			sleep(ctx, wait)
 			wait = min(2*wait, w.opts.MaxBackoff)
 			continue
 		}
-		wait = w.opts.Backoff
+		wait, down = w.opts.Backoff, time.Time{}
 		if len(ds) == 0 {
 			continue
 		}
-		if err := w.process(work, ds); err != nil {
-			return err
+		b := w.start(work, ds)
+		select {
+		case <-b.decoded:
+		case <-failed:
+			b.abort()
+			w.release(b.slots)
+			return nil
+		}
+		w.hook("decoded", ds)
+		select {
+		case ready <- b:
+		case <-failed:
+			b.abort()
+			w.release(b.slots)
+			return nil
 		}
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
 
 func (w *Worker) hook(stage string, ds []Delivery) {
@@ -244,71 +373,294 @@ func (w *Worker) hook(stage string, ds []Delivery) {
 // slot is one delivery's way through a batch.
 type slot struct {
 	d         Delivery
-	img       *imaging.Image
 	hash      []byte
 	size      int64
 	emb       []float32
 	faces     []search.Face
+	faceModel string
 	ocr       []search.OCRBox
+	ocrModel  string
 	err       error
 	permanent bool
+	// recordable: the failure is the file's (it does not decode, the
+	// model refuses it); later runs skip the file until it changes.
+	recordable bool
+	// outage: an outage outlasted its deadline while this item was in
+	// it; the batch is handed back and the worker stops.
+	outage error
 }
 
 func (s *slot) fail(err error, permanent bool) {
 	s.err, s.permanent = err, permanent || errors.Is(err, ErrPermanent)
 }
 
-// process runs one batch: decode, embed, write, then acknowledge. ctx is
-// the work context: it ends only ShutdownTimeout after the worker's. It
-// returns an error only when the worker must stop (ErrDeadLetterFull).
-func (w *Worker) process(ctx context.Context, ds []Delivery) error {
+// batch is one read's deliveries on their way through the stages.
+type batch struct {
+	ds    []Delivery
+	slots []*slot
+	// ctx ends with the worker's work context, or when the batch is
+	// abandoned.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// decoded closes when every image is decoded (or failed), done when
+	// every item is computed.
+	decoded, done chan struct{}
+	stopBeat      func()
+}
+
+// abort stops the batch's items and waits for them.
+func (b *batch) abort() {
+	b.cancel()
+	<-b.done
+	b.stopBeat()
+}
+
+// start launches a batch: the heartbeat, and one goroutine per item.
+func (w *Worker) start(work context.Context, ds []Delivery) *batch {
 	w.batches.Add(1)
 	w.items.Add(int64(len(ds)))
 	w.hook("read", ds)
-
+	ctx, cancel := context.WithCancel(work)
+	b := &batch{ds: ds, ctx: ctx, cancel: cancel, decoded: make(chan struct{}), done: make(chan struct{})}
 	beat, stopBeat := context.WithCancel(ctx)
 	var beats sync.WaitGroup
 	beats.Go(func() { w.heartbeat(beat, ds) })
-	defer beats.Wait()
-	defer stopBeat()
-
-	slots := make([]*slot, len(ds))
+	b.stopBeat = func() {
+		stopBeat()
+		beats.Wait()
+	}
+	b.slots = make([]*slot, len(ds))
+	var decoded, computed sync.WaitGroup
+	decoded.Add(len(ds))
 	for i, d := range ds {
-		slots[i] = &slot{d: d}
+		s := &slot{d: d}
+		b.slots[i] = s
+		computed.Go(func() { w.item(ctx, s, decoded.Done) })
+	}
+	go func() {
+		decoded.Wait()
+		close(b.decoded)
+	}()
+	go func() {
+		computed.Wait()
+		close(b.done)
+	}()
+	return b
+}
+
+// item reads, decodes and computes one item. decoded is called once the
+// image is decoded or the item failed before.
+func (w *Worker) item(ctx context.Context, s *slot, decoded func()) {
+	var once sync.Once
+	signal := func() { once.Do(decoded) }
+	defer signal()
+	it := s.d.Item
+	if w.opts.Model != "" && it.Model != "" && it.Model != w.opts.Model {
+		s.fail(fmt.Errorf("%w: item is for model %s, this worker runs %s", ErrPermanent, it.Model, w.opts.Model), true)
+		return
+	}
+	tasks, err := w.tasks(it)
+	if err != nil {
+		s.fail(err, true)
+		return
+	}
+	select {
+	case w.images <- struct{}{}:
+	case <-ctx.Done():
+		s.fail(ctx.Err(), false)
+		return
+	}
+	defer func() { <-w.images }()
+
+	start := time.Now()
+	img := w.decode(ctx, s)
+	w.tDecode.Add(int64(time.Since(start)))
+	signal()
+	if img == nil {
+		return
+	}
+
+	start = time.Now()
+	defer func() { w.tInfer.Add(int64(time.Since(start))) }()
+	if tasks.clip {
+		w.compute(ctx, s, "embed", func(ctx context.Context) error {
+			out, err := w.emb.EmbedImages(ctx, []*imaging.Image{img})
+			if err != nil {
+				return err
+			}
+			if len(out) != 1 || len(out[0]) == 0 {
+				return fmt.Errorf("embedder returned %d embeddings (the first empty?) for one image", len(out))
+			}
+			s.emb = out[0]
+			return nil
+		})
+	}
+	if tasks.faces != "" && s.err == nil {
+		s.faceModel = tasks.faces
+		w.compute(ctx, s, "detect faces", func(ctx context.Context) error {
+			faces, err := w.opts.Analyzer.Faces(ctx, tasks.faces, img)
+			if err == nil && faces == nil {
+				faces = []search.Face{}
+			}
+			s.faces = faces
+			return err
+		})
+	}
+	if tasks.ocr != "" && s.err == nil {
+		s.ocrModel = tasks.ocr
+		w.compute(ctx, s, "read text", func(ctx context.Context) error {
+			lines, err := w.opts.Analyzer.Text(ctx, tasks.ocr, img)
+			if err == nil && lines == nil {
+				lines = []search.OCRBox{}
+			}
+			s.ocr = lines
+			return err
+		})
+	}
+}
+
+type itemTasks struct {
+	clip       bool
+	faces, ocr string // models; empty: not run
+}
+
+// tasks resolves what to compute for an item.
+func (w *Worker) tasks(it Item) (itemTasks, error) {
+	t := itemTasks{clip: it.wants(TaskCLIP)}
+	legacy := len(it.Tasks) == 0
+	if it.wants(TaskFaces) {
+		t.faces = it.FaceModel
+		if t.faces == "" {
+			t.faces = w.opts.FaceModel
+		}
+		if t.faces == "" && !legacy {
+			return t, fmt.Errorf("%w: item asks for faces and names no model; start the worker with a face model", ErrPermanent)
+		}
+	}
+	if it.wants(TaskOCR) {
+		t.ocr = it.OCRModel
+		if t.ocr == "" {
+			t.ocr = w.opts.OCRModel
+		}
+		if t.ocr == "" && !legacy {
+			return t, fmt.Errorf("%w: item asks for OCR and names no model; start the worker with an OCR model", ErrPermanent)
+		}
+	}
+	if (t.faces != "" || t.ocr != "") && w.opts.Analyzer == nil {
+		return t, fmt.Errorf("%w: item asks for faces or OCR and this worker has no analyzer", ErrPermanent)
+	}
+	if it.AssetID != "" && (t.faces != "" || t.ocr != "") {
+		if legacy {
+			t.faces, t.ocr = "", ""
+		} else {
+			return t, fmt.Errorf("%w: faces and OCR are never computed for an Immich asset (Immich's own jobs own them)", ErrPermanent)
+		}
+	}
+	if !t.clip && t.faces == "" && t.ocr == "" {
+		return t, fmt.Errorf("%w: item asks for nothing this worker computes (tasks %v)", ErrPermanent, it.Tasks)
+	}
+	return t, nil
+}
+
+// decode reads the item's file and decodes it on a CPU slot. It returns
+// nil after failing the item.
+func (w *Worker) decode(ctx context.Context, s *slot) *imaging.Image {
+	local, err := w.opts.Paths.Map(s.d.Item.Path)
+	if err != nil {
+		s.fail(err, true)
+		return nil
+	}
+	data, err := w.opts.ReadFile(local)
+	if err != nil {
+		// A file that is gone will not come back by retrying (and the
+		// next folder walk prunes it); other read errors (a mount away,
+		// permissions) might.
+		s.fail(fmt.Errorf("read %s: %w", local, err), errors.Is(err, fs.ErrNotExist))
+		return nil
+	}
+	if err := w.cpu.Acquire(ctx, pool.PriorityBackground); err != nil {
+		s.fail(err, false)
+		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			s.outage = &OutageError{Service: ServiceInference, Err: err}
+		}
+		return nil
+	}
+	defer w.cpu.Release()
+	h := sha256.Sum256(data)
+	s.hash, s.size = h[:], int64(len(data))
+	img, err := w.opts.Decode(data)
+	if err != nil {
+		s.fail(fmt.Errorf("decode %s: %w", local, err), true)
+		s.recordable = true
+		return nil
+	}
+	return img
+}
+
+// compute runs one inference step of an item. An outage is waited out
+// with the item held, without charging it; a longer one marks the item so
+// that its batch is handed back. An image the model refuses is a
+// permanent failure of the file; any other failure is charged to the
+// item.
+func (w *Worker) compute(ctx context.Context, s *slot, what string, f func(context.Context) error) {
+	err := w.retry.do(ctx, what, ServiceInference, f, w.opts.IsTransient)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrOutage):
+		s.outage = err
+		s.fail(err, false)
+	case ctx.Err() != nil:
+		s.fail(err, false)
+	case errors.Is(err, inference.ErrInput):
+		s.fail(fmt.Errorf("%s %s: %w", what, s.d.Item.Path, err), true)
+		s.recordable = true
+	default:
+		s.fail(fmt.Errorf("%s %s: %w", what, s.d.Item.Path, err), false)
+	}
+}
+
+// finish waits for a batch's items, writes what they computed in one
+// transaction, records the files that failed for good, and settles the
+// queue. It returns an error when the worker must stop (the batch is then
+// handed back, except for what was settled).
+func (w *Worker) finish(work context.Context, b *batch) error {
+	<-b.done
+	defer b.stopBeat()
+	w.hook("embedded", b.ds)
+	for _, s := range b.slots {
+		if s.outage != nil {
+			w.release(b.slots)
+			return s.outage
+		}
+	}
+	if b.ctx.Err() != nil {
+		w.release(b.slots)
+		return nil
 	}
 	start := time.Now()
-	w.decode(ctx, slots)
-	w.tDecode.Add(int64(time.Since(start)))
-	w.hook("decoded", ds)
-	if ctx.Err() != nil {
-		w.release(slots)
-		return nil
-	}
-
-	start = time.Now()
-	w.embed(ctx, slots)
-	w.analyze(ctx, slots)
-	w.tInfer.Add(int64(time.Since(start)))
-	w.hook("embedded", ds)
-	if ctx.Err() != nil {
-		w.release(slots)
-		return nil
-	}
-
-	start = time.Now()
-	committed := w.write(ctx, slots)
+	committed, err := w.write(b.ctx, b.slots)
 	w.tWrite.Add(int64(time.Since(start)))
-	if !committed {
-		w.release(slots)
-		return nil
+	if err != nil || !committed {
+		w.release(b.slots)
+		return err
 	}
-	w.hook("written", ds)
-
+	w.hook("written", b.ds)
+	if err := w.record(b.ctx, b.slots); err != nil {
+		w.release(b.slots)
+		return err
+	}
 	start = time.Now()
-	err := w.settle(ctx, slots)
+	err = w.settle(b.ctx, b.slots)
 	w.tAck.Add(int64(time.Since(start)))
-	w.hook("acked", ds)
-	return err
+	w.hook("acked", b.ds)
+	if err != nil {
+		return err
+	}
+	if n := w.opts.FailFast; n > 0 && w.done.Load() == 0 && w.inferFailed.Load() >= int64(n) {
+		first := w.firstErr.Load()
+		return fmt.Errorf("%w: %d images failed in inference and none was indexed; the first: %w", ErrAllFailing, w.inferFailed.Load(), *first)
+	}
+	return nil
 }
 
 // heartbeat extends the batch's items until ctx ends.
@@ -336,130 +688,12 @@ func (w *Worker) heartbeat(ctx context.Context, ds []Delivery) {
 	}
 }
 
-// decode reads and decodes the batch's files, in parallel.
-func (w *Worker) decode(ctx context.Context, slots []*slot) {
-	var g errgroup.Group
-	g.SetLimit(w.opts.DecodeWorkers)
-	for _, s := range slots {
-		g.Go(func() error {
-			if ctx.Err() != nil {
-				return nil
-			}
-			it := s.d.Item
-			if w.opts.Model != "" && it.Model != "" && it.Model != w.opts.Model {
-				s.fail(fmt.Errorf("%w: item is for model %s, this worker runs %s", ErrPermanent, it.Model, w.opts.Model), true)
-				return nil
-			}
-			local, err := w.opts.Paths.Map(it.Path)
-			if err != nil {
-				s.fail(err, true)
-				return nil
-			}
-			data, err := w.opts.ReadFile(local)
-			if err != nil {
-				// A file that is gone will not come back by retrying;
-				// other read errors (a mount away, permissions) might.
-				s.fail(fmt.Errorf("read %s: %w", local, err), errors.Is(err, fs.ErrNotExist))
-				return nil
-			}
-			h := sha256.Sum256(data)
-			s.hash, s.size = h[:], int64(len(data))
-			img, err := w.opts.Decode(data)
-			if err != nil {
-				s.fail(fmt.Errorf("decode %s: %w", local, err), true)
-				return nil
-			}
-			s.img = img
-			return nil
-		})
-	}
-	_ = g.Wait()
-}
-
-// embed runs the batch through the model. An outage (the pool is full,
-// the model does not load, ...) is waited out with the items held, without
-// charging them an attempt. Any other failure is narrowed down by trying
-// each image alone, so that one bad image does not fail the others.
-func (w *Worker) embed(ctx context.Context, slots []*slot) {
-	var todo []*slot
-	for _, s := range slots {
-		if s.err == nil {
-			todo = append(todo, s)
-		}
-	}
-	if len(todo) == 0 {
-		return
-	}
-	try := func(ss []*slot) func(context.Context) error {
-		return func(ctx context.Context) error {
-			imgs := make([]*imaging.Image, len(ss))
-			for i, s := range ss {
-				imgs[i] = s.img
-			}
-			out, err := w.emb.EmbedImages(ctx, imgs)
-			if err != nil {
-				return err
-			}
-			if len(out) != len(ss) {
-				return fmt.Errorf("embedder returned %d embeddings for %d images", len(out), len(ss))
-			}
-			for i, s := range ss {
-				if len(out[i]) == 0 {
-					return fmt.Errorf("embedder returned an empty embedding for %s", s.d.Item.Path)
-				}
-				s.emb = out[i]
-			}
-			return nil
-		}
-	}
-	err := w.retry(ctx, "embed", try(todo), w.opts.IsTransient)
-	if err == nil || ctx.Err() != nil {
-		return
-	}
-	if len(todo) == 1 {
-		todo[0].fail(fmt.Errorf("embed %s: %w", todo[0].d.Item.Path, err), false)
-		return
-	}
-	w.logger.Warn("batch inference failed; trying images one by one", "err", err, "images", len(todo))
-	for _, s := range todo {
-		if err := w.retry(ctx, "embed", try([]*slot{s}), w.opts.IsTransient); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.fail(fmt.Errorf("embed %s: %w", s.d.Item.Path, err), false)
-		}
-	}
-}
-
-// analyze runs faces and OCR on each image that embedded. An outage is
-// waited out; any other failure fails that item only (it is retried, then
-// dead-lettered).
-func (w *Worker) analyze(ctx context.Context, slots []*slot) {
-	if w.opts.Analyzer == nil {
-		return
-	}
-	for _, s := range slots {
-		if s.err != nil || ctx.Err() != nil {
-			continue
-		}
-		err := w.retry(ctx, "analyze", func(ctx context.Context) error {
-			faces, text, err := w.opts.Analyzer.Analyze(ctx, s.img)
-			if err == nil {
-				s.faces, s.ocr = faces, text
-			}
-			return err
-		}, w.opts.IsTransient)
-		if err != nil && ctx.Err() == nil {
-			s.fail(fmt.Errorf("analyze %s: %w", s.d.Item.Path, err), false)
-		}
-	}
-}
-
 // write stores the batch's results in one transaction. An outage is waited
-// out (the items stay held); a data error is narrowed down to the items
-// that cause it by writing them one at a time. It returns false when the
-// context ended before anything was stored.
-func (w *Worker) write(ctx context.Context, slots []*slot) bool {
+// out (the items stay held) until the deadline: then the error is
+// returned. A data error is narrowed down to the items that cause it by
+// writing them one at a time. It returns false when the context ended
+// before anything was stored.
+func (w *Worker) write(ctx context.Context, slots []*slot) (bool, error) {
 	var ok []*slot
 	for _, s := range slots {
 		if s.err == nil {
@@ -467,27 +701,34 @@ func (w *Worker) write(ctx context.Context, slots []*slot) bool {
 		}
 	}
 	if len(ok) == 0 {
-		return true
+		return true, nil
 	}
 	results := func(ss []*slot) []Result {
 		rs := make([]Result, len(ss))
 		for i, s := range ss {
-			rs[i] = Result{Item: s.d.Item, Hash: s.hash, Size: s.size, Embedding: s.emb, Faces: s.faces, OCR: s.ocr}
+			rs[i] = Result{Item: s.d.Item, Hash: s.hash, Size: s.size, Embedding: s.emb,
+				Faces: s.faces, FaceModel: s.faceModel, OCR: s.ocr, OCRModel: s.ocrModel}
 		}
 		return rs
 	}
-	err := w.retry(ctx, "write results", func(ctx context.Context) error { return w.sink.Write(ctx, results(ok)) }, w.opts.IsTransient)
+	err := w.retry.do(ctx, "write results", ServiceDatabase, func(ctx context.Context) error { return w.sink.Write(ctx, results(ok)) }, w.opts.IsTransient)
 	if err == nil {
-		return true
+		return true, nil
 	}
 	if ctx.Err() != nil {
-		return false
+		return false, nil
+	}
+	if errors.Is(err, ErrOutage) {
+		return false, err
 	}
 	w.logger.Warn("batch write failed; writing items one by one", "err", err, "items", len(ok))
 	for _, s := range ok {
-		err := w.retry(ctx, "write result", func(ctx context.Context) error { return w.sink.Write(ctx, results([]*slot{s})) }, w.opts.IsTransient)
+		err := w.retry.do(ctx, "write result", ServiceDatabase, func(ctx context.Context) error { return w.sink.Write(ctx, results([]*slot{s})) }, w.opts.IsTransient)
 		if ctx.Err() != nil {
-			return false // some may be stored; redelivery rewrites them
+			return false, nil // some may be stored; redelivery rewrites them
+		}
+		if errors.Is(err, ErrOutage) {
+			return false, err
 		}
 		if err != nil {
 			s.fail(fmt.Errorf("store %s: %w", s.d.Item.Path, err),
@@ -495,26 +736,56 @@ func (w *Worker) write(ctx context.Context, slots []*slot) bool {
 					errors.Is(err, search.ErrUnknownModel) || errors.Is(err, search.ErrModelChanged))
 		}
 	}
-	return true
+	return true, nil
+}
+
+// record remembers the files that failed for good (they do not decode),
+// when the sink can.
+func (w *Worker) record(ctx context.Context, slots []*slot) error {
+	fr, ok := w.sink.(FailureRecorder)
+	if !ok {
+		return nil
+	}
+	var fs []search.Failure
+	for _, s := range slots {
+		if s.err != nil && s.recordable && s.d.Item.AssetID == "" {
+			fs = append(fs, search.Failure{Path: s.d.Item.Path, Size: s.d.Item.Size, ModTime: s.d.Item.ModifiedAt(), Error: errorText(s.err)})
+		}
+	}
+	if len(fs) == 0 {
+		return nil
+	}
+	err := w.retry.do(ctx, "record failures", ServiceDatabase, func(ctx context.Context) error { return fr.RecordFailures(ctx, fs) }, w.opts.IsTransient)
+	if err != nil && !errors.Is(err, ErrOutage) && ctx.Err() == nil {
+		// Not worth stopping for: the files are retried next run.
+		w.logger.Warn("cannot record failed files", "files", len(fs), "err", err)
+		return nil
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // settle acknowledges what was stored and fails the rest. When the
 // dead-letter stream is full, the items it refuses are handed back
 // (attempts unchanged) and ErrDeadLetterFull is returned: the worker stops
-// rather than drop them.
+// rather than drop them. A queue outage past the deadline returns an
+// *OutageError.
 func (w *Worker) settle(ctx context.Context, slots []*slot) error {
 	var acks []Delivery
 	var refused []*slot
-	var full error
-	notFull := func(err error) bool { return !errors.Is(err, ErrDeadLetterFull) }
+	var stop error
+	transient := func(err error) bool { return !errors.Is(err, ErrDeadLetterFull) }
 	for _, s := range slots {
 		if s.err == nil {
+			s.d.faces, s.d.lines = len(s.faces), len(s.ocr)
 			acks = append(acks, s.d)
 			continue
 		}
-		err := w.retry(ctx, "fail item", func(ctx context.Context) error { return w.q.Fail(ctx, s.d, s.err, s.permanent) }, notFull)
-		if errors.Is(err, ErrDeadLetterFull) {
-			full = err
+		err := w.retry.do(ctx, "fail item", ServiceQueue, func(ctx context.Context) error { return w.q.Fail(ctx, s.d, s.err, s.permanent) }, transient)
+		if errors.Is(err, ErrDeadLetterFull) || errors.Is(err, ErrOutage) {
+			stop = err
 			refused = append(refused, s)
 			continue
 		}
@@ -527,27 +798,42 @@ func (w *Worker) settle(ctx context.Context, slots []*slot) error {
 		} else {
 			w.retried.Add(1)
 		}
+		if !s.recordable && !s.permanent && w.done.Load() == 0 {
+			w.firstErr.CompareAndSwap(nil, &s.err)
+			w.inferFailed.Add(1)
+		}
 		w.logger.Debug("item failed", "path", s.d.Item.Path, "permanent", s.permanent, "err", s.err)
 	}
 	if len(refused) > 0 {
 		w.release(refused)
 	}
 	if len(acks) == 0 {
-		return full
+		return stop
 	}
-	if err := w.retry(ctx, "acknowledge", func(ctx context.Context) error { return w.q.Ack(ctx, acks) }, always); err != nil {
+	err := w.retry.do(ctx, "acknowledge", ServiceQueue, func(ctx context.Context) error { return w.q.Ack(ctx, acks) }, always)
+	if err != nil {
 		// The results are stored; the items will be redelivered and
 		// rewritten, which changes nothing.
 		w.logger.Warn("cannot acknowledge stored items; they will be redelivered", "items", len(acks), "err", err)
-		return full
+		if stop == nil && errors.Is(err, ErrOutage) {
+			stop = err
+		}
+		return stop
 	}
 	w.done.Add(int64(len(acks)))
-	return full
+	for _, d := range acks {
+		w.faces.Add(int64(d.faces))
+		w.lines.Add(int64(d.lines))
+	}
+	return stop
 }
 
-// release hands the batch back, with a context of its own: the work
-// context may be what ended.
+// release hands slots back, with a context of its own: the work context
+// may be what ended.
 func (w *Worker) release(slots []*slot) {
+	if len(slots) == 0 {
+		return
+	}
 	ds := make([]Delivery, len(slots))
 	for i, s := range slots {
 		ds[i] = s.d
@@ -562,26 +848,3 @@ func (w *Worker) release(slots []*slot) {
 }
 
 func always(error) bool { return true }
-
-// retry calls f until it succeeds, returns an error transient says is
-// not worth retrying, or ctx ends.
-func (w *Worker) retry(ctx context.Context, what string, f func(context.Context) error, transient func(error) bool) error {
-	wait := w.opts.Backoff
-	for n := 1; ; n++ {
-		err := f(ctx)
-		if err == nil || !transient(err) {
-			if err == nil && n > 1 {
-				w.logger.Info("recovered", "op", what, "attempts", n)
-			}
-			return err
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("%s: %w (after %w)", what, ctx.Err(), err)
-		}
-		if n == 1 || n%10 == 0 {
-			w.logger.Warn("temporary failure; retrying", "op", what, "attempt", n, "err", err, "in", wait)
-		}
-		sleep(ctx, wait)
-		wait = min(2*wait, w.opts.MaxBackoff)
-	}
-}

@@ -108,6 +108,9 @@ func (im *Immich) Close() {
 // Pool returns the connection pool.
 func (im *Immich) Pool() *pgxpool.Pool { return im.pool }
 
+// Schema is the schema that holds Immich's tables.
+func (im *Immich) Schema() string { return im.schema }
+
 // Dim is the dimension of smart_search.embedding, read when opened.
 func (im *Immich) Dim() int { return im.dim }
 

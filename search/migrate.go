@@ -90,6 +90,36 @@ CREATE TABLE {{s}}.face_person (
 );
 CREATE INDEX face_person_person_id_idx ON {{s}}.face_person (person_id, face_id);
 `},
+	{3, "analyses done, index failures", `
+-- Which analyses (faces, OCR) ran on an asset's content with which model,
+-- whether they found something or not (a photo without faces has no faces
+-- rows): what lets a later run add only the analyses that are missing.
+CREATE TABLE {{s}}.asset_tasks (
+	asset_id     bigint NOT NULL REFERENCES {{s}}.assets (id) ON DELETE CASCADE,
+	task         text NOT NULL CHECK (task IN ('faces', 'ocr')),
+	model        text NOT NULL,
+	content_hash bytea NOT NULL,
+	done_at      timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (asset_id, task)
+);
+INSERT INTO {{s}}.asset_tasks (asset_id, task, model, content_hash)
+SELECT DISTINCT ON (f.asset_id) f.asset_id, 'faces', f.model, a.content_hash
+FROM {{s}}.faces f JOIN {{s}}.assets a ON a.id = f.asset_id
+ORDER BY f.asset_id, f.id;
+INSERT INTO {{s}}.asset_tasks (asset_id, task, model, content_hash)
+SELECT o.asset_id, 'ocr', o.model, a.content_hash
+FROM {{s}}.ocr_text o JOIN {{s}}.assets a ON a.id = o.asset_id;
+
+-- Files that cannot be indexed (they do not decode): later runs skip them
+-- until their size or modification time changes.
+CREATE TABLE {{s}}.index_failures (
+	path        text PRIMARY KEY,
+	size        bigint NOT NULL,
+	modified_at timestamptz,
+	error       text NOT NULL,
+	failed_at   timestamptz NOT NULL DEFAULT now()
+);
+`},
 }
 
 // migrationsLockKey is the advisory lock that serialises schema changes

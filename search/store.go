@@ -1,6 +1,7 @@
 package search
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,11 @@ var (
 	ErrInvalid = errors.New("invalid argument")
 	// ErrNotFound: no person (or other row) with the given id.
 	ErrNotFound = errors.New("not found")
+	// ErrTooManyConnections: the server refused a connection because it
+	// serves as many as it allows (PGlite answers so in plain text,
+	// outside the protocol, and pgx would report a garbled message
+	// length). It passes when other clients close theirs (IsTransient).
+	ErrTooManyConnections = errors.New("the database refused the connection: too many connections (other clients hold them all)")
 )
 
 // DefaultSchema holds our tables unless Options.Schema says otherwise.
@@ -177,6 +183,14 @@ func PoolConfig(ctx context.Context, url string, maxConns int32, logger *slog.Lo
 	}
 	cfg.MaxConns = maxConns
 	cfg.AfterConnect = registerVector
+	dial := cfg.ConnConfig.DialFunc
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &refusalConn{Conn: c}, nil
+	}
 	if strings.Contains(url, "default_query_exec_mode") {
 		return cfg, nil
 	}
@@ -195,6 +209,28 @@ func PoolConfig(ctx context.Context, url string, maxConns int32, logger *slog.Lo
 		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	}
 	return cfg, nil
+}
+
+// tooMany is what PGlite's socket server writes, instead of a protocol
+// message, to a connection beyond its limit (-m), before it hangs up.
+var tooMany = []byte("Too many connections")
+
+// refusalConn reports a plain-text refusal as ErrTooManyConnections
+// instead of letting pgx read "Too " as a message type and a length.
+type refusalConn struct {
+	net.Conn
+	read bool
+}
+
+func (c *refusalConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.read && n > 0 {
+		c.read = true
+		if n >= 3 && bytes.HasPrefix(tooMany, p[:min(n, len(tooMany))]) {
+			return 0, ErrTooManyConnections
+		}
+	}
+	return n, err
 }
 
 // registerVector teaches a connection pgvector's binary format, when the
@@ -227,7 +263,7 @@ func IsTransient(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrTooManyConnections) {
 		return true
 	}
 	var pgErr *pgconn.PgError

@@ -48,6 +48,9 @@ type OCRBox struct {
 // OCR means it ran and found nothing (stored rows are replaced by nothing).
 type Result struct {
 	Asset
+	// ImmichAsset is the Immich asset the result belongs to (an Immich
+	// index keys its rows by it); empty for our own schema.
+	ImmichAsset string
 	// CLIP is the image embedding of Write's model.
 	CLIP []float32
 	// Faces and FaceModel replace the asset's faces when Faces is non-nil.
@@ -59,9 +62,11 @@ type Result struct {
 }
 
 // Write stores a batch of results in one transaction: the assets are
-// upserted by path, then each task's rows. Writing the same batch twice
-// leaves the same rows as writing it once (at-least-once delivery relies on
-// this). If a path appears more than once, the last result wins.
+// upserted by path, then each task's rows, and which analyses ran on the
+// asset's content (asset_tasks); a recorded failure of a written path is
+// cleared. Writing the same batch twice leaves the same rows as writing
+// it once (at-least-once delivery relies on this). If a path appears more
+// than once, the last result wins.
 //
 // All encoding happens before the transaction starts, so it stays short
 // (on PGlite an open transaction blocks every other connection).
@@ -78,6 +83,9 @@ func (s *Store) Write(ctx context.Context, clipModel string, rs []Result) error 
 		}
 		if r.Path == "" {
 			return fmt.Errorf("%w: result without a path", ErrInvalid)
+		}
+		if r.ImmichAsset != "" {
+			return fmt.Errorf("%w: %s is an Immich asset; this index is our own schema", ErrInvalid, r.ImmichAsset)
 		}
 	}
 	if hasCLIP {
@@ -158,6 +166,12 @@ ON CONFLICT (asset_id) DO UPDATE SET
 	}
 	if err := s.writeOCR(ctx, tx, ocr); err != nil {
 		return err
+	}
+	if err := s.writeTasks(ctx, tx, rs); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, s.expand("DELETE FROM {{s}}.index_failures WHERE path = ANY($1::text[])"), paths); err != nil {
+		return fmt.Errorf("clear failures: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("write: commit: %w", err)
@@ -361,6 +375,39 @@ JOIN {{s}}.assets a ON a.path = u.path
 ON CONFLICT (asset_id) DO UPDATE SET model = excluded.model, text = excluded.text`),
 		c.textPaths, c.joinedModels, c.joined); err != nil {
 		return fmt.Errorf("write ocr text: %w", err)
+	}
+	return nil
+}
+
+// Analysis tasks recorded in asset_tasks.
+const (
+	taskFaces = "faces"
+	taskOCR   = "ocr"
+)
+
+// writeTasks records, for each result whose faces or OCR ran, that the
+// task ran with its model on the asset's content.
+func (s *Store) writeTasks(ctx context.Context, tx pgx.Tx, rs []Result) error {
+	var paths, tasks, models []string
+	for _, r := range rs {
+		if r.Faces != nil {
+			paths, tasks, models = append(paths, r.Path), append(tasks, taskFaces), append(models, r.FaceModel)
+		}
+		if r.OCR != nil {
+			paths, tasks, models = append(paths, r.Path), append(tasks, taskOCR), append(models, r.OCRModel)
+		}
+	}
+	if len(paths) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, s.expand(`
+INSERT INTO {{s}}.asset_tasks (asset_id, task, model, content_hash, done_at)
+SELECT a.id, u.task, u.model, a.content_hash, now()
+FROM unnest($1::text[], $2::text[], $3::text[]) AS u(path, task, model)
+JOIN {{s}}.assets a ON a.path = u.path
+ON CONFLICT (asset_id, task) DO UPDATE SET
+	model = excluded.model, content_hash = excluded.content_hash, done_at = excluded.done_at`), paths, tasks, models); err != nil {
+		return fmt.Errorf("write analyses: %w", err)
 	}
 	return nil
 }

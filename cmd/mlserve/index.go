@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,13 +11,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/mlserve/mlserve/config"
-	"github.com/mlserve/mlserve/inference"
-	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/jobs"
-	"github.com/mlserve/mlserve/models"
 	"github.com/mlserve/mlserve/pool"
 	"github.com/mlserve/mlserve/search"
 )
@@ -121,312 +116,140 @@ func (d *dbFlags) register(fs *pflag.FlagSet) {
 	_ = fs.SetAnnotation("model", cobra.BashCompCustom, nil)
 }
 
-// database is the side results go to: our schema or Immich's.
-type database struct {
-	store  *search.Store
-	immich *search.Immich
-	model  string
-	dim    int
-	paths  search.PathMap
-}
-
-func (d *database) Close() {
-	if d.store != nil {
-		d.store.Close()
-	}
-	if d.immich != nil {
-		d.immich.Close()
-	}
-}
-
-func (d *database) sink() jobs.Sink {
-	if d.immich != nil {
-		return jobs.ImmichSink{Immich: d.immich}
-	}
-	return jobs.StoreSink{Store: d.store, Model: d.model}
-}
-
-// openDatabase connects, settles the model and checks its dimension
-// against the tables.
-func openDatabase(ctx context.Context, f dbFlags, cfg *config.Config, deferIndexes bool, logger *slog.Logger) (*database, error) {
+// openIndex returns the opener of the index the flags pick: our own
+// schema or an Immich database. The indexer calls it only once the models
+// have loaded.
+func openIndex(f dbFlags, cfg *config.Config, deferIndexes bool, logger *slog.Logger) (func(context.Context) (search.Index, error), search.PathMap, error) {
 	if cfg.DatabaseURL == "" {
-		return nil, errors.New("MLSERVE_DATABASE_URL is not set (`make db` starts a local PostgreSQL with pgvector and prints it)")
+		return nil, search.PathMap{}, errors.New("MLSERVE_DATABASE_URL is not set (`make db` starts a local PostgreSQL with pgvector and prints it)")
 	}
 	paths, err := search.ParsePathMap(f.paths)
 	if err != nil {
-		return nil, err
+		return nil, search.PathMap{}, err
 	}
-	d := &database{paths: paths, model: f.model}
-	if f.immich {
-		im, err := search.OpenImmich(ctx, search.ImmichOptions{URL: cfg.DatabaseURL, Schema: f.immichSchema, Paths: paths}, logger)
-		if err != nil {
-			return nil, err
-		}
-		d.immich = im
-		configured, err := im.ConfiguredModel(ctx)
-		if err != nil {
-			d.Close()
-			return nil, err
-		}
-		if d.model == "" {
-			d.model = configured
-		} else if d.model != configured {
-			d.Close()
-			return nil, fmt.Errorf("Immich is configured for CLIP model %s; embeddings of %s would not match its search (change the model in Immich first)", configured, d.model)
-		}
-	} else {
-		if d.model == "" {
-			d.model = search.DefaultImmichModel
-		}
-		st, err := search.Open(ctx, search.Options{URL: cfg.DatabaseURL, Schema: f.schema, DeferIndexes: deferIndexes}, logger)
-		if err != nil {
-			return nil, err
-		}
-		d.store = st
-	}
-	dim, ok := models.CLIPDim(d.model)
-	if !ok {
-		d.Close()
-		return nil, fmt.Errorf("unknown CLIP model %q", d.model)
-	}
-	d.dim = dim
-	if d.immich != nil {
-		err = d.immich.CheckModel(d.model, dim)
-	} else {
-		_, err = d.store.EnsureModel(ctx, d.model, dim)
-	}
-	if err != nil {
-		d.Close()
-		return nil, err
-	}
-	return d, nil
+	opts := search.IndexOptions{URL: cfg.DatabaseURL, Immich: f.immich, Schema: f.schema, ImmichSchema: f.immichSchema,
+		Paths: paths, DeferIndexes: deferIndexes}
+	return func(ctx context.Context) (search.Index, error) { return search.OpenIndex(ctx, opts, logger) }, paths, nil
 }
 
-// clipModels runs CLIP through the service's model cache and worker pool,
-// as /predict does, a batch of images at a time.
-type clipModels struct {
-	rt   *inference.Runtime
-	svc  *pool.Service
-	name string // cleaned
-}
-
-func openCLIP(cfg *config.Config, model string, logger *slog.Logger) (*clipModels, error) {
-	name, err := models.CleanName(model)
-	if err != nil {
-		return nil, err
-	}
+// openEngine starts ONNX Runtime and the inference service, as serve does.
+func openEngine(cfg *config.Config, logger *slog.Logger) (*pool.Service, func(), error) {
 	rt, err := newRuntime(cfg, logger)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	svc, err := newService(cfg, rt, nil, logger)
 	if err != nil {
 		rt.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return &clipModels{rt: rt, svc: svc, name: name}, nil
+	return svc, func() { svc.Close(); rt.Close() }, nil
 }
 
-func (c *clipModels) Close() {
-	c.svc.Close()
-	c.rt.Close()
-}
-
-// EmbedImages implements jobs.ImageEmbedder.
-func (c *clipModels) EmbedImages(ctx context.Context, imgs []*imaging.Image) ([][]float32, error) {
-	return c.svc.EmbedImages(ctx, c.name, imgs)
-}
-
-// EmbedText implements search.TextEmbedder.
-func (c *clipModels) EmbedText(ctx context.Context, text string) ([]float32, error) {
-	return c.svc.EmbedText(ctx, c.name, text, "")
-}
-
-// openQueue connects to Redis, or returns nil without MLSERVE_REDIS_URL.
-// opts gives the queue's settings (its Client and Name are filled in).
-func openQueue(ctx context.Context, cfg *config.Config, name string, opts jobs.RedisOptions, logger *slog.Logger) (*jobs.Redis, func(), error) {
+// redisClient connects to MLSERVE_REDIS_URL, or returns nil without it.
+func redisClient(cfg *config.Config) (*redis.Client, error) {
 	if cfg.RedisURL == "" {
-		return nil, func() {}, nil
+		return nil, nil
 	}
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("MLSERVE_REDIS_URL: %w", cfg.Redactor().Error(err)) // net/url quotes the whole URL
+		return nil, fmt.Errorf("MLSERVE_REDIS_URL: %w", cfg.Redactor().Error(err)) // net/url quotes the whole URL
 	}
-	c := redis.NewClient(opt)
-	opts.Client, opts.Name = c, name
-	q, err := jobs.NewRedis(ctx, opts, logger)
-	if err != nil {
-		_ = c.Close()
-		return nil, nil, fmt.Errorf("MLSERVE_REDIS_URL: %w", err)
-	}
-	return q, func() { _ = c.Close() }, nil
-}
-
-// openWork opens the database side and, with MLSERVE_REDIS_URL, the queue
-// (named after the side and model unless queue is given, with qopts'
-// settings). closeAll closes both.
-func openWork(ctx context.Context, db dbFlags, cfg *config.Config, deferIdx bool, queue string, qopts jobs.RedisOptions, logger *slog.Logger) (d *database, rq *jobs.Redis, name string, closeAll func(), err error) {
-	d, err = openDatabase(ctx, db, cfg, deferIdx, logger)
-	if err != nil {
-		return nil, nil, "", nil, err
-	}
-	if queue == "" {
-		queue = queueName(db, d.model)
-	}
-	rq, closeQueue, err := openQueue(ctx, cfg, queue, qopts, logger)
-	if err != nil {
-		d.Close()
-		return nil, nil, "", nil, err
-	}
-	return d, rq, queue, func() { closeQueue(); d.Close() }, nil
-}
-
-// queueName is the default stream of a database side and model: workers
-// and producers that agree on both share it.
-func queueName(f dbFlags, model string) string {
-	if f.immich {
-		return "mlserve:immich:" + f.immichSchema + ":" + model
-	}
-	return "mlserve:index:" + f.schema + ":" + model
+	return redis.NewClient(opt), nil
 }
 
 func runIndex(ctx context.Context, o indexOptions, stdout io.Writer, cfg *config.Config, logger *slog.Logger) error {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	db, tasks, force, batch, workers, noWait, queue, deferIdx, interval, heicFiles, roots :=
-		o.db, o.tasks, o.force, o.batch, o.workers, o.noWait, o.queue, o.deferIdx, o.interval, o.heicFiles, o.roots
-
-	// The runtime and the models load before anything touches the
-	// database: in-process, with the model known (our schema, or
-	// --model), a missing library or model fails before any table.
-	var cm *clipModels
-	if cfg.RedisURL == "" && (!db.immich || db.model != "") {
-		var err error
-		if cm, err = openCLIP(cfg, cmp.Or(db.model, search.DefaultImmichModel), logger); err != nil {
-			return err
-		}
-		defer cm.Close()
-		if err := cm.load(ctx, false, tasks); err != nil {
-			return err
-		}
-	}
-
-	d, rq, queue, closeAll, err := openWork(ctx, db, cfg, deferIdx, queue, jobs.RedisOptions{}, logger)
+	db, tasks := o.db, o.tasks
+	open, paths, err := openIndex(db, cfg, o.deferIdx, logger)
 	if err != nil {
 		return err
 	}
-	defer closeAll()
-
-	var q interface {
-		jobs.Queue
-		jobs.Enqueuer
+	rc, err := redisClient(cfg)
+	if err != nil {
+		return err
 	}
-	var mem *jobs.Memory
-	if rq != nil {
-		q = rq
+	// The bar is redrawn often; without a terminal it prints a line every
+	// --progress itself.
+	every, report := o.interval, func(pr jobs.Progress) { fmt.Fprintf(stdout, "indexing: %s\n", pr) }
+	if o.progress != nil {
+		every = min(o.interval, 500*time.Millisecond)
+		report = func(pr jobs.Progress) { o.progress.Progress(pr.Done+pr.Failed, pr.Total, pr.Failed) }
+	}
+	opts := jobs.IndexerOptions{
+		Open: open, Immich: db.immich, Roots: o.roots, Force: o.force, Model: db.model,
+		Redis: rc, Queue: jobs.RedisOptions{Name: o.queue}, NoWait: o.noWait,
+		FaceModel: tasks.faces, OCRModel: tasks.ocr, Analysis: tasks.analysis(),
+		Prune: true, BatchSize: o.batch, Workers: o.workers, Walk: jobs.WalkOptions{HEIC: o.heicFiles},
+		Paths: paths, Decode: decoder(cfg), CreateIndexes: o.deferIdx,
+		ProgressEvery: every, Progress: report,
+	}
+	if rc != nil {
+		defer rc.Close()
 	} else {
-		mem = jobs.NewMemory(jobs.MemoryOptions{Capacity: 4 * batch * max(workers, 1)})
-		q = mem
-	}
-	p := jobs.NewProducer(q, jobs.ProducerOptions{Model: d.model, Walk: jobs.WalkOptions{HEIC: heicFiles}}, logger)
-	logger.Info("indexing", "model", d.model, "dim", d.dim, "immich", db.immich, "queue", map[bool]string{true: "redis:" + queue, false: "in-process"}[rq != nil], "run", p.Run())
-
-	g, gctx := errgroup.WithContext(ctx)
-	var produced jobs.ProduceStats
-	g.Go(func() error {
-		if mem != nil {
-			defer mem.Close()
-		}
-		var err error
-		if db.immich {
-			produced, err = p.Immich(gctx, d.immich, force)
-		} else {
-			produced, err = p.Folders(gctx, d.store, roots...)
-		}
+		// In-process: the models load (the Indexer loads them before it
+		// opens the database) on this process's engine.
+		svc, closeEngine, err := openEngine(cfg, logger)
 		if err != nil {
-			return fmt.Errorf("find work: %w", err)
-		}
-		logger.Info("all work queued", "queued", produced.Queued, "unchanged", produced.Unchanged,
-			"skipped", produced.Skipped, "heic_skipped", produced.HEIC, "unreadable", produced.Errors)
-		return nil
-	})
-
-	var ws []*jobs.Worker
-	if mem != nil {
-		if cm == nil {
-			if cm, err = openCLIP(cfg, d.model, logger); err != nil {
-				return err
-			}
-			defer cm.Close()
-		}
-		w := jobs.NewWorker(mem, cm, tasks.sink(d.sink()), jobs.WorkerOptions{
-			Model: d.model, BatchSize: batch, Paths: d.paths, Analyzer: tasks.analyzer(cm.svc),
-			Decode: decoder(cfg),
-		}, logger)
-		ws = append(ws, w)
-		for range max(workers, 1) {
-			g.Go(func() error { return w.Run(gctx) })
-		}
-	}
-	if rq == nil || !noWait {
-		var last jobs.Progress // read after g.Wait
-		g.Go(func() error {
-			var err error
-			last, err = p.Watch(gctx, min(interval, 500*time.Millisecond), func(pr jobs.Progress) {
-				if o.progress != nil {
-					o.progress.Progress(pr.Done+pr.Failed, pr.Total, pr.Failed)
-				}
-			})
 			return err
-		})
-		defer func() {
-			if last.Total > 0 {
-				fmt.Fprintf(stdout, "indexed %d of %d images (%d failed) in %s\n", last.Done, last.Total, last.Failed, last.Elapsed.Round(time.Second))
-			}
-		}()
+		}
+		defer closeEngine()
+		opts.Engine = svc
 	}
-	start := time.Now()
-	err = g.Wait()
+	sum, err := jobs.NewIndexer(opts, logger).Run(ctx)
 	if o.progress != nil {
 		o.progress.Close() // the bar ends before the summary
 	}
-	if err != nil {
-		return err
-	}
-	for _, w := range ws {
-		reportStats(stdout, w.Stats(), time.Since(start))
-	}
-	if mem != nil {
-		for _, dl := range mem.Dead() {
-			fmt.Fprintf(stdout, "failed: %s: %s\n", dl.Item.Path, dl.Error)
-		}
-	}
-	if rq != nil && noWait {
-		fmt.Fprintf(stdout, "queued %d images on %s (run %s); start `mlserve worker` to process them\n", produced.Queued, queue, p.Run())
-	}
-	if deferIdx && d.store != nil {
-		start := time.Now()
-		if err := d.store.CreateIndexes(ctx); err != nil {
-			return err
-		}
-		logger.Info("built HNSW indexes", "took", time.Since(start))
-	}
-	return nil
+	printSummary(stdout, sum, rc != nil && o.noWait)
+	return err
 }
 
-// reportStats prints a worker's throughput and where its time went.
+// printSummary prints what an index run did.
+func printSummary(w io.Writer, s jobs.Summary, noWait bool) {
+	for _, f := range s.Failures {
+		name := f.Path
+		if f.AssetID != "" {
+			name = f.AssetID + " (" + f.Path + ")"
+		}
+		fmt.Fprintf(w, "failed: %s: %s\n", name, f.Error)
+	}
+	if noWait {
+		fmt.Fprintf(w, "queued %d images on %s (run %s); start `mlserve worker` to process them\n", s.Queued, s.Queue, s.Run)
+		return
+	}
+	if s.Run == "" {
+		return // failed before any work
+	}
+	fmt.Fprintf(w, "indexed %d of %d images (%d failed) in %s, %.1f img/s (models loaded in %s)",
+		s.Indexed, s.Queued, s.Failed, s.Elapsed.Round(time.Second), s.Rate(), s.Load.Round(time.Millisecond))
+	if s.Skipped() > 0 {
+		fmt.Fprintf(w, "; %d unchanged, %d skipped as failed before (--retry-failed)", s.Unchanged, s.KnownFailures)
+	}
+	if s.Faces > 0 || s.Lines > 0 {
+		fmt.Fprintf(w, "; %d faces, %d lines of text", s.Faces, s.Lines)
+	}
+	if s.Pruned > 0 {
+		fmt.Fprintf(w, "; %d removed (files gone)", s.Pruned)
+	}
+	if s.Interrupted {
+		fmt.Fprintf(w, "; interrupted, %d not done", s.Queued-s.Indexed-s.Failed)
+	}
+	fmt.Fprintln(w)
+	if p := s.People; p != nil && p.Assigned > 0 {
+		fmt.Fprintf(w, "people: %d faces assigned, %d new people\n", p.Assigned, p.Created)
+	}
+}
+
+// reportStats prints a worker's throughput and where its time went (the
+// items' decode and inference times overlap each other).
 func reportStats(w io.Writer, st jobs.Stats, wall time.Duration) {
 	if st.Items == 0 {
 		return
 	}
-	busy := st.Decode + st.Infer + st.Write + st.Ack
-	pct := func(d time.Duration) float64 {
-		if busy <= 0 {
-			return 0
-		}
-		return 100 * float64(d) / float64(busy)
-	}
-	fmt.Fprintf(w, "worker: %d images in %d batches, %.1f img/s; decode %.0f%%, inference %.0f%%, database %.0f%%, queue %.0f%%\n",
-		st.Done, st.Batches, float64(st.Done)/wall.Seconds(), pct(st.Decode), pct(st.Infer), pct(st.Write), pct(st.Ack))
+	fmt.Fprintf(w, "worker: %d images in %d batches, %.1f img/s; per image: decode %s, inference %s; per batch: database %s, queue %s\n",
+		st.Done, st.Batches, float64(st.Done)/wall.Seconds(),
+		(st.Decode / time.Duration(st.Items)).Round(time.Millisecond), (st.Infer / time.Duration(st.Items)).Round(time.Millisecond),
+		(st.Write / time.Duration(st.Batches)).Round(time.Millisecond), (st.Ack / time.Duration(st.Batches)).Round(time.Millisecond))
 }

@@ -132,7 +132,7 @@ func TestCLIIndexAndSearchInProcess(t *testing.T) {
 	schema := cliSchema(t)
 	dir, photos := cliPhotos(t, 6)
 	out := runCLI(t, "index", "--schema", schema, "--batch", "4", "--progress", "50ms", dir)
-	if !strings.Contains(out, "indexed 6 of 6 images (0 failed)") || !strings.Contains(out, "inference") {
+	if !strings.Contains(out, "indexed 6 of 6 images (0 failed)") || !strings.Contains(out, "models loaded in") {
 		t.Fatalf("index output:\n%s", out)
 	}
 	hits := searchJSON(t, "--schema", schema, "--image", photos[2], "--limit", "3")

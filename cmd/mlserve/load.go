@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/mlserve/mlserve/models"
+	"github.com/mlserve/mlserve/pool"
 )
 
 // modelRef names one model of one task and type.
@@ -14,16 +15,20 @@ type modelRef struct {
 	name string
 }
 
-// load loads the CLIP model (its text tower with textual, else its image
-// tower) and the face and OCR models that tasks name, downloading what is
-// missing: a command knows its models work before it touches the
-// database.
-func (c *clipModels) load(ctx context.Context, textual bool, tasks taskFlags) error {
+// preload loads the CLIP model clip (its text tower with textual, else its
+// image tower) and the face and OCR models that tasks name on svc,
+// downloading what is missing: a command knows its models work before it
+// touches the database.
+func preload(ctx context.Context, svc *pool.Service, clip string, textual bool, tasks taskFlags) error {
+	name, err := models.CleanName(clip)
+	if err != nil {
+		return err
+	}
 	typ := models.TypeVisual
 	if textual {
 		typ = models.TypeTextual
 	}
-	want := []modelRef{{models.TaskCLIP, typ, c.name}}
+	want := []modelRef{{models.TaskCLIP, typ, name}}
 	if tasks.faces != "" {
 		want = append(want, modelRef{models.TaskFacialRecognition, models.TypeDetection, tasks.faces},
 			modelRef{models.TaskFacialRecognition, models.TypeRecognition, tasks.faces})
@@ -33,7 +38,7 @@ func (c *clipModels) load(ctx context.Context, textual bool, tasks taskFlags) er
 			modelRef{models.TaskOCR, models.TypeRecognition, tasks.ocr})
 	}
 	for _, w := range want {
-		if err := c.svc.Preload(ctx, string(w.task), string(w.typ), []string{w.name}); err != nil {
+		if err := svc.Preload(ctx, string(w.task), string(w.typ), []string{w.name}); err != nil {
 			return fmt.Errorf("model %s (%s/%s): %w", w.name, w.task, w.typ, err)
 		}
 	}

@@ -88,43 +88,38 @@ func runSearch(ctx context.Context, o searchOptions, stdout io.Writer, cfg *conf
 	// The runtime and the model load before the database is touched
 	// (Immich mode without --model reads the model Immich is configured
 	// with first).
-	var cm *clipModels
-	if !o.db.immich || o.db.model != "" {
-		var err error
-		if cm, err = openCLIP(cfg, cmp.Or(o.db.model, search.DefaultImmichModel), logger); err != nil {
-			return err
-		}
-		defer cm.Close()
-		if err := cm.load(ctx, o.image == "", taskFlags{}); err != nil {
-			return err
-		}
-	}
-	d, err := openDatabase(ctx, o.db, cfg, false, logger)
+	svc, closeEngine, err := openEngine(cfg, logger)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	if cm == nil {
-		if cm, err = openCLIP(cfg, d.model, logger); err != nil {
+	defer closeEngine()
+	textual := o.image == ""
+	loaded := !o.db.immich || o.db.model != ""
+	if loaded {
+		if err := preload(ctx, svc, cmp.Or(o.db.model, search.DefaultImmichModel), textual, taskFlags{}); err != nil {
 			return err
 		}
-		defer cm.Close()
+	}
+	ix, model, err := openSearchIndex(ctx, cfg, o.db, logger)
+	if err != nil {
+		return err
+	}
+	defer ix.Close()
+	if !loaded {
+		if err := preload(ctx, svc, model, textual, taskFlags{}); err != nil {
+			return err
+		}
 	}
 
 	var query []float32
 	if data != nil {
-		if query, err = cm.svc.EmbedImageData(ctx, cm.name, data); err != nil {
+		if query, err = svc.EmbedImageData(ctx, model, data); err != nil {
 			return fmt.Errorf("%s: %w", o.image, err)
 		}
-	} else if query, err = cm.EmbedText(ctx, o.text); err != nil {
+	} else if query, err = svc.EmbedText(ctx, model, o.text, ""); err != nil {
 		return err
 	}
-	var hits []search.Hit
-	if d.immich != nil {
-		hits, err = d.immich.Search(ctx, query, o.limit)
-	} else {
-		hits, err = d.store.SearchCLIP(ctx, d.model, query, o.limit)
-	}
+	hits, err := ix.SearchCLIP(ctx, model, query, o.limit)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mlserve/mlserve/api"
 	"github.com/mlserve/mlserve/config"
+	"github.com/mlserve/mlserve/models"
 	"github.com/mlserve/mlserve/pool"
 	"github.com/mlserve/mlserve/search"
 )
@@ -144,8 +145,12 @@ func (b *searchBackend) SearchImage(ctx context.Context, data []byte, q api.Sear
 // cache and workers, nearest neighbours from pgvector (our schema or
 // Immich's smart_search).
 type searcher struct {
-	svc *pool.Service
-	db  *database
+	svc   *pool.Service
+	ix    search.Index
+	model string
+	// store or immich is ix, by its kind.
+	store  *search.Store
+	immich *search.Immich
 
 	rootMu sync.Mutex
 	root   string
@@ -158,29 +163,63 @@ func openSearcher(ctx context.Context, cfg *config.Config, svc *pool.Service, lo
 	if schema == "" {
 		schema = search.DefaultSchema
 	}
-	db, err := openDatabase(ctx, dbFlags{
+	ix, model, err := openSearchIndex(ctx, cfg, dbFlags{
 		model:        cfg.SearchModel,
 		immich:       cfg.SearchImmich,
 		schema:       schema,
 		immichSchema: "public",
-	}, cfg, false, logger)
+	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("search database: %w", err)
 	}
+	s := &searcher{svc: svc, ix: ix, model: model}
 	mode := "mlserve schema"
-	if db.immich != nil {
-		mode = "Immich smart_search"
+	switch v := ix.(type) {
+	case *search.Store:
+		s.store = v
+	case *search.Immich:
+		s.immich, mode = v, "Immich smart_search"
 	}
-	logger.Info("smart search enabled", "model", db.model, "tables", mode)
-	return &searcher{svc: svc, db: db}, nil
+	logger.Info("smart search enabled", "model", model, "tables", mode)
+	return s, nil
 }
 
-func (s *searcher) Close() { s.db.Close() }
+// openSearchIndex opens the index the flags pick and settles its CLIP
+// model (the flag's, or the index's default), checked against the index.
+func openSearchIndex(ctx context.Context, cfg *config.Config, f dbFlags, logger *slog.Logger) (search.Index, string, error) {
+	open, _, err := openIndex(f, cfg, false, logger)
+	if err != nil {
+		return nil, "", err
+	}
+	ix, err := open(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	model := f.model
+	if model == "" {
+		if model, err = ix.DefaultModel(ctx); err != nil {
+			ix.Close()
+			return nil, "", err
+		}
+	}
+	dim, ok := models.CLIPDim(model)
+	if !ok {
+		ix.Close()
+		return nil, "", fmt.Errorf("unknown CLIP model %q", model)
+	}
+	if _, err := ix.EnsureModel(ctx, model, dim); err != nil {
+		ix.Close()
+		return nil, "", err
+	}
+	return ix, model, nil
+}
+
+func (s *searcher) Close() { s.ix.Close() }
 
 // checkOwner refuses an Immich-mode search that does not name an owner,
 // before any work.
 func (s *searcher) checkOwner(q api.SearchQuery) error {
-	if s.db.immich != nil && q.OwnerID == "" {
+	if s.immich != nil && q.OwnerID == "" {
 		return api.ErrOwnerRequired
 	}
 	return nil
@@ -191,7 +230,7 @@ func (s *searcher) SearchText(ctx context.Context, text string, q api.SearchQuer
 	if err := s.checkOwner(q); err != nil {
 		return nil, err
 	}
-	emb, err := s.svc.EmbedText(ctx, s.db.model, text, "")
+	emb, err := s.svc.EmbedText(ctx, s.model, text, "")
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +242,7 @@ func (s *searcher) SearchImage(ctx context.Context, data []byte, q api.SearchQue
 	if err := s.checkOwner(q); err != nil {
 		return nil, err
 	}
-	emb, err := s.svc.EmbedImageData(ctx, s.db.model, data)
+	emb, err := s.svc.EmbedImageData(ctx, s.model, data)
 	if err != nil {
 		return nil, err
 	}
@@ -218,10 +257,10 @@ func (s *searcher) nearest(ctx context.Context, emb []float32, q api.SearchQuery
 	var hits []search.Hit
 	var err error
 	root := ""
-	if s.db.immich != nil {
-		hits, err = s.db.immich.SearchOwner(ctx, emb, q.OwnerID, q.Limit)
+	if s.immich != nil {
+		hits, err = s.immich.SearchOwner(ctx, emb, q.OwnerID, q.Limit)
 	} else {
-		hits, err = s.db.store.SearchCLIP(ctx, s.db.model, emb, q.Limit)
+		hits, err = s.ix.SearchCLIP(ctx, s.model, emb, q.Limit)
 		if err == nil && len(hits) > 0 {
 			root, err = s.libraryRoot(ctx)
 		}
@@ -253,8 +292,8 @@ func (s *searcher) libraryRoot(ctx context.Context) (string, error) {
 	}
 	var first, last string
 	sql := fmt.Sprintf(`SELECT coalesce(min(path COLLATE "C"), ''), coalesce(max(path COLLATE "C"), '') FROM %s`,
-		pgx.Identifier{s.db.store.Schema(), "assets"}.Sanitize())
-	if err := s.db.store.Pool().QueryRow(ctx, sql).Scan(&first, &last); err != nil {
+		pgx.Identifier{s.store.Schema(), "assets"}.Sanitize())
+	if err := s.store.Pool().QueryRow(ctx, sql).Scan(&first, &last); err != nil {
 		return "", fmt.Errorf("library root: %w", err)
 	}
 	s.root, s.rootAt = commonFolder(first, last), time.Now()

@@ -1,20 +1,16 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/mlserve/mlserve/config"
 	"github.com/mlserve/mlserve/jobs"
-	"github.com/mlserve/mlserve/search"
 )
 
 // workerOptions are worker's flags.
@@ -71,66 +67,33 @@ func runWorker(ctx context.Context, o workerOptions, stdout io.Writer, cfg *conf
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	db, tasks, batch, workers, queue, visibility, attempts, statsEvery :=
-		o.db, o.tasks, o.batch, o.workers, o.queue, o.visibility, o.attempts, o.statsEvery
+	db, tasks := o.db, o.tasks
 	if cfg.RedisURL == "" {
 		return errors.New("MLSERVE_REDIS_URL is not set: workers take their work from a Redis queue (without Redis, `mlserve index` does the work itself)")
 	}
-	// The runtime and the models load before the database is touched,
-	// when the model is known without it.
-	var cm *clipModels
-	if !db.immich || db.model != "" {
-		var err error
-		if cm, err = openCLIP(cfg, cmp.Or(db.model, search.DefaultImmichModel), logger); err != nil {
-			return err
-		}
-		defer cm.Close()
-		if err := cm.load(ctx, false, tasks); err != nil {
-			return err
-		}
-	}
-	d, rq, queue, closeAll, err := openWork(ctx, db, cfg, false, queue,
-		jobs.RedisOptions{VisibilityTimeout: visibility, MaxAttempts: attempts}, logger)
+	open, paths, err := openIndex(db, cfg, false, logger)
 	if err != nil {
 		return err
 	}
-	defer closeAll()
-	opts := rq.Options()
-	if cm == nil {
-		if cm, err = openCLIP(cfg, d.model, logger); err != nil {
-			return err
-		}
-		defer cm.Close()
+	rc, err := redisClient(cfg)
+	if err != nil {
+		return err
 	}
-	w := jobs.NewWorker(rq, cm, tasks.sink(d.sink()), jobs.WorkerOptions{
-		Analyzer: tasks.analyzer(cm.svc),
-		Model:    d.model, BatchSize: batch, Paths: d.paths, Heartbeat: visibility / 3,
-		Decode: decoder(cfg),
-	}, logger)
-	logger.Info("worker started", "model", d.model, "queue", queue, "consumer", opts.Consumer, "immich", db.immich, "workers", workers, "batch", batch)
-
+	defer rc.Close()
+	// The Indexer loads the models before it opens the database.
+	svc, closeEngine, err := openEngine(cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer closeEngine()
+	opts := jobs.IndexerOptions{
+		Engine: svc, Open: open, Immich: db.immich, Model: db.model, Redis: rc,
+		Queue:     jobs.RedisOptions{Name: o.queue, VisibilityTimeout: o.visibility, MaxAttempts: o.attempts},
+		FaceModel: tasks.faces, OCRModel: tasks.ocr, Analysis: tasks.analysis(),
+		BatchSize: o.batch, Workers: o.workers, Paths: paths, Decode: decoder(cfg), StatsEvery: o.statsEvery,
+	}
 	start := time.Now()
-	g, gctx := errgroup.WithContext(ctx)
-	for range max(workers, 1) {
-		g.Go(func() error { return w.Run(gctx) })
-	}
-	if statsEvery > 0 {
-		g.Go(func() error {
-			t := time.NewTicker(statsEvery)
-			defer t.Stop()
-			for {
-				select {
-				case <-gctx.Done():
-					return nil
-				case <-t.C:
-					st := w.Stats()
-					logger.Info("worker progress", "done", st.Done, "retried", st.Retried, "dead", st.Dead,
-						"rate", fmt.Sprintf("%.1f img/s", float64(st.Done)/time.Since(start).Seconds()))
-				}
-			}
-		})
-	}
-	err = g.Wait()
-	reportStats(stdout, w.Stats(), time.Since(start))
+	st, err := jobs.NewIndexer(opts, logger).Work(ctx)
+	reportStats(stdout, st, time.Since(start))
 	return err
 }
