@@ -20,6 +20,9 @@ type Metrics struct {
 	unloads     *prometheus.CounterVec
 	hangups     prometheus.Counter
 	reg         prometheus.Registerer
+	// recent counts successful requests and inferences per second for the
+	// status panel (status.go).
+	recent *rates
 }
 
 var _ pool.Observer = (*Metrics)(nil)
@@ -27,7 +30,8 @@ var _ pool.Observer = (*Metrics)(nil)
 // NewMetrics registers the metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		reg: reg,
+		reg:    reg,
+		recent: newRates(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mlserve_http_requests_total", Help: "HTTP requests by route and status code.",
 		}, []string{"route", "code"}),
@@ -102,6 +106,9 @@ func (m *Metrics) observeService(h Health) {
 func (m *Metrics) request(route string, code int, took time.Duration) {
 	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 	m.duration.WithLabelValues(route).Observe(took.Seconds())
+	if code < 300 && (route == "/predict" || route == "/search") {
+		m.recent.add("route:" + route)
+	}
 }
 
 // ModelLoaded implements pool.Observer.
@@ -121,4 +128,5 @@ func (m *Metrics) Inference(k pool.Key, provider string, took time.Duration, err
 		return
 	}
 	m.inferSecs.WithLabelValues(k.Task, k.Type, k.Name, provider).Observe(took.Seconds())
+	m.recent.add(modelRateKey(k.Task, k.Type, k.Name))
 }
