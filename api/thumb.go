@@ -308,8 +308,11 @@ func faceRect(face Face, w, h int) image.Rectangle {
 	}
 	x1, y1 := float64(face.Box[0])*sx, float64(face.Box[1])*sy
 	x2, y2 := float64(face.Box[2])*sx, float64(face.Box[3])*sy
+	if s := x1 + y1 + x2 + y2; math.IsNaN(s) || math.IsInf(s, 0) {
+		x1, y1, x2, y2 = 0, 0, float64(w), float64(h)
+	}
 	side := faceMargin * max(x2-x1, y2-y1)
-	if math.IsNaN(side) || side < 1 {
+	if side < 1 {
 		side = 1
 	}
 	side = min(side, float64(min(w, h)))

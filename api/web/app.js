@@ -222,32 +222,23 @@ document.getElementById('key-forget').addEventListener('click', () => {
 
 // ---------------------------------------------------------------- health
 
+// checkHealth shows the service's readiness in the header, from
+// /health/ready (open, and cheap: no database query).
 async function checkHealth() {
   const el = document.getElementById('health');
   const label = el.querySelector('.label');
-  el.classList.remove('ok', 'bad');
+  let s;
   try {
-    const s = await fetchStatusQuietly();
-    const ok = s.status === 'ready';
-    el.classList.add(ok ? 'ok' : 'bad');
-    label.textContent = ok ? 'Ready' : 'Not ready';
-    el.title = ok ? plural(s.models.length, 'model', 'models') + ' loaded, ' + s.queued + ' queued' : (s.reason || '');
-  } catch (err) {
-    el.classList.add('bad');
-    label.textContent = err.status === 401 ? 'Key needed' : err.status === 0 ? 'Offline' : 'Error';
-    el.title = err.message;
+    const res = await fetch('/health/ready');
+    s = await res.json();
+  } catch {
+    s = { status: 'offline', reason: 'The server cannot be reached.' };
   }
-}
-
-// fetchStatusQuietly is /status without opening the key panel on a 401
-// (the view's own calls do that).
-async function fetchStatusQuietly() {
-  const headers = {};
-  if (getKey()) headers.Authorization = 'Bearer ' + getKey();
-  let res;
-  try { res = await fetch('/status', { headers }); } catch { throw new ApiError(0, 'The server cannot be reached.'); }
-  if (!res.ok) throw new ApiError(res.status, res.statusText);
-  return res.json();
+  const ok = s.status === 'ready';
+  el.classList.toggle('ok', ok);
+  el.classList.toggle('bad', !ok);
+  label.textContent = ok ? 'Ready' : s.status === 'offline' ? 'Offline' : 'Not ready';
+  el.title = ok ? plural((s.models || []).length, 'model', 'models') + ' loaded, ' + (s.queued || 0) + ' queued' : (s.reason || '');
 }
 
 // ---------------------------------------------------------------- routing
@@ -700,7 +691,7 @@ function viewStatus() {
     const models = h('section', { class: 'panel full', 'aria-labelledby': 'st-models' }, h('h2', { id: 'st-models' }, 'Loaded models'),
       s.models.length
         ? h('div', { class: 'table-wrap' }, h('table', {},
-          h('thead', {}, h('tr', {}, ['Model', 'Task', 'Provider', 'Device', 'In use', 'Recent'].map((c, i) => h('th', { scope: 'col', class: i >= 4 ? 'num' : null }, c)))),
+          h('thead', {}, h('tr', {}, ['Model', 'Task', 'Provider', 'Device', 'In use', '/predict runs'].map((c, i) => h('th', { scope: 'col', class: i >= 4 ? 'num' : null }, c)))),
           h('tbody', {}, s.models.map((m) => h('tr', {},
             h('td', {}, m.model), h('td', {}, m.task + ' / ' + m.type), h('td', {}, m.provider || '—'), h('td', {}, m.device || '—'),
             h('td', { class: 'num' }, m.inUse), h('td', { class: 'num' }, rate(m.inferencesPerSecond)))))))

@@ -376,10 +376,10 @@ func testLibraryAPI(t *testing.T, l *library) {
 			Status  string
 			Models  []struct{ Task, Type, Model, Provider string }
 			Library struct {
-				Available                          bool
-				Mode                               string
-				Assets, Faces, People, TextLines   int
-				FuzzyText, Unaccent                bool
+				Available                        bool
+				Mode                             string
+				Assets, Faces, People, TextLines int
+				FuzzyText, Unaccent              bool
 			}
 		}
 		if code, body := l.call(t, "GET", "/status", "", nil, &st); code != 200 {

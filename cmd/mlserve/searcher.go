@@ -28,6 +28,9 @@ const (
 	// searchRootTTL is how long the library's root, which /search strips
 	// from the paths it shows callers without a key, is cached.
 	searchRootTTL = time.Minute
+	// libraryInfoTTL is how long the status panel's counts are cached
+	// (counting a large library takes a while).
+	libraryInfoTTL = 10 * time.Second
 )
 
 // searchBackend answers /search once its database is reachable. The
@@ -249,6 +252,10 @@ type searcher struct {
 	rootMu sync.Mutex
 	root   string
 	rootAt time.Time
+
+	infoMu sync.Mutex
+	info   api.LibraryInfo
+	infoAt time.Time
 }
 
 // openSearcher connects to MLSERVE_DATABASE_URL for /search.
@@ -435,6 +442,12 @@ func (s *searcher) MergePeople(ctx context.Context, into int64, from []int64) (a
 		return api.Person{}, err
 	}
 	p, err := st.MergePeople(ctx, into, from...)
+	if err == nil {
+		// The status panel counts people: count again.
+		s.infoMu.Lock()
+		s.infoAt = time.Time{}
+		s.infoMu.Unlock()
+	}
 	return apiPerson(p), libraryError(err)
 }
 
@@ -507,8 +520,14 @@ func (s *searcher) FaceFile(ctx context.Context, id int64) (string, api.Face, er
 	return f.Path, apiFace(f), libraryError(err)
 }
 
-// LibraryInfo implements api.Library: what is indexed, counted.
+// LibraryInfo implements api.Library: what is indexed, counted (cached
+// for libraryInfoTTL).
 func (s *searcher) LibraryInfo(ctx context.Context) (api.LibraryInfo, error) {
+	s.infoMu.Lock()
+	defer s.infoMu.Unlock()
+	if !s.infoAt.IsZero() && time.Since(s.infoAt) < libraryInfoTTL {
+		return s.info, nil
+	}
 	info := api.LibraryInfo{Mode: "mlserve", Model: s.db.model, Assets: -1, Faces: -1, People: -1, TextLines: -1}
 	if s.db.immich != nil {
 		info.Mode = "immich"
@@ -523,6 +542,7 @@ func (s *searcher) LibraryInfo(ctx context.Context) (api.LibraryInfo, error) {
 	if err := st.Pool().QueryRow(ctx, sql).Scan(&info.Assets, &info.Faces, &info.People, &info.TextLines); err != nil {
 		return info, libraryError(fmt.Errorf("library counts: %w", err))
 	}
+	s.info, s.infoAt = info, time.Now()
 	return info, nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -120,6 +121,29 @@ func (b *browser) shot(name string) {
 	b.t.Logf("screenshot %s", p)
 }
 
+// checkA11y checks what the keyboard and screen readers need on the view
+// shown: every visible field has a label, every image an alt text (empty
+// for decoration), every button a name, and nothing is focusable without
+// being visible.
+func (b *browser) checkA11y(view string) {
+	b.t.Helper()
+	problems := eval[[]string](b, `(() => {
+		const out = [];
+		const shown = (e) => !e.closest('[hidden],[aria-hidden="true"]');
+		for (const e of document.querySelectorAll('input, select, textarea')) {
+			if (shown(e) && !(e.labels && e.labels.length) && !e.getAttribute('aria-label')) out.push('field without a label: #' + e.id);
+		}
+		for (const e of document.querySelectorAll('img')) if (!e.hasAttribute('alt')) out.push('image without alt: ' + e.src);
+		for (const e of document.querySelectorAll('button, a[href]')) {
+			if (shown(e) && !(e.textContent.trim() || e.getAttribute('aria-label'))) out.push('unnamed ' + e.tagName + ': ' + e.outerHTML.slice(0, 80));
+		}
+		return out;
+	})()`)
+	if len(problems) > 0 {
+		b.t.Fatalf("%s: %s", view, strings.Join(problems, "; "))
+	}
+}
+
 // imagesLoaded is true when the selector matches n images (at least n
 // when n < 0: at least -n), all loaded.
 func imagesLoaded(sel string, n int) string {
@@ -143,6 +167,7 @@ func testBrowser(t *testing.T, l *library) {
 		if info := eval[string](b, `document.getElementById('search-info').textContent`); !strings.Contains(info, "6 photos") {
 			t.Fatalf("info %q", info)
 		}
+		b.checkA11y("search")
 		b.shot("search.png")
 		// Enter in the search box runs a new search (the keyboard alone).
 		eval[string](b, `document.getElementById('q').value = ''`)
@@ -162,6 +187,22 @@ func testBrowser(t *testing.T, l *library) {
 			t.Fatalf("first result %q, want sample4.jpg at distance 0", first)
 		}
 		b.shot("search-by-image.png")
+		// Dropped on the drop zone: another photo, found first too.
+		raw, err := os.ReadFile(filepath.Join(l.dir, "sample1-bright.jpg"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eval[bool](b, `(() => {
+			const bytes = Uint8Array.from(atob(`+strconv.Quote(base64.StdEncoding.EncodeToString(raw))+`), c => c.charCodeAt(0));
+			const dt = new DataTransfer();
+			dt.items.add(new File([bytes], 'sample1-bright.jpg', { type: 'image/jpeg' }));
+			return document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+		})()`)
+		b.wait("results like the dropped photo", `document.querySelector('#search-info').textContent.includes('like sample1-bright.jpg') && `+imagesLoaded("#results img", 6))
+		first = eval[string](b, `document.querySelector('#results li .path').textContent + ' ' + document.querySelector('#results li .dist').textContent`)
+		if first != "sample1-bright.jpg distance 0.000" {
+			t.Fatalf("first result for the dropped photo %q", first)
+		}
 	})
 
 	var ada int64
@@ -169,6 +210,7 @@ func testBrowser(t *testing.T, l *library) {
 		b.t = t
 		b.route("#/people")
 		b.wait("three people with their faces", imagesLoaded("#people img.face", 3))
+		b.checkA11y("people")
 		b.shot("people.png")
 		ids := eval[[]int64](b, `[...document.querySelectorAll('#people .person')].map(e => +e.dataset.person)`)
 		if len(ids) != 3 || ids[0] != l.people[0].ID {
@@ -218,6 +260,7 @@ func testBrowser(t *testing.T, l *library) {
 		if h := eval[string](b, `document.querySelector('main h1').textContent`); h != "Ada Lovelace" {
 			t.Fatalf("heading %q", h)
 		}
+		b.checkA11y("person")
 		b.shot("person.png")
 		// Search within her photos.
 		sel := chromedp.CSS("#person-q")
@@ -241,6 +284,7 @@ func testBrowser(t *testing.T, l *library) {
 		if w < 0.3 {
 			t.Fatalf("the text's box covers %.2f of the image's width (outside it: -1)", w)
 		}
+		b.checkA11y("text")
 		b.shot("text.png")
 		b.route("#/text?q=42%20total")
 		b.wait("the receipt with both lines", `document.querySelectorAll('#ocr-results polygon.box').length === 2 && document.querySelectorAll('#ocr-results mark').length === 2`)
@@ -258,6 +302,7 @@ func testBrowser(t *testing.T, l *library) {
 			}
 		}
 		b.wait("the header's health", `document.querySelector('#health .label').textContent === 'Ready'`)
+		b.checkA11y("status")
 		b.shot("status.png")
 	})
 
