@@ -174,6 +174,17 @@ func testBrowser(t *testing.T, l *library) {
 		b.do(chromedp.SendKeys(chromedp.CSS("#q"), "a lighthouse\r"))
 		b.wait("the new query in the address", `decodeURIComponent(location.hash) === '#/search?q=a lighthouse'`)
 		b.wait("its results", imagesLoaded("#results img", 6))
+		// A result opens larger; "Find similar photos" searches by it.
+		name := eval[string](b, `document.querySelector('#results li .path').textContent`)
+		b.do(chromedp.Click(chromedp.CSS("#results li button.thumb")))
+		b.wait("the viewer", `document.querySelector('dialog[open]') !== null && `+imagesLoaded("dialog[open] img", 1))
+		b.checkA11y("viewer")
+		b.shot("viewer.png")
+		b.do(chromedp.Click(chromedp.CSS("dialog[open] .bar button")))
+		b.wait("photos like it", `document.getElementById('search-info').textContent.includes('like `+name+`') && `+imagesLoaded("#results img", 6))
+		if first := eval[string](b, `document.querySelector('#results li .path').textContent`); first != name {
+			t.Fatalf("photos like %s: %s first", name, first)
+		}
 	})
 
 	t.Run("search by image finds the image first", func(t *testing.T) {
