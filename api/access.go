@@ -12,11 +12,14 @@ import (
 
 // Access control. Immich's protocol (/, /ping, /predict) stays open:
 // the Immich server sends no credentials, and port 3003 belongs on a
-// private network. Everything else that reads the library (/search, and
-// the routes to come: /ui, /people) is private: mounted with s.private or
+// private network. Everything else that reads the library (/search,
+// /people, /thumbs, /faces, /status) is private: mounted with s.private or
 // under s.Private, it requires MLSERVE_API_KEY as a Bearer token when one
 // is set; without a key it answers only on a loopback listener, or when
-// MLSERVE_SEARCH_PUBLIC opens it on purpose.
+// MLSERVE_SEARCH_PUBLIC opens it on purpose. The web page's own files
+// (/ui/) follow the same rule, except that with a key they are served to
+// anyone: a browser cannot send the key when it opens a page, and the
+// page holds no data (see ui.go).
 
 // Private returns a group of routes under prefix behind the access
 // control of the routes outside Immich's protocol.

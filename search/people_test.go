@@ -351,6 +351,13 @@ func TestPeopleAPI(t *testing.T) {
 		if _, err := s.Asset(ctx, -1); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Asset(-1): %v, want ErrNotFound", err)
 		}
+		// A face crop finds the face and its file by the face id.
+		if f, err := s.Face(ctx, pa[0].Face.FaceID); err != nil || f != pa[0].Face {
+			t.Errorf("Face(%d) = %+v, %v; want %+v", pa[0].Face.FaceID, f, err, pa[0].Face)
+		}
+		if _, err := s.Face(ctx, -1); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Face(-1): %v, want ErrNotFound", err)
+		}
 		if pa, err := s.PersonAssets(ctx, b.ID, 2, 3); err != nil || len(pa) != 1 || pa[0].Path != "/photos/b0.jpg" {
 			t.Errorf("page: %+v, %v", pa, err)
 		}

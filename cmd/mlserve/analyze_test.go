@@ -26,24 +26,7 @@ import (
 // (not Immich's models); PP-OCRv4 stands in for PP-OCRv5 in the cache.
 func TestCLIIndexFacesAndText(t *testing.T) {
 	cliEnv(t, "")
-	cache := os.Getenv("MACHINE_LEARNING_CACHE_FOLDER")
-	if err := face.WriteTestPack(filepath.Join(cache, "facial-recognition", "buffalo_l"),
-		testenv.TestData(t, "models/faceplugin/fr_detect.onnx"),
-		testenv.TestData(t, "models/faceplugin/fr_landmark.onnx"),
-		testenv.TestData(t, "models/faceplugin/fr_feature.onnx")); err != nil {
-		t.Fatal(err)
-	}
-	ocrDir := filepath.Join(cache, "ocr", "PP-OCRv5_mobile")
-	for src, dst := range map[string]string{
-		"models/ppocr/ch_PP-OCRv4_det_infer.onnx": "detection/model.onnx",
-		"models/ppocr/ch_PP-OCRv4_rec_infer.onnx": "recognition/model.onnx",
-		"models/ppocr/ppocr_keys_v1.txt":          "recognition/ppocr_keys_v1.txt",
-	} {
-		os.MkdirAll(filepath.Dir(filepath.Join(ocrDir, dst)), 0o755)
-		if err := os.Symlink(testenv.TestData(t, src), filepath.Join(ocrDir, dst)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	installAnalysisModels(t)
 	dir := t.TempDir()
 	for _, name := range []string{"sample1.jpg", "sample4.jpg"} {
 		b, err := os.ReadFile(testenv.TestData(t, "photos/"+name))
@@ -89,6 +72,32 @@ func TestCLIIndexFacesAndText(t *testing.T) {
 	}
 }
 
+// installAnalysisModels puts the face and OCR models of the tests into the
+// model cache of cliEnv: the npm face pack as buffalo_l, PP-OCRv4 as
+// PP-OCRv5_mobile.
+func installAnalysisModels(t *testing.T) {
+	t.Helper()
+	cache := os.Getenv("MACHINE_LEARNING_CACHE_FOLDER")
+	if err := face.WriteTestPack(filepath.Join(cache, "facial-recognition", "buffalo_l"),
+		testenv.TestData(t, "models/faceplugin/fr_detect.onnx"),
+		testenv.TestData(t, "models/faceplugin/fr_landmark.onnx"),
+		testenv.TestData(t, "models/faceplugin/fr_feature.onnx")); err != nil {
+		t.Fatal(err)
+	}
+	ocrDir := filepath.Join(cache, "ocr", "PP-OCRv5_mobile")
+	for src, dst := range map[string]string{
+		"models/ppocr/ch_PP-OCRv4_det_infer.onnx": "detection/model.onnx",
+		"models/ppocr/ch_PP-OCRv4_rec_infer.onnx": "recognition/model.onnx",
+		"models/ppocr/ppocr_keys_v1.txt":          "recognition/ppocr_keys_v1.txt",
+	} {
+		os.MkdirAll(filepath.Dir(filepath.Join(ocrDir, dst)), 0o755)
+		if err := os.Symlink(testenv.TestData(t, src), filepath.Join(ocrDir, dst)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// writeTextPNG renders text (lines split at \n) black on white.
 func writeTextPNG(t *testing.T, path, text string) {
 	t.Helper()
 	f, err := opentype.Parse(goregular.TTF)
@@ -99,10 +108,13 @@ func writeTextPNG(t *testing.T, path, text string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	im := image.NewRGBA(image.Rect(0, 0, 700, 140))
+	lines := strings.Split(text, "\n")
+	im := image.NewRGBA(image.Rect(0, 0, 700, 80+60*len(lines)))
 	draw.Draw(im, im.Bounds(), image.White, image.Point{}, draw.Src)
-	d := font.Drawer{Dst: im, Src: image.Black, Face: fc, Dot: fixed.P(30, 80)}
-	d.DrawString(text)
+	for i, line := range lines {
+		d := font.Drawer{Dst: im, Src: image.Black, Face: fc, Dot: fixed.P(30, 80+60*i)}
+		d.DrawString(line)
+	}
 	out, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)

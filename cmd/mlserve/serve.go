@@ -208,17 +208,15 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var searcher api.Searcher
 	if backend != nil {
 		defer backend.Close()
-		searcher = backend
 	}
 
 	// Admission: the workers plus the queue. A request past them is
 	// refused right after its headers, before its body is read.
 	adm := pool.NewAdmission(pool.AdmissionOptions{Limit: cfg.RequestThreads + cfg.MaxQueue})
 	maxConns := connLimit(cfg.MaxConns, logger)
-	srv := api.New(api.Options{
+	opts := api.Options{
 		KeepAlive:        cfg.KeepAlive,
 		ReadTimeout:      cfg.HTTPReadTimeout,
 		WriteTimeout:     cfg.HTTPWriteTimeout,
@@ -230,21 +228,25 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Predictor:        svc,
 		Admission:        adm,
 		Health:           svc,
-		Searcher:         searcher,
+		Decode:           decodeOptions(cfg),
 		APIKey:           cfg.APIKey,
 		PublicRoutes:     cfg.SearchPublic,
 		MetricsPrivate:   cfg.MetricsPrivate,
 		AllowCIDRs:       cfg.AllowCIDRs,
 		Registry:         reg,
 		Metrics:          metrics,
-	}, logger)
+	}
+	// Search, people, text in photos, thumbnails and the web page, when a
+	// database is configured.
+	backend.serveLibrary(&opts)
+	srv := api.New(opts, logger)
 
 	ln, err := net.Listen("tcp", cfg.Addr())
 	if err != nil {
 		return err
 	}
 	logger.Info("mlserve "+config.Version+" listening on "+ln.Addr().String(), "providers", strings.Join(rt.Providers(), ","),
-		"cache", cfg.CacheFolder, "max_conns", maxConns, "search", searcher != nil)
+		"cache", cfg.CacheFolder, "max_conns", maxConns, "search", backend != nil)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })

@@ -517,6 +517,23 @@ func TestServeWithoutDatabase(t *testing.T) {
 	if code != 503 || !strings.Contains(msg, "unavailable") {
 		t.Fatalf("/search with the database down: %d %s", code, msg)
 	}
+	// The library routes say the same; the page opens and shows it.
+	for _, path := range []string{"/people", "/people/1/assets", "/thumbs/1", "/faces/1/crop", "/search?ocr=x"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || !strings.Contains(string(b), "unavailable") || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("%s with the database down: %d %s", path, resp.StatusCode, b)
+		}
+	}
+	if resp, err := http.Get(base + "/ui/"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/ui/ with the database down: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	if strings.Contains(msg, real.User.String()) && real.User.String() != "" {
 		if p, ok := real.User.Password(); ok && strings.Contains(msg, p) {
 			t.Fatalf("the 503 reveals the password: %s", msg)

@@ -10,6 +10,7 @@ package testenv
 import (
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -141,4 +142,24 @@ func Load(t testing.TB, m onnx.Model) *inference.Session {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// Chromium returns the headless browser of the page tests: MLSERVE_CHROMIUM
+// if set, else Debian's chromium (scripts/setup.sh installs it) or another
+// Chromium or Chrome on the PATH.
+func Chromium(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("MLSERVE_CHROMIUM"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			Missing(t, "Chromium: MLSERVE_CHROMIUM: %v", err)
+		}
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	Missing(t, "Chromium: no chromium on the PATH (Debian: apt-get install chromium)")
+	return ""
 }
