@@ -18,7 +18,7 @@ func (s *Service) clipHandlers() []*handler {
 		{
 			task: "clip", typ: "visual", needImage: true,
 			options: func(map[string]json.RawMessage) (any, error) { return nil, nil },
-			sub: "visual",
+			sub:     "visual",
 			load: func(sessions Sessions, dir string, key Key) (Model, error) {
 				return clip.LoadVisual(dir, sessions, clip.VisualOptions{}, s.logger)
 			},

@@ -231,7 +231,10 @@ type placer struct {
 
 	// mu serialises placements: what a decision reads of the devices
 	// (free memory, the loads in progress) holds until its reservation
-	// is made. Lock order: placer.mu, then Cache.mu or loaded.mu.
+	// is made. Lock order: placer.mu, then Cache.mu, loaded.mu or
+	// placer.liveMu. Nothing a run does while it holds a device slot
+	// takes mu (relieve does not), so that a placement may wait for
+	// runs (to close a model) while holding it.
 	mu sync.Mutex
 	// reserved is the estimated memory of the loads in progress, per
 	// device name.
@@ -239,6 +242,11 @@ type placer struct {
 	// measured is what each model's sessions took at their last load on
 	// a device that tells (bytes).
 	measured map[Key]int64
+
+	// live holds every replica loaded and not yet closed, whether or not
+	// its model is in the cache yet: the budget's ledger.
+	liveMu sync.Mutex
+	live   map[*replica]struct{}
 
 	ooms, fallbacks sync.Map // device name → *atomic.Int64
 }
@@ -250,7 +258,7 @@ func newPlacer(s *Service, sessions Sessions, opts DeviceOptions) *placer {
 	if opts.ReplicaAfter == 0 {
 		opts.ReplicaAfter = defaultReplicaAfter
 	}
-	p := &placer{s: s, opts: opts, reserved: map[string]int64{}, measured: map[Key]int64{}}
+	p := &placer{s: s, opts: opts, reserved: map[string]int64{}, measured: map[Key]int64{}, live: map[*replica]struct{}{}}
 	if rt, ok := sessions.(deviceRuntime); ok {
 		p.rt = rt
 		p.devs = rt.Devices()
@@ -345,16 +353,43 @@ type idleModel struct {
 	first bool
 }
 
-// usageOf adds up what the loaded models hold on device. Called with
-// p.mu held.
-func (p *placer) usageOf(device string, idle []idleEntry, all []*loaded) usage {
-	var u usage
-	for _, l := range all {
-		for _, r := range l.replicasOn(device) {
-			u.models += r.memoryOn(device)
-			u.count++
+// register adds a loaded replica to the ledger; unregister removes a
+// closed one.
+func (p *placer) register(r *replica) {
+	p.liveMu.Lock()
+	p.live[r] = struct{}{}
+	p.liveMu.Unlock()
+}
+
+func (p *placer) unregister(r *replica) {
+	p.liveMu.Lock()
+	delete(p.live, r)
+	p.liveMu.Unlock()
+}
+
+// held is what the live replicas on device took there at load, and how
+// many they are.
+func (p *placer) held(device string) (bytes int64, count int) {
+	p.liveMu.Lock()
+	rs := make([]*replica, 0, len(p.live))
+	for r := range p.live {
+		rs = append(rs, r)
+	}
+	p.liveMu.Unlock()
+	for _, r := range rs {
+		if r.device() == device {
+			bytes += r.memoryOn(device)
+			count++
 		}
 	}
+	return bytes, count
+}
+
+// usageOf adds up what the models hold on device, and lists the idle ones
+// there.
+func (p *placer) usageOf(device string, idle []idleEntry) usage {
+	var u usage
+	u.models, u.count = p.held(device)
 	for _, e := range idle {
 		l, ok := e.model.(*loaded)
 		if !ok {
@@ -488,19 +523,20 @@ func (p *placer) place(key Key, need int64, avoid []string, replica bool) (*plac
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	idle := p.s.cache.idleEntries()
-	all := p.s.loadedModels()
 	var cands []*candidate
 	for _, d := range p.devs {
 		if slices.Contains(avoid, d.Name()) {
 			continue
 		}
 		if !budgeted(d) {
-			if !replica { // no memory figures: no replicas there
-				cands = append(cands, &candidate{d: d, fits: true, dev: math.MaxInt64, budget: math.MaxInt64})
+			if !replica { // no memory figures: no replicas there, and models spread by count
+				c := &candidate{d: d, fits: true, dev: math.MaxInt64, budget: math.MaxInt64}
+				c.u.models, c.u.count = p.held(d.Name())
+				cands = append(cands, c)
 			}
 			continue
 		}
-		c := &candidate{d: d, u: p.usageOf(d.Name(), idle, all)}
+		c := &candidate{d: d, u: p.usageOf(d.Name(), idle)}
 		c.dev, c.budget = p.room(d, c.u)
 		c.plan(key, need)
 		cands = append(cands, c)
@@ -562,7 +598,7 @@ func (p *placer) place(key Key, need int64, avoid []string, replica bool) (*plac
 
 // evictLocked unloads the idle models' replicas on device: a model's
 // extra replica alone, a model whose first replica is there whole, and
-// only while it is still idle. Called with p.mu held.
+// only while it is still idle.
 func (p *placer) evictLocked(ims []idleModel, device string) int {
 	n := 0
 	for _, im := range ims {
@@ -580,15 +616,16 @@ func (p *placer) evictLocked(ims []idleModel, device string) int {
 }
 
 // relieve unloads every idle model on device, except keep's own, after an
-// out-of-memory error there, and returns how many went.
+// out-of-memory error there, and returns how many went. It does not take
+// p.mu: a run that ran out of memory calls it while a placement may be
+// waiting for that run (every unload checks, under its own lock, that
+// the model is still idle).
 func (p *placer) relieve(device string, keep Key) int {
 	d := p.device(device)
 	if d == nil || d.Host() {
 		return 0
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	u := p.usageOf(device, p.s.cache.idleEntries(), nil)
+	u := p.usageOf(device, p.s.cache.idleEntries())
 	var ims []idleModel
 	for _, im := range u.idle {
 		if im.l.key != keep {
@@ -601,15 +638,7 @@ func (p *placer) relieve(device string, keep Key) int {
 // heldOn describes the memory held on device by the models left there
 // (in use, or preloaded), for an out-of-memory error's message.
 func (p *placer) heldOn(device string) string {
-	all := p.s.loadedModels()
-	var n int64
-	count := 0
-	for _, l := range all {
-		for _, r := range l.replicasOn(device) {
-			n += r.memoryOn(device)
-			count++
-		}
-	}
+	n, count := p.held(device)
 	return fmt.Sprintf("the %d models left there (in use or preloaded) took %s", count, inference.FormatBytes(n))
 }
 
@@ -661,12 +690,7 @@ func (s *Service) Devices() []DeviceStatus {
 			}
 			st.Budgeted = budgeted(d)
 		}
-		for _, l := range all {
-			for _, r := range l.replicasOn(name) {
-				st.Models++
-				st.ModelMemory += r.memoryOn(name)
-			}
-		}
+		st.ModelMemory, st.Models = p.held(name)
 		slot := s.devices.slot(name)
 		st.Runs, st.Slots = len(slot), cap(slot)
 		st.OutOfMemory = p.count(&p.ooms, name).Load()

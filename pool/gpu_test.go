@@ -627,3 +627,49 @@ func TestIdleUnloadReturnsDeviceMemory(t *testing.T) {
 		t.Fatalf("unloaded %v", g)
 	}
 }
+
+// TestDevicesUnderChurn: concurrent requests for more models than two
+// small devices hold, with replicas on, load, unload and run models at
+// once. Every request either succeeds or fails for want of device memory
+// (every model on the devices in use), nothing deadlocks, and once the
+// service closes the devices have all their memory back.
+func TestDevicesUnderChurn(t *testing.T) {
+	cache, size := gpuCache(t, gpuNames...)
+	total := 2*size + size/2
+	d0, d1 := &inference.FakeDevice{Total: total, RunFactor: 0.01}, &inference.FakeDevice{Total: total, RunFactor: 0.01}
+	s, _ := gpuService(t, cache, fakeGPUs(t, false, d0, d1), ServiceOptions{
+		Devices: DeviceOptions{ReplicaAfter: time.Nanosecond},
+		Batch:   BatchOptions{Max: 2},
+	})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, oom := 0, 0
+	for g := range 6 {
+		wg.Go(func() {
+			imgs := []*imaging.Image{testImage(), testImage(), testImage()}
+			for i := range 12 {
+				name := gpuNames[(g+i*(g+1))%len(gpuNames)]
+				_, err := s.EmbedImages(context.Background(), name, imgs)
+				mu.Lock()
+				switch {
+				case err == nil:
+					ok++
+				case errors.Is(err, inference.ErrOutOfMemory):
+					oom++
+				default:
+					t.Errorf("%s: %v", name, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d requests served, %d refused for memory", ok, oom)
+	if ok == 0 {
+		t.Fatal("nothing served")
+	}
+	s.Close()
+	if free(d0) != total || free(d1) != total || d0.Sessions()+d1.Sessions() != 0 {
+		t.Fatalf("after close: %d and %d free of %d, %d sessions", free(d0), free(d1), total, d0.Sessions()+d1.Sessions())
+	}
+}

@@ -107,7 +107,7 @@ func (l *loaded) Close() error {
 	}
 	var errs []error
 	for _, r := range rs {
-		errs = append(errs, r.model.Close())
+		errs = append(errs, l.s.closeReplica(r))
 	}
 	return errors.Join(errs...)
 }
@@ -197,7 +197,7 @@ func (l *loaded) dropReplica(r *replica) bool {
 		l.eng.dropLane(r)
 	}
 	if closeNow {
-		if err := r.model.Close(); err != nil {
+		if err := l.s.closeReplica(r); err != nil {
 			l.s.logger.Warn("closing a replica failed", "model", l.key.String(), "err", err)
 		}
 	}
@@ -234,10 +234,10 @@ func (l *loaded) pick() (r *replica, backed bool) {
 func (l *loaded) unpick(r *replica) {
 	l.mu.Lock()
 	r.uses--
-	closeNow := r.gone && r.uses == 0 && !l.closed
+	closeNow := r.gone && r.uses == 0
 	l.mu.Unlock()
 	if closeNow {
-		_ = r.model.Close()
+		_ = l.s.closeReplica(r)
 	}
 }
 
@@ -290,7 +290,7 @@ func (l *loaded) grow() {
 	}
 	if l.closed {
 		l.mu.Unlock()
-		_ = r.model.Close()
+		_ = l.s.closeReplica(r)
 		return
 	}
 	if l.eng != nil {
@@ -347,7 +347,16 @@ func (s *Service) loadOn(h *handler, dir string, key Key, dev *inference.Device,
 	if err != nil {
 		return nil, err
 	}
-	return &replica{model: m, sessions: ps.sessions(), placed: dev}, nil
+	r := &replica{model: m, sessions: ps.sessions(), placed: dev}
+	s.placer.register(r)
+	return r, nil
+}
+
+// closeReplica closes a replica's model: its device memory goes back.
+func (s *Service) closeReplica(r *replica) error {
+	err := r.model.Close()
+	s.placer.unregister(r)
+	return err
 }
 
 // loadFirst loads a model's first replica: on the device placement
