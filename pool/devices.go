@@ -296,15 +296,17 @@ func budgeted(d *inference.Device) bool {
 func (p *placer) fallbackAllowed() bool { return p.rt != nil && p.rt.AllowCPUFallback() }
 
 // estimate is the device memory a load of key is expected to take: what
-// it took last time, or its files' size × LoadFactor.
-func (p *placer) estimate(key Key, dir, sub string) int64 {
+// it took last time, or its files' size × LoadFactor; floor is the least
+// it can take: what it took last time, or its files' size (the weights).
+func (p *placer) estimate(key Key, dir, sub string) (need, floor int64) {
 	p.mu.Lock()
 	n, ok := p.measured[key]
 	p.mu.Unlock()
 	if ok {
-		return n
+		return n, n
 	}
-	return int64(float64(modelFilesSize(filepath.Join(dir, sub))) * p.opts.LoadFactor)
+	size := modelFilesSize(filepath.Join(dir, sub))
+	return int64(float64(size) * p.opts.LoadFactor), size
 }
 
 // modelFilesSize is the size of the ONNX files in dir (model.onnx, its
@@ -432,6 +434,13 @@ type placement struct {
 	release func()
 }
 
+func budgetNote(budget int64) string {
+	if budget <= 0 {
+		return ""
+	}
+	return " or the budget of " + inference.FormatBytes(budget) + " per device"
+}
+
 // ErrOverBudget: a model does not fit in any device's memory budget
 // (DeviceOptions.Budget), even with every idle model unloaded. It comes
 // wrapped with inference.ErrOutOfMemory.
@@ -496,8 +505,8 @@ func (c *candidate) plan(key Key, need int64) {
 }
 
 // place chooses the device for a load of key that needs about need
-// bytes, unloading idle models there if it must, and reserves the memory
-// until release. Devices in avoid (those that already hold the model)
+// bytes (and at least floor), unloading idle models there if it must, and
+// reserves the memory until release. Devices in avoid (those that already hold the model)
 // are not considered. With replica set the load is a second copy of a
 // busy model: it goes only where there is room without unloading
 // anything, and place returns nil when there is none.
@@ -511,9 +520,12 @@ func (c *candidate) plan(key Key, need int64) {
 // unloading every idle model does not make room by the estimate, the
 // device with the most free memory, within the budget: the estimate may
 // be high, and a load that runs out of memory is retried after unloading
-// (see loadFirst). When no device's budget can take the model, place
-// fails with ErrOverBudget.
-func (p *placer) place(key Key, need int64, avoid []string, replica bool) (*placement, error) {
+// (see loadFirst). Devices whose whole memory, or budget, is below floor
+// are never tried: such a load would unload idle models for nothing.
+// When no device can take the model, place fails with an error wrapping
+// inference.ErrOutOfMemory (and ErrOverBudget when the budget is what
+// keeps it out).
+func (p *placer) place(key Key, need, floor int64, avoid []string, replica bool) (*placement, error) {
 	if p.rt == nil || len(p.devs) == 0 {
 		if replica {
 			return nil, errNoRoom
@@ -524,8 +536,13 @@ func (p *placer) place(key Key, need int64, avoid []string, replica bool) (*plac
 	defer p.mu.Unlock()
 	idle := p.s.cache.idleEntries()
 	var cands []*candidate
+	var tooSmall []string
 	for _, d := range p.devs {
 		if slices.Contains(avoid, d.Name()) {
+			continue
+		}
+		if m, err := d.Memory(); err == nil && budgeted(d) && (floor > m.Total || p.opts.Budget > 0 && floor > p.opts.Budget) {
+			tooSmall = append(tooSmall, d.Name()+" ("+inference.FormatBytes(m.Total)+")")
 			continue
 		}
 		if !budgeted(d) {
@@ -573,6 +590,14 @@ func (p *placer) place(key Key, need int64, avoid []string, replica bool) (*plac
 		}
 	}
 	if best == nil {
+		if len(cands) == 0 && len(tooSmall) > 0 && !replica {
+			cause := inference.ErrOutOfMemory
+			if p.opts.Budget > 0 && floor > p.opts.Budget {
+				cause = fmt.Errorf("%w (%w)", ErrOverBudget, inference.ErrOutOfMemory)
+			}
+			return nil, fmt.Errorf("%w: %s needs at least %s of device memory, more than the whole of %s%s",
+				cause, key, inference.FormatBytes(floor), strings.Join(tooSmall, ", "), budgetNote(p.opts.Budget))
+		}
 		if len(cands) == 0 {
 			return nil, errNoRoom
 		}

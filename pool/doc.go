@@ -70,7 +70,9 @@
 //     caps the count. When even unloading every idle model would not make
 //     room by the estimate, the load is tried on the device with the most
 //     free memory (the estimate may be high); when no device's budget can
-//     take the model, the load fails with [ErrOverBudget].
+//     take the model, the load fails with [ErrOverBudget]. A model whose
+//     weights alone exceed a device's whole memory (or the budget) is
+//     never tried there, so that asking for it unloads nothing.
 //   - Out of memory. A load or a run that fails with
 //     inference.ErrOutOfMemory unloads every idle model on its device
 //     and is tried once more. When that fails too, or the device failed

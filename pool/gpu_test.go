@@ -673,3 +673,59 @@ func TestDevicesUnderChurn(t *testing.T) {
 		t.Fatalf("after close: %d and %d free of %d, %d sessions", free(d0), free(d1), total, d0.Sessions()+d1.Sessions())
 	}
 }
+
+// TestModelBiggerThanDevice: a model whose weights alone exceed the
+// device's memory is refused at once with the numbers, without unloading
+// the idle models there or trying the load; the device keeps serving.
+// With the fallback allowed it runs on the CPU.
+func TestModelBiggerThanDevice(t *testing.T) {
+	cache, size := gpuCache(t, gpuNames[:2]...)
+	const big = "ViT-L-14__openai"
+	dir := filepath.Join(cache, "clip", big, "visual")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	vit := modelgen.ViT{ImageSize: 64, Patch: 16, Width: 192, Layers: 4, Heads: 4, MLP: 768, Dim: 32, Seed: 8}
+	if err := vit.Model().WriteFile(filepath.Join(dir, "model.onnx")); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(filepath.Join(cache, "clip", gpuNames[0], "visual", "preprocess_cfg.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "preprocess_cfg.json"), cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	total := 3 * size
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fallback %v", allow), func(t *testing.T) {
+			d0 := fakeGPU(total)
+			s, rec := gpuService(t, cache, fakeGPUs(t, allow, d0), ServiceOptions{})
+			embed(t, s, gpuNames[0])
+			_, err := s.EmbedImages(context.Background(), big, []*imaging.Image{testImage()})
+			if allow {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if l := where(s)[big]; l.Device != inference.CPU || !errors.Is(l.Fallback, inference.ErrOutOfMemory) {
+					t.Fatalf("big model %+v", l)
+				}
+			} else {
+				if !errors.Is(err, inference.ErrOutOfMemory) || !strings.Contains(err.Error(), "needs at least") || !strings.Contains(err.Error(), "FakeGPU:0") {
+					t.Fatalf("big model: %v", err)
+				}
+			}
+			if _, ok := where(s)[gpuNames[0]]; !ok || d0.OutOfMemory() != 0 || len(rec.get(&rec.ooms)) != 0 {
+				t.Fatalf("the refusal cost the device: loaded %v, %d out-of-memory errors", where(s), d0.OutOfMemory())
+			}
+			embed(t, s, gpuNames[1])
+			if l := where(s)[gpuNames[1]]; l.Device != "FakeGPU:0" {
+				t.Fatalf("next model on %s", l.Device)
+			}
+			s.Close()
+			if free(d0) != total || d0.Sessions() != 0 {
+				t.Fatalf("after close: %d free of %d", free(d0), total)
+			}
+		})
+	}
+}

@@ -319,7 +319,8 @@ func (s *Service) loadReplica(l *loaded) (*replica, error) {
 		avoid = append(avoid, r.device())
 	}
 	p := s.placer
-	pl, err := p.place(l.key, p.estimate(l.key, l.dir, l.h.sub), avoid, true)
+	need, floor := p.estimate(l.key, l.dir, l.h.sub)
+	pl, err := p.place(l.key, need, floor, avoid, true)
 	if err != nil {
 		return nil, err
 	}
@@ -367,10 +368,10 @@ func (s *Service) closeReplica(r *replica) error {
 // memory.
 func (s *Service) loadFirst(h *handler, dir string, key Key) (*replica, error) {
 	p := s.placer
-	need := p.estimate(key, dir, h.sub)
-	pl, err := p.place(key, need, nil, false)
+	need, floor := p.estimate(key, dir, h.sub)
+	pl, err := p.place(key, need, floor, nil, false)
 	if err != nil {
-		if errors.Is(err, ErrOverBudget) && p.fallbackAllowed() {
+		if errors.Is(err, inference.ErrOutOfMemory) && p.fallbackAllowed() {
 			r, ferr := s.loadOn(h, dir, key, nil, err)
 			if ferr != nil {
 				return nil, fmt.Errorf("%w; on the CPU: %w", err, ferr)
