@@ -585,6 +585,10 @@ func TestReplicaForBusyModel(t *testing.T) {
 	if !slices.Equal(l.Devices, []string{"FakeGPU:0", "FakeGPU:1"}) || l.DeviceMemory != 2*size || d1.Sessions() != 1 {
 		t.Fatalf("replicas %+v, device 1 sessions %d", l, d1.Sessions())
 	}
+	// The observer hears of the replica once it serves.
+	for deadline := time.Now().Add(5 * time.Second); len(rec.get(&rec.placed)) < 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if p := rec.get(&rec.placed); len(p) != 2 || !strings.HasPrefix(p[1], a+"@FakeGPU:1") {
 		t.Fatalf("placed %v", p)
 	}
