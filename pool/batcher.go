@@ -4,55 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
-
-// devices hands out inference slots: a run of any model on the CPU takes
-// one of the CPU's slots, so that runs × intra-op threads stay within the
-// cores (two sessions running at once on the same cores slow each other
-// down); each accelerator has slots of its own.
-type devices struct {
-	cpu, accel int
-
-	mu    sync.Mutex
-	slots map[string]chan struct{}
-}
-
-func newDevices(cpu, accel int) *devices {
-	return &devices{cpu: max(1, cpu), accel: max(1, accel), slots: map[string]chan struct{}{}}
-}
-
-// deviceOf maps a session's provider ("CPU", "CUDA", "OpenVINO:GPU.0",
-// "OpenVINO:CPU") to the device whose slots it takes.
-func deviceOf(provider string) string {
-	if provider == "" || provider == "CPU" || strings.HasSuffix(provider, ":CPU") {
-		return "CPU"
-	}
-	return provider
-}
-
-// slot returns the semaphore of provider's device.
-func (d *devices) slot(provider string) chan struct{} {
-	dev := deviceOf(provider)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s := d.slots[dev]
-	if s == nil {
-		n := d.accel
-		if dev == "CPU" {
-			n = d.cpu
-		}
-		s = make(chan struct{}, n)
-		d.slots[dev] = s
-	}
-	return s
-}
-
-// runs is how many runs a device's slots allow at once.
-func (d *devices) runs(provider string) int { return cap(d.slot(provider)) }
 
 // batchOptions configure one batcher.
 type batchOptions struct {
@@ -67,8 +22,32 @@ type batchOptions struct {
 	// maxQueue caps the items waiting; more are refused with
 	// ErrQueueFull.
 	maxQueue int
-	// slot is the device semaphore every run takes.
+	// slot, when set, gives the batcher one lane at start: as many
+	// runners as slot has places, every run taking one of them.
 	slot chan struct{}
+	// onSubmit, if set, is told after each submission whether a full
+	// batch now waits beyond those running (the lanes do not keep up).
+	onSubmit func(backlog bool)
+}
+
+// runFunc runs one batch: the items' inputs in order and their total
+// rows; it returns one output per input.
+type runFunc[In, Out any] = func(ctx context.Context, ins []In, rows int) ([]Out, error)
+
+// lane is a group of a batcher's runners that run batches on one copy of
+// the model (one device): they all take batches from the same queue, so
+// work spreads over the lanes as their devices free up.
+type lane struct {
+	// slot returns the semaphore of the lane's device now (the CPU's
+	// after its model fell back).
+	slot func() chan struct{}
+	// retry, if set, is asked after a failed run whether to run the batch
+	// again (attempt 1, 2, ...); it may free memory or move the model
+	// first, while the lane holds no slot. It returns the error to report
+	// when the batch is not run again.
+	retry func(attempt int, err error) (bool, error)
+	stop  chan struct{}
+	wg    sync.WaitGroup
 }
 
 // batcher coalesces the work of concurrent requests for one loaded model
@@ -85,10 +64,6 @@ type batchOptions struct {
 // batch has left.
 type batcher[In, Out any] struct {
 	opts batchOptions
-	// newRun makes the run function of one runner goroutine (each may
-	// keep its own scratch memory). run gets the items' inputs in order
-	// and their total rows, and returns one output per input.
-	newRun func() func(ctx context.Context, ins []In, rows int) ([]Out, error)
 
 	mu      sync.Mutex
 	queue   []*item[In, Out]
@@ -124,18 +99,65 @@ const (
 	itemLeft
 )
 
-// newBatcher starts a batcher with as many runners as the device has
-// slots, so that one model alone can use them all.
-func newBatcher[In, Out any](opts batchOptions, newRun func() func(ctx context.Context, ins []In, rows int) ([]Out, error)) *batcher[In, Out] {
+// newBatcher starts a batcher. With opts.slot set it has one lane of as
+// many runners as the device has slots, so that one model alone can use
+// them all, running batches with what newRun makes (one per runner: each
+// may keep its own scratch memory); otherwise lanes are added with
+// addLane.
+func newBatcher[In, Out any](opts batchOptions, newRun func() runFunc[In, Out]) *batcher[In, Out] {
 	opts.maxRows = max(1, opts.maxRows)
 	if opts.maxQueue <= 0 {
 		opts.maxQueue = 256
 	}
-	b := &batcher[In, Out]{opts: opts, newRun: newRun, changed: make(chan struct{}), done: make(chan struct{})}
-	for range cap(opts.slot) {
-		b.wg.Go(b.runner)
+	b := &batcher[In, Out]{opts: opts, changed: make(chan struct{}), done: make(chan struct{})}
+	if opts.slot != nil {
+		slot := opts.slot
+		b.addLane(cap(slot), func() chan struct{} { return slot }, nil, newRun)
 	}
 	return b
+}
+
+// addLane starts n runners that run batches with what newRun makes, each
+// run on a place of the semaphore slot returns, until dropLane or close.
+func (b *batcher[In, Out]) addLane(n int, slot func() chan struct{}, retry func(int, error) (bool, error), newRun func() runFunc[In, Out]) *lane {
+	l := &lane{slot: slot, retry: retry, stop: make(chan struct{})}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		close(l.stop)
+		return l
+	}
+	for range max(1, n) {
+		b.wg.Add(1)
+		l.wg.Go(func() {
+			defer b.wg.Done()
+			b.runner(l, newRun())
+		})
+	}
+	return l
+}
+
+// dropLane stops the lane's runners and waits for them: a batch running
+// on the lane finishes first, and the queue stays for the other lanes.
+func (b *batcher[In, Out]) dropLane(l *lane) {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	l.wg.Wait()
+}
+
+// backlogLocked tells whether a full batch waits beyond those running:
+// the model's lanes do not keep up. Called with mu held.
+func (b *batcher[In, Out]) backlogLocked() bool {
+	rows := 0
+	for _, it := range b.queue {
+		if it.state.Load() == itemQueued {
+			rows += it.rows
+		}
+	}
+	return rows >= b.opts.maxRows
 }
 
 // submit queues rows of work. It refuses with ErrQueueFull when the queue
@@ -159,7 +181,11 @@ func (b *batcher[In, Out]) submit(ctx context.Context, in In, rows, key int) (*i
 	}
 	b.queue = append(b.queue, it)
 	b.broadcast()
+	backlog := b.opts.onSubmit != nil && b.backlogLocked()
 	b.mu.Unlock()
+	if b.opts.onSubmit != nil {
+		b.opts.onSubmit(backlog)
+	}
 	return it, nil
 }
 
@@ -223,32 +249,35 @@ func (b *batcher[In, Out]) stats() BatchStats {
 	return BatchStats{Batches: b.batches.Load(), Items: b.items.Load(), Rows: b.rows.Load(), Queued: q}
 }
 
-// runner takes batches off the queue until the batcher closes.
-func (b *batcher[In, Out]) runner() {
-	run := b.newRun()
+// runner takes batches off the queue until the batcher closes or its
+// lane is dropped.
+func (b *batcher[In, Out]) runner(l *lane, run runFunc[In, Out]) {
 	for {
-		first, seen, ok := b.next()
+		first, seen, ok := b.next(l.stop)
 		if !ok {
 			return
 		}
-		ready := b.fill(first)
+		ready := b.fill(first, l.stop)
+		slot := l.slot()
 		select {
-		case b.opts.slot <- struct{}{}:
+		case slot <- struct{}{}:
 		case <-b.done:
+			return
+		case <-l.stop:
 			return
 		}
 		batch := b.take()
 		if len(batch) == 0 {
-			<-b.opts.slot
+			<-slot
 			continue
 		}
-		b.runBatch(run, batch, seen, ready)
+		b.runBatch(l, run, slot, batch, seen, ready)
 	}
 }
 
 // next waits for the oldest item still wanted and returns it with the
 // time this runner first saw it.
-func (b *batcher[In, Out]) next() (*item[In, Out], time.Time, bool) {
+func (b *batcher[In, Out]) next(stop <-chan struct{}) (*item[In, Out], time.Time, bool) {
 	for {
 		b.mu.Lock()
 		b.dropLeft()
@@ -262,6 +291,8 @@ func (b *batcher[In, Out]) next() (*item[In, Out], time.Time, bool) {
 		select {
 		case <-changed:
 		case <-b.done:
+			return nil, time.Time{}, false
+		case <-stop:
 			return nil, time.Time{}, false
 		}
 	}
@@ -282,7 +313,7 @@ func (b *batcher[In, Out]) dropLeft() {
 
 // fill waits, when maxWait is set, until first's batch is full or first
 // has waited maxWait, and returns when that was.
-func (b *batcher[In, Out]) fill(first *item[In, Out]) time.Time {
+func (b *batcher[In, Out]) fill(first *item[In, Out], stop <-chan struct{}) time.Time {
 	if b.opts.maxWait <= 0 {
 		return time.Now()
 	}
@@ -306,6 +337,7 @@ func (b *batcher[In, Out]) fill(first *item[In, Out]) time.Time {
 		case <-changed:
 		case <-t.C:
 		case <-b.done:
+		case <-stop:
 		}
 		t.Stop()
 	}
@@ -342,8 +374,10 @@ func (b *batcher[In, Out]) take() []*item[In, Out] {
 }
 
 // runBatch runs one batch on the slot the runner holds and delivers the
-// outputs. The run's context ends only when every item's request has.
-func (b *batcher[In, Out]) runBatch(run func(context.Context, []In, int) ([]Out, error), batch []*item[In, Out], seen, ready time.Time) {
+// outputs. The run's context ends only when every item's request has. A
+// failed run is run again while the lane's retry says so, each time on a
+// slot taken afresh (the lane's device may have changed).
+func (b *batcher[In, Out]) runBatch(l *lane, run runFunc[In, Out], slot chan struct{}, batch []*item[In, Out], seen, ready time.Time) {
 	ins := make([]In, len(batch))
 	rows := 0
 	for i, it := range batch {
@@ -363,8 +397,27 @@ func (b *batcher[In, Out]) runBatch(run func(context.Context, []In, int) ([]Out,
 	}
 	start := time.Now()
 	outs, err := safeRun(run, ctx, ins, rows)
+	for attempt := 1; err != nil && l.retry != nil && ctx.Err() == nil; attempt++ {
+		<-slot
+		slot = nil
+		again, rerr := l.retry(attempt, err)
+		if !again {
+			err = rerr
+			break
+		}
+		s := l.slot()
+		select {
+		case s <- struct{}{}:
+			slot = s
+			outs, err = safeRun(run, ctx, ins, rows)
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
 	took := time.Since(start)
-	<-b.opts.slot
+	if slot != nil {
+		<-slot
+	}
 	for _, stop := range stops {
 		stop()
 	}
@@ -399,7 +452,7 @@ func (b *batcher[In, Out]) runBatch(run func(context.Context, []In, int) ([]Out,
 
 // safeRun turns a panic in a run into an error, so that one bad batch
 // does not take the runner (and every later request) down with it.
-func safeRun[In, Out any](run func(context.Context, []In, int) ([]Out, error), ctx context.Context, ins []In, rows int) (outs []Out, err error) {
+func safeRun[In, Out any](run runFunc[In, Out], ctx context.Context, ins []In, rows int) (outs []Out, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: %v", errRunPanic, p)

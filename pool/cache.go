@@ -10,6 +10,8 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/mlserve/mlserve/inference"
 )
 
 // Key identifies a loaded model as Immich's cache does: task, type and the
@@ -47,8 +49,10 @@ type CacheOptions struct {
 	// ones; the least recently used idle model goes first.
 	MaxLoaded int
 	// FailureHoldOff is how long a failed load is remembered (default 30 s).
-	// Loads canceled because nobody waited any more, or because the cache
-	// closed, are not failures.
+	// A load that ran out of device memory is remembered at most 5 s, and
+	// only until a model becomes idle or is unloaded (memory may be had
+	// then). Loads canceled because nobody waited any more, or because
+	// the cache closed, are not failures.
 	FailureHoldOff time.Duration
 	// LoadTimeout bounds one load, download included (default 5 minutes,
 	// Immich's default MACHINE_LEARNING_WORKER_TIMEOUT). A load that times
@@ -125,9 +129,14 @@ type loadCall struct {
 }
 
 type failure struct {
-	err error
-	at  time.Time
+	err     error
+	at      time.Time
+	holdOff time.Duration
 }
+
+// outOfMemoryHoldOff is how long a load that ran out of device memory is
+// remembered (FailureHoldOff, if shorter).
+const outOfMemoryHoldOff = 5 * time.Second
 
 // NewCache makes a cache that loads models with load.
 func NewCache(opts CacheOptions, load LoadFunc, logger *slog.Logger) (*Cache, error) {
@@ -218,7 +227,7 @@ func (c *Cache) acquire(ctx context.Context, key Key, pin bool) (*Handle, error)
 			return &Handle{c: c, e: e, Model: e.model}, nil
 		}
 		if f, ok := c.failures[key]; ok {
-			if c.now().Sub(f.at) < c.opts.FailureHoldOff {
+			if c.now().Sub(f.at) < f.holdOff {
 				c.mu.Unlock()
 				return nil, f.err
 			}
@@ -367,7 +376,13 @@ func (c *Cache) runLoad(ctx context.Context, key Key, call *loadCall, pin bool) 
 			err = fmt.Errorf("load took longer than %v: %w", c.opts.LoadTimeout, err)
 		}
 		call.err = fmt.Errorf("%w '%s': %w", ErrLoadFailed, key.Name, err)
-		c.failures[key] = failure{err: call.err, at: c.now()}
+		holdOff := c.opts.FailureHoldOff
+		if errors.Is(err, inference.ErrOutOfMemory) {
+			// The device's memory may be free again soon (a model in use
+			// is released): retry sooner.
+			holdOff = min(holdOff, outOfMemoryHoldOff)
+		}
+		c.failures[key] = failure{err: call.err, at: c.now(), holdOff: holdOff}
 		c.logger.Error("model failed to load", "model", key.String(), "err", err)
 	case c.closed:
 		call.err = ErrClosed
@@ -408,6 +423,9 @@ func (c *Cache) release(e *entry) {
 	c.mu.Lock()
 	e.refs--
 	e.lastUsed = c.now()
+	if e.refs == 0 {
+		c.forgetOutOfMemory()
+	}
 	closeNow := e.gone && e.refs == 0
 	if closeNow && c.evicted[e.key] == e {
 		delete(c.evicted, e.key)
@@ -418,7 +436,23 @@ func (c *Cache) release(e *entry) {
 	}
 }
 
+// forgetOutOfMemory drops the remembered loads that failed for want of
+// device memory: a model just became idle (it may be unloaded to make
+// room) or was unloaded. Called with mu held.
+func (c *Cache) forgetOutOfMemory() {
+	for k, f := range c.failures {
+		if errors.Is(f.err, inference.ErrOutOfMemory) {
+			delete(c.failures, k)
+		}
+	}
+}
+
 func (c *Cache) closeAll(es []*entry) {
+	if len(es) > 0 {
+		c.mu.Lock()
+		c.forgetOutOfMemory()
+		c.mu.Unlock()
+	}
 	for _, e := range es {
 		if err := e.model.Close(); err != nil {
 			c.logger.Warn("closing model failed", "model", e.key.String(), "err", err)
@@ -476,10 +510,33 @@ type Loaded struct {
 	IdleFor  time.Duration
 	LoadTime time.Duration
 	Model    Model
+	// Provider and Device are where the model runs ("CUDA", "CUDA:1";
+	// "CPU" after a fallback): its first replica's. Empty for models the
+	// service did not load.
+	Provider, Device string
+	// Devices lists the device of each replica, the first one first: a
+	// busy model has one session per device that had room for it.
+	Devices []string
+	// DeviceMemory is what the model's sessions took on their devices at
+	// load, all replicas together, in bytes (0 on the CPU, or where the
+	// device cannot tell).
+	DeviceMemory int64
+	// Fallback is why the model runs on the CPU instead of its device
+	// (MLSERVE_ALLOW_CPU_FALLBACK): the device's error. Nil when it runs
+	// where it was placed.
+	Fallback error
+}
+
+// describer is a model that tells where it runs (the service's models).
+type describer interface {
+	describe(l *Loaded)
 }
 
 // Loaded lists the models in memory, sorted by key.
-func (c *Cache) Loaded() []Loaded {
+func (c *Cache) Loaded() []Loaded { return c.loaded() }
+
+// snapshot lists the models in memory, sorted by key.
+func (c *Cache) snapshot() []Loaded {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
@@ -500,6 +557,76 @@ func (c *Cache) Loaded() []Loaded {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key.String() < out[j].Key.String() })
 	return out
+}
+
+// loaded lists the models in memory, sorted by key, with where they run
+// (read outside the cache's lock).
+func (c *Cache) loaded() []Loaded {
+	out := c.snapshot()
+	for i := range out {
+		if d, ok := out[i].Model.(describer); ok {
+			d.describe(&out[i])
+		}
+	}
+	return out
+}
+
+// idleEntry is a model nobody holds.
+type idleEntry struct {
+	key      Key
+	model    Model
+	lastUsed time.Time
+}
+
+// idleEntries lists the models nobody holds, preloaded ones excepted,
+// least recently used first.
+func (c *Cache) idleEntries() []idleEntry {
+	c.mu.Lock()
+	var out []idleEntry
+	for _, k := range c.lru.Keys() {
+		if e, ok := c.lru.Peek(k); ok && e.refs == 0 {
+			out = append(out, idleEntry{key: k, model: e.model, lastUsed: e.lastUsed})
+		}
+	}
+	c.mu.Unlock()
+	sort.SliceStable(out, func(i, j int) bool { return out[i].lastUsed.Before(out[j].lastUsed) })
+	return out
+}
+
+// models lists every model in memory.
+func (c *Cache) models() []Model {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []Model
+	for _, e := range c.pinned {
+		out = append(out, e.model)
+	}
+	for _, k := range c.lru.Keys() {
+		if e, ok := c.lru.Peek(k); ok {
+			out = append(out, e.model)
+		}
+	}
+	for _, e := range c.evicted {
+		out = append(out, e.model)
+	}
+	return out
+}
+
+// evictIdle unloads the model of key if it is still m, idle and not
+// preloaded, and reports whether it did. The model is closed before
+// evictIdle returns.
+func (c *Cache) evictIdle(key Key, m Model) bool {
+	c.mu.Lock()
+	e, ok := c.lru.Peek(key)
+	if !ok || e.model != m || e.refs > 0 {
+		c.mu.Unlock()
+		return false
+	}
+	c.lru.Remove(key)
+	idle := c.takeEvicted()
+	c.mu.Unlock()
+	c.closeAll(idle)
+	return len(idle) > 0
 }
 
 // Forget drops a remembered load failure, so the next request retries.

@@ -18,8 +18,9 @@ func (s *Service) clipHandlers() []*handler {
 		{
 			task: "clip", typ: "visual", needImage: true,
 			options: func(map[string]json.RawMessage) (any, error) { return nil, nil },
-			load: func(dir string, key Key) (Model, error) {
-				return clip.LoadVisual(dir, s.sessions, clip.VisualOptions{}, s.logger)
+			sub:     "visual",
+			load: func(sessions Sessions, dir string, key Key) (Model, error) {
+				return clip.LoadVisual(dir, sessions, clip.VisualOptions{}, s.logger)
 			},
 			engine:  s.visualEngine,
 			minSide: func(m Model) int { return m.(*clip.Visual).Size() },
@@ -45,8 +46,9 @@ func (s *Service) clipHandlers() []*handler {
 				lang, err := optString(o, "language", "")
 				return textualOptions{language: lang}, err
 			},
-			load: func(dir string, key Key) (Model, error) {
-				return clip.LoadTextual(dir, s.sessions, clip.TextualOptions{Name: key.Name}, s.logger)
+			sub: "textual",
+			load: func(sessions Sessions, dir string, key Key) (Model, error) {
+				return clip.LoadTextual(dir, sessions, clip.TextualOptions{Name: key.Name}, s.logger)
 			},
 			engine: s.textualEngine,
 			run: func(ctx context.Context, x *exec, m *loaded, in *input, _ Result, o any) (Result, error) {
@@ -69,12 +71,12 @@ func (s *Service) clipHandlers() []*handler {
 // visualEngine batches images across requests: each item is one
 // preprocessed image.
 func (s *Service) visualEngine(m *loaded) {
-	v := m.model.(*clip.Visual)
 	rows := 1
-	if v.DynamicBatch() {
-		rows = s.batchMax(v.Provider())
+	if m.model.(*clip.Visual).DynamicBatch() {
+		rows = s.batchMax(m.Device())
 	}
-	startBatcher(s, m, rows, func() func(context.Context, [][]float32, int) ([][]float32, error) {
+	startBatcher(s, m, rows, func(model Model) runFunc[[]float32, []float32] {
+		v := model.(*clip.Visual)
 		var buf []float32
 		return func(ctx context.Context, ins [][]float32, n int) ([][]float32, error) {
 			in := ins[0]
@@ -121,12 +123,12 @@ func embedImages(ctx context.Context, x *exec, m *loaded, ins [][]float32) ([][]
 // textualEngine batches texts across requests: each item is one text's
 // tokens.
 func (s *Service) textualEngine(m *loaded) {
-	t := m.model.(*clip.Textual)
 	rows := 1
-	if t.DynamicBatch() {
-		rows = s.batchMax(t.Provider())
+	if m.model.(*clip.Textual).DynamicBatch() {
+		rows = s.batchMax(m.Device())
 	}
-	startBatcher(s, m, rows, func() func(context.Context, []tokens, int) ([][]float32, error) {
+	startBatcher(s, m, rows, func(model Model) runFunc[tokens, []float32] {
+		t := model.(*clip.Textual)
 		return func(ctx context.Context, ins []tokens, n int) ([][]float32, error) {
 			if len(ins) == 1 {
 				return t.EmbedTokens(ctx, ins[0].ids, ins[0].mask, 1)

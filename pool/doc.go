@@ -32,7 +32,9 @@
 //     runs × intra-op threads never exceed the cores (two sessions
 //     running at once on the same cores slow each other), so with the
 //     default intra-op threads (every core, up to 8) one run has the whole
-//     machine. Each accelerator has slots of its own.
+//     machine. Each GPU ("CUDA:0", "CUDA:1") has slots of its own
+//     (RunsOptions.Accelerator, 2 by default), so runs on one GPU never
+//     wait for another's.
 //
 // Results are identical to unbatched runs where the graph computes each
 // row on its own with batch-independent kernels (see the tests for the
@@ -41,4 +43,65 @@
 //
 // Every response says where its time went ([Timings]): queue, load,
 // decode, preprocess, batch wait, inference, post-processing.
+//
+// # Devices
+//
+// When the runtime has several devices (MACHINE_LEARNING_DEVICE_IDS=0,1
+// with CUDA), or one that reports its memory, the service places each
+// model on one and budgets memory per device ([DeviceOptions]). On the
+// CPU none of this applies: the cache keeps models by count, as before.
+//
+//   - Placement. A model loads on the device with the most room: its free
+//     memory, less a headroom kept for runs (a tenth of the device by
+//     default) and the loads in progress, within DeviceOptions.Budget if
+//     set; ties go to the device with fewer models, then to the first
+//     configured. Not round-robin: models differ in size by a factor of
+//     ten to a hundred (a ViT-H image tower, a face detector), so
+//     counting them balances nothing that matters, while the free memory
+//     also sees what other processes on the card hold. Devices that do
+//     not report their memory (OpenVINO GPUs) take models by count.
+//   - Estimate. A model needs what its sessions took at its last load
+//     (inference.Session.DeviceMemory, measured on the device), or before
+//     its first load its ONNX files' size × LoadFactor (1.5).
+//   - Budget. When no device has room, idle models are unloaded where that
+//     costs least: extra replicas of idle models first, then whole models,
+//     least recently used first, whatever their device. A model in use is
+//     never unloaded, nor a preloaded one. MLSERVE_MAX_LOADED_MODELS still
+//     caps the count. When even unloading every idle model would not make
+//     room by the estimate, the load is tried on the device with the most
+//     free memory (the estimate may be high); when no device's budget can
+//     take the model, the load fails with [ErrOverBudget]. A model whose
+//     weights alone exceed a device's whole memory (or the budget) is
+//     never tried there, so that asking for it unloads nothing.
+//   - Out of memory. A load or a run that fails with
+//     inference.ErrOutOfMemory unloads every idle model on its device
+//     and is tried once more. When that fails too, or the device failed
+//     for another reason (inference.ErrDevice), the model moves to the CPU
+//     if the runtime allows it (MLSERVE_ALLOW_CPU_FALLBACK), says so in
+//     [Loaded].Fallback and [DeviceObserver].ModelFellBack, and stays
+//     there until it is unloaded; otherwise the request fails with the
+//     device's *inference.DeviceError (device, memory free of total, the
+//     allocation that failed), what the models left there hold, and that
+//     the fallback is off. Such a failed load is remembered for at most
+//     5 s, and only until a model becomes idle. An out-of-memory error
+//     leaves nothing behind on the device: a failed load takes nothing,
+//     and the next run of a session whose run failed shrinks its arena.
+//   - Memory that comes back. Unloading a model (idle TTL, room for
+//     another, the count cap, shutdown) closes its sessions, and their
+//     device memory goes back to the device.
+//   - Replicas. A model whose queue stays backed up for ReplicaAfter (2 s)
+//     gets one more session on another device that has room for it
+//     without unloading anything: one load at a time, at most one per
+//     device, none for 30 s after an attempt found no room. Backed up
+//     means a full batch waits beyond those running, or, for models run
+//     per request (detectors), more than twice as many requests as their
+//     devices run at once. A batching model's replicas all take batches
+//     from its one queue, so its requests spread over the devices as they
+//     free up; a detector's request takes the replica with the fewest
+//     requests per run slot. A replica goes with its model, or alone when
+//     its device needs room and the model is idle.
+//
+// The tests exercise all of this on inference.FakeDevice, a simulated GPU
+// (real CPU sessions, simulated memory and out-of-memory errors): no GPU
+// is needed, or used, to run them.
 package pool

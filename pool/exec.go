@@ -88,25 +88,46 @@ func (x *exec) yield() {
 // done ends the request's CPU work.
 func (x *exec) done() { x.yield() }
 
-// run is the inference.RunFunc of models that call their session in the
-// middle of their own processing (detectors): the request gives its CPU
-// slot up, waits for a slot of the session's device, runs, and takes a
-// CPU slot again for the post-processing that follows.
-func (x *exec) run(ctx context.Context, s *inference.Session, inputs ...inference.Tensor) ([]inference.Tensor, error) {
-	x.yield()
-	slot := x.s.devices.slot(s.Provider())
-	start := time.Now()
-	select {
-	case slot <- struct{}{}:
-	case <-ctx.Done():
-		x.t.Queue += time.Since(start)
-		return nil, ctx.Err()
+// runOn is the inference.RunFunc of models that call their session in
+// the middle of their own processing (detectors), running on replica r of
+// m: the request gives its CPU slot up, waits for a slot of the session's
+// device, runs, and takes a CPU slot again for the post-processing that
+// follows. A run that fails on its device is retried as the service's
+// policy says (see retryRun), each time on a slot taken afresh.
+func (x *exec) runOn(m *loaded, r *replica) inference.RunFunc {
+	retry := x.s.retryRun(m, r)
+	return func(ctx context.Context, s *inference.Session, inputs ...inference.Tensor) ([]inference.Tensor, error) {
+		return x.run(ctx, s, retry, inputs)
 	}
-	began := time.Now()
-	x.t.Queue += began.Sub(start)
-	out, err := s.Run(ctx, inputs...)
-	<-slot
-	x.t.Inference += time.Since(began)
+}
+
+func (x *exec) run(ctx context.Context, s *inference.Session, retry func(int, error) (bool, error), inputs []inference.Tensor) ([]inference.Tensor, error) {
+	x.yield()
+	var out []inference.Tensor
+	var err error
+	for attempt := 1; ; attempt++ {
+		slot := x.s.devices.slot(s.Device())
+		start := time.Now()
+		select {
+		case slot <- struct{}{}:
+		case <-ctx.Done():
+			x.t.Queue += time.Since(start)
+			return nil, ctx.Err()
+		}
+		began := time.Now()
+		x.t.Queue += began.Sub(start)
+		out, err = s.Run(ctx, inputs...)
+		<-slot
+		x.t.Inference += time.Since(began)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		again, rerr := retry(attempt, err)
+		if !again {
+			err = rerr
+			break
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -16,8 +16,8 @@ func (s *Service) faceHandlers() []*handler {
 				// Immich's default when the option is absent is 0.7.
 				return optFloat(o, "minScore", 0.7, 0, 1)
 			},
-			load: func(dir string, key Key) (Model, error) {
-				return face.LoadDetector(dir, s.sessions, face.DetectorOptions{}, s.logger)
+			load: func(sessions Sessions, dir string, key Key) (Model, error) {
+				return face.LoadDetector(dir, sessions, face.DetectorOptions{}, s.logger)
 			},
 			run: func(ctx context.Context, x *exec, m *loaded, in *input, _ Result, o any) (Result, error) {
 				return detectFaces(ctx, x, m, in.img, float32(o.(float64)))
@@ -27,8 +27,8 @@ func (s *Service) faceHandlers() []*handler {
 			task: "facial-recognition", typ: "recognition", needImage: true,
 			dep:     &handlerKey{"facial-recognition", "detection"},
 			options: func(map[string]json.RawMessage) (any, error) { return nil, nil },
-			load: func(dir string, key Key) (Model, error) {
-				return face.LoadRecognizer(dir, s.sessions, face.RecognizerOptions{MaxBatch: s.opts.MaxBatchFace}, s.logger)
+			load: func(sessions Sessions, dir string, key Key) (Model, error) {
+				return face.LoadRecognizer(dir, sessions, face.RecognizerOptions{MaxBatch: s.opts.MaxBatchFace}, s.logger)
 			},
 			engine: s.recognitionEngine,
 			run: func(ctx context.Context, x *exec, m *loaded, in *input, dep Result, _ any) (Result, error) {
@@ -48,7 +48,10 @@ func detectFaces(ctx context.Context, x *exec, m *loaded, img *imaging.Image, mi
 	if err := x.cpu(ctx, &x.t.Preprocess); err != nil {
 		return nil, err
 	}
-	det, err := m.model.(*face.Detector).DetectWith(ctx, x.run, img, minScore)
+	r, backed := m.pick()
+	defer m.unpick(r)
+	m.noteBacklog(backed)
+	det, err := r.model.(*face.Detector).DetectWith(ctx, x.runOn(m, r), img, minScore)
 	if err != nil {
 		return nil, err
 	}
@@ -59,12 +62,12 @@ func detectFaces(ctx context.Context, x *exec, m *loaded, img *imaging.Image, mi
 // chunk of one image's aligned faces, at most MaxBatchFace (or the
 // model's fixed batch), and so is each run.
 func (s *Service) recognitionEngine(m *loaded) {
-	r := m.model.(*face.Recognizer)
 	rows := s.opts.MaxBatchFace
-	if fb := r.FixedBatch(); fb > 0 {
+	if fb := m.model.(*face.Recognizer).FixedBatch(); fb > 0 {
 		rows = fb
 	}
-	startBatcher(s, m, rows, func() func(context.Context, [][]float32, int) ([][][]float32, error) {
+	startBatcher(s, m, rows, func(model Model) runFunc[[]float32, [][]float32] {
+		r := model.(*face.Recognizer)
 		var buf []float32
 		return func(ctx context.Context, ins [][]float32, n int) ([][][]float32, error) {
 			in := ins[0]

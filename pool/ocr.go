@@ -31,8 +31,8 @@ func (s *Service) ocrHandlers() []*handler {
 				d.MinScore, d.MaxResolution, d.ScoreMode = float32(min), res, mode
 				return d, nil
 			},
-			load: func(dir string, key Key) (Model, error) {
-				return ocr.LoadDetector(dir, s.sessions, s.logger)
+			load: func(sessions Sessions, dir string, key Key) (Model, error) {
+				return ocr.LoadDetector(dir, sessions, s.logger)
 			},
 			run: func(ctx context.Context, x *exec, m *loaded, in *input, _ Result, o any) (Result, error) {
 				return detectText(ctx, x, m, in.img, o.(ocr.DetectOptions))
@@ -45,8 +45,8 @@ func (s *Service) ocrHandlers() []*handler {
 				// Immich's ML-side default is 0.9; the server sends 0.8.
 				return optFloat(o, "minScore", 0.9, 0, 1)
 			},
-			load: func(dir string, key Key) (Model, error) {
-				return ocr.LoadRecognizer(dir, s.sessions, ocr.RecognizerOptions{MaxBatch: s.opts.MaxBatchOCR}, s.logger)
+			load: func(sessions Sessions, dir string, key Key) (Model, error) {
+				return ocr.LoadRecognizer(dir, sessions, ocr.RecognizerOptions{MaxBatch: s.opts.MaxBatchOCR}, s.logger)
 			},
 			engine: s.textEngine,
 			run: func(ctx context.Context, x *exec, m *loaded, in *input, dep Result, o any) (Result, error) {
@@ -62,7 +62,10 @@ func detectText(ctx context.Context, x *exec, m *loaded, img *imaging.Image, o o
 	if err := x.cpu(ctx, &x.t.Preprocess); err != nil {
 		return nil, err
 	}
-	boxes, err := m.model.(*ocr.Detector).DetectWith(ctx, x.run, img, o)
+	r, backed := m.pick()
+	defer m.unpick(r)
+	m.noteBacklog(backed)
+	boxes, err := r.model.(*ocr.Detector).DetectWith(ctx, x.runOn(m, r), img, o)
 	if err != nil {
 		return nil, err
 	}
@@ -73,9 +76,9 @@ func detectText(ctx context.Context, x *exec, m *loaded, img *imaging.Image, o o
 // of a request's lines (MaxBatchOCR of them, sorted by aspect ratio as
 // Immich batches them), and chunks of the same tensor width run together.
 func (s *Service) textEngine(m *loaded) {
-	r := m.model.(*ocr.Recognizer)
-	rows := max(s.batchMax(r.Provider()), 2*s.opts.MaxBatchOCR)
-	startBatcher(s, m, rows, func() func(context.Context, []*ocr.Lines, int) ([]*ocr.LineScores, error) {
+	rows := max(s.batchMax(m.Device()), 2*s.opts.MaxBatchOCR)
+	startBatcher(s, m, rows, func(model Model) runFunc[*ocr.Lines, *ocr.LineScores] {
+		r := model.(*ocr.Recognizer)
 		var buf []float32
 		return func(ctx context.Context, ins []*ocr.Lines, n int) ([]*ocr.LineScores, error) {
 			data := ins[0].Data

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -153,6 +154,9 @@ type ServiceOptions struct {
 	// DecodeLimits caps the images the default decoder accepts (pixels
 	// and decoding memory; zero: imaging's defaults).
 	DecodeLimits imaging.DecodeOptions
+	// Devices configure placement on the runtime's devices and their
+	// memory budgets.
+	Devices DeviceOptions
 }
 
 // RunsOptions bound the model runs in progress at once.
@@ -161,8 +165,9 @@ type RunsOptions struct {
 	// 0 means cores ÷ the intra-op threads of CPU sessions (at least 1),
 	// so that runs × threads never exceed the cores.
 	CPU int
-	// Accelerator is how many runs each GPU may have in progress at once
-	// (0: 2, so that one batch's inputs are copied while another runs).
+	// Accelerator is how many runs each GPU may have in progress at once,
+	// each GPU apart (0: 2, so that one batch's inputs are copied while
+	// another runs).
 	Accelerator int
 }
 
@@ -223,6 +228,21 @@ type Observer interface {
 	Inference(key Key, provider string, took time.Duration, err error)
 }
 
+// DeviceObserver is an Observer that also follows the devices; the
+// service calls these methods when its Metrics implement them.
+type DeviceObserver interface {
+	// ModelPlaced: a model, or a replica of a busy one, was loaded on
+	// device ("CUDA:1"; "CPU" after a fallback), its sessions taking
+	// bytes of the device's memory (0: the CPU, or unknown).
+	ModelPlaced(key Key, device string, bytes int64)
+	// DeviceOutOfMemory: a load or a run (op "load", "run") of key ran
+	// out of memory on device.
+	DeviceOutOfMemory(key Key, device, op string)
+	// ModelFellBack: key moved from device to the CPU after cause
+	// (MLSERVE_ALLOW_CPU_FALLBACK).
+	ModelFellBack(key Key, device string, cause error)
+}
+
 // Service runs prediction requests with Immich's semantics on a shared
 // model cache, CPU worker pool and inference engine. It is safe for
 // concurrent use.
@@ -234,6 +254,9 @@ type Service struct {
 	cache    *Cache
 	workers  *Workers
 	devices  *devices
+	placer   *placer
+	// growing counts the replica loads in progress.
+	growing  sync.WaitGroup
 	handlers map[handlerKey]*handler
 	obs      Observer
 	// inflight counts requests and bulk calls in progress; worked tells
@@ -258,7 +281,12 @@ type handler struct {
 	needImage bool
 	// options validates a request's options before any work.
 	options func(map[string]json.RawMessage) (any, error)
-	load    func(dir string, key Key) (Model, error)
+	// load builds the model from dir, opening its sessions through
+	// sessions (which places them on a device).
+	load func(sessions Sessions, dir string, key Key) (Model, error)
+	// sub is the folder of dir that holds the model's ONNX files, whose
+	// size estimates its memory.
+	sub string
 	// engine starts the batcher of a freshly loaded model; nil for
 	// models that run one request at a time on the device's slots.
 	engine func(m *loaded)
@@ -269,31 +297,6 @@ type handler struct {
 	// inference through the model's batcher or x.run.
 	run func(ctx context.Context, x *exec, m *loaded, in *input, dep Result, opts any) (Result, error)
 }
-
-// loaded is a model in the cache with the engine's state for it.
-type loaded struct {
-	key   Key
-	model Model
-	// batch is the model's *batcher, of the handler's types.
-	batch any
-	stop  func()
-	stats func() BatchStats
-}
-
-// Close stops the model's batcher, then closes the model. The cache calls
-// it once no request holds the model.
-func (l *loaded) Close() error {
-	if l.stop != nil {
-		l.stop()
-	}
-	return l.model.Close()
-}
-
-// Provider is the execution provider that runs the model.
-func (l *loaded) Provider() string { return providerOf(l.model) }
-
-// Model returns the loaded model itself (a *clip.Visual, *face.Detector, ...).
-func (l *loaded) Model() Model { return l.model }
 
 // NewService builds the service. Models are loaded on first use (or by
 // Preload) from folders that store provides.
@@ -335,6 +338,7 @@ func NewService(opts ServiceOptions, store Store, sessions Sessions, logger *slo
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
+	s.placer = newPlacer(s, sessions, opts.Devices)
 	for _, h := range s.allHandlers() {
 		s.handlers[handlerKey{h.task, h.typ}] = h
 	}
@@ -355,6 +359,15 @@ func NewService(opts ServiceOptions, store Store, sessions Sessions, logger *slo
 	logger.Info("inference engine", "cpu_workers", opts.Workers.Workers, "queue", opts.Workers.Queue,
 		"cpu_runs", opts.Runs.CPU, "batch_max", opts.Batch.Max, "batch_wait", opts.Batch.Wait,
 		"max_batch_face", opts.MaxBatchFace, "max_batch_ocr", opts.MaxBatchOCR)
+	if devs := s.placer.devs; len(devs) > 1 || len(devs) == 1 && budgeted(devs[0]) {
+		names := make([]string, len(devs))
+		for i, d := range devs {
+			names[i] = d.Name()
+		}
+		logger.Info("model placement", "devices", names, "runs_per_device", opts.Runs.Accelerator,
+			"budget", opts.Devices.Budget, "headroom", opts.Devices.Headroom,
+			"load_factor", s.placer.opts.LoadFactor, "replica_after", s.placer.opts.ReplicaAfter)
+	}
 	return s, nil
 }
 
@@ -371,32 +384,15 @@ func defaultCPURuns(sessions Sessions) int {
 	return max(1, runtime.NumCPU()/intra)
 }
 
-// batchMax is the largest batch of images or texts for a model on provider.
-func (s *Service) batchMax(provider string) int {
+// batchMax is the largest batch of images or texts for a model on device.
+func (s *Service) batchMax(device string) int {
 	if s.opts.Batch.Max > 0 {
 		return s.opts.Batch.Max
 	}
-	if deviceOf(provider) == inference.CPU {
+	if gateOf(device) == inference.CPU {
 		return DefaultBatchMaxCPU
 	}
 	return DefaultBatchMaxAccelerator
-}
-
-// startBatcher gives a loaded model its batcher.
-func startBatcher[In, Out any](s *Service, m *loaded, maxRows int, newRun func() func(context.Context, []In, int) ([]Out, error)) {
-	b := newBatcher(batchOptions{
-		name:     m.key.String(),
-		maxRows:  maxRows,
-		maxWait:  s.opts.Batch.Wait,
-		maxQueue: s.opts.Batch.Queue,
-		slot:     s.devices.slot(m.Provider()),
-	}, newRun)
-	m.batch, m.stop = b, b.close
-	m.stats = func() BatchStats {
-		st := b.stats()
-		st.Key = m.key
-		return st
-	}
 }
 
 func (s *Service) allHandlers() []*handler {
@@ -416,15 +412,15 @@ func (s *Service) Workers() *Workers { return s.workers }
 // Stats reports the worker pool.
 func (s *Service) Stats() Stats { return s.workers.Stats() }
 
-// Loaded lists the models in memory.
+// Loaded lists the models in memory, with where they run.
 func (s *Service) Loaded() []Loaded { return s.cache.Loaded() }
 
 // BatchStats reports the batching of each loaded model that batches.
 func (s *Service) BatchStats() []BatchStats {
 	var out []BatchStats
 	for _, l := range s.cache.Loaded() {
-		if m, ok := l.Model.(*loaded); ok && m.stats != nil {
-			out = append(out, m.stats())
+		if m, ok := l.Model.(*loaded); ok && m.eng != nil {
+			out = append(out, m.eng.stats())
 		}
 	}
 	return out
@@ -481,10 +477,24 @@ func (s *Service) trimIfIdle() {
 	}
 }
 
-// Close refuses new requests and unloads every model.
+// Close refuses new requests and unloads every model. Replica loads in
+// progress are waited for (up to the cache's CloseTimeout); their models
+// are closed as they finish.
 func (s *Service) Close() {
 	s.workers.Close()
 	s.cache.Close()
+	done := make(chan struct{})
+	go func() {
+		s.growing.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(s.cache.opts.CloseTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.logger.Warn("replica loads still running after the service closed; their models are closed when they finish")
+	}
 }
 
 // Preload loads models that stay loaded, in Immich's order.
@@ -660,46 +670,6 @@ func providerOf(m Model) string {
 		return p.Provider()
 	}
 	return ""
-}
-
-// loadModel is the cache's LoadFunc: find (or download) the model folder,
-// build the model; a model that fails to load as corrupt is cleared and
-// fetched once more, as Immich does.
-func (s *Service) loadModel(ctx context.Context, key Key) (Model, error) {
-	h := s.handlers[handlerKey{key.Task, key.Type}]
-	if h == nil {
-		return nil, fmt.Errorf("%w: %s", models.ErrUnsupported, key)
-	}
-	task, typ := models.Task(key.Task), models.Type(key.Type)
-	start := time.Now()
-	dir, err := s.store.Ensure(ctx, task, typ, key.Name)
-	if err != nil {
-		return nil, err
-	}
-	m, err := h.load(dir, key)
-	if err != nil && corrupt(err) {
-		s.logger.Warn("Failed to load model; clearing cache and downloading it again", "model", key.String(), "err", err)
-		if cerr := s.store.ClearType(task, typ, key.Name); cerr != nil {
-			return nil, errors.Join(err, cerr)
-		}
-		if dir, err = s.store.Ensure(ctx, task, typ, key.Name); err != nil {
-			return nil, err
-		}
-		m, err = h.load(dir, key)
-	}
-	if err != nil {
-		return nil, err
-	}
-	// Building a session leaves the model file's bytes and its graph's
-	// copies freed in the C heap (hundreds of MB for a large model);
-	// hand them back, or the resident set keeps them.
-	inference.ReleaseMemory()
-	l := &loaded{key: key, model: m}
-	if h.engine != nil {
-		h.engine(l)
-	}
-	s.obs.ModelLoaded(key, time.Since(start))
-	return l, nil
 }
 
 // corrupt tells load errors that a fresh download may fix (Immich clears
