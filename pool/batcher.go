@@ -41,6 +41,8 @@ type lane struct {
 	// slot returns the semaphore of the lane's device now (the CPU's
 	// after its model fell back).
 	slot func() chan struct{}
+	// where, if set, tells where the lane's runs happen now.
+	where func() Where
 	// retry, if set, is asked after a failed run whether to run the batch
 	// again (attempt 1, 2, ...); it may free memory or move the model
 	// first, while the lane holds no slot. It returns the error to report
@@ -91,6 +93,8 @@ type item[In, Out any] struct {
 	// waiting on purpose for a fuller batch (wait), and the batch's run.
 	queue, wait, infer time.Duration
 	batchRows          int
+	// ran is where the batch ran (zero when its lane does not tell).
+	ran Where
 }
 
 const (
@@ -112,15 +116,16 @@ func newBatcher[In, Out any](opts batchOptions, newRun func() runFunc[In, Out]) 
 	b := &batcher[In, Out]{opts: opts, changed: make(chan struct{}), done: make(chan struct{})}
 	if opts.slot != nil {
 		slot := opts.slot
-		b.addLane(cap(slot), func() chan struct{} { return slot }, nil, newRun)
+		b.addLane(cap(slot), func() chan struct{} { return slot }, nil, nil, newRun)
 	}
 	return b
 }
 
 // addLane starts n runners that run batches with what newRun makes, each
-// run on a place of the semaphore slot returns, until dropLane or close.
-func (b *batcher[In, Out]) addLane(n int, slot func() chan struct{}, retry func(int, error) (bool, error), newRun func() runFunc[In, Out]) *lane {
-	l := &lane{slot: slot, retry: retry, stop: make(chan struct{})}
+// run on a place of the semaphore slot returns, until dropLane or close;
+// where (may be nil) tells the items where their batch ran.
+func (b *batcher[In, Out]) addLane(n int, slot func() chan struct{}, where func() Where, retry func(int, error) (bool, error), newRun func() runFunc[In, Out]) *lane {
+	l := &lane{slot: slot, where: where, retry: retry, stop: make(chan struct{})}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -425,6 +430,10 @@ func (b *batcher[In, Out]) runBatch(l *lane, run runFunc[In, Out], slot chan str
 	if err == nil && len(outs) != len(batch) {
 		err = fmt.Errorf("pool: %s: %d outputs for %d items", b.opts.name, len(outs), len(batch))
 	}
+	var ran Where
+	if l.where != nil {
+		ran = l.where()
+	}
 	b.batches.Add(1)
 	b.items.Add(int64(len(batch)))
 	b.rows.Add(int64(rows))
@@ -441,6 +450,7 @@ func (b *batcher[In, Out]) runBatch(l *lane, run runFunc[In, Out], slot chan str
 		it.queue = start.Sub(it.enq) - it.wait
 		it.infer = took
 		it.batchRows = rows
+		it.ran = ran
 		if err != nil {
 			it.err = err
 		} else {

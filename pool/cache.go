@@ -516,7 +516,10 @@ type Loaded struct {
 	Provider, Device string
 	// Devices lists the device of each replica, the first one first: a
 	// busy model has one session per device that had room for it.
-	Devices []string
+	// Replicas says the same with each one's provider, and whether it
+	// runs on the CPU because its device failed.
+	Devices  []string
+	Replicas []Where
 	// DeviceMemory is what the model's sessions took on their devices at
 	// load, all replicas together, in bytes (0 on the CPU, or where the
 	// device cannot tell).

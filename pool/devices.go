@@ -138,6 +138,11 @@ func (r *replica) provider() string {
 	return providerOf(r.model)
 }
 
+// where is where the replica runs now.
+func (r *replica) where() Where {
+	return Where{Provider: r.provider(), Device: r.device(), Fallback: r.fallback() != nil}
+}
+
 // memoryOn is the device memory the replica's sessions on device took at
 // load.
 func (r *replica) memoryOn(device string) int64 {
@@ -537,12 +542,17 @@ func (p *placer) place(key Key, need, floor int64, avoid []string, replica bool)
 	idle := p.s.cache.idleEntries()
 	var cands []*candidate
 	var tooSmall []string
+	var largest *inference.Device // of the devices too small
+	var largestTotal int64
 	for _, d := range p.devs {
 		if slices.Contains(avoid, d.Name()) {
 			continue
 		}
 		if m, err := d.Memory(); err == nil && budgeted(d) && (floor > m.Total || p.opts.Budget > 0 && floor > p.opts.Budget) {
 			tooSmall = append(tooSmall, d.Name()+" ("+inference.FormatBytes(m.Total)+")")
+			if largest == nil || m.Total > largestTotal {
+				largest, largestTotal = d, m.Total
+			}
 			continue
 		}
 		if !budgeted(d) {
@@ -592,19 +602,28 @@ func (p *placer) place(key Key, need, floor int64, avoid []string, replica bool)
 	if best == nil {
 		if len(cands) == 0 && len(tooSmall) > 0 && !replica {
 			cause := inference.ErrOutOfMemory
-			if p.opts.Budget > 0 && floor > p.opts.Budget {
+			overBudget := p.opts.Budget > 0 && floor > p.opts.Budget
+			if overBudget {
 				cause = fmt.Errorf("%w (%w)", ErrOverBudget, inference.ErrOutOfMemory)
 			}
-			return nil, fmt.Errorf("%w: %s needs at least %s of device memory, more than the whole of %s%s",
-				cause, key, inference.FormatBytes(floor), strings.Join(tooSmall, ", "), budgetNote(p.opts.Budget))
+			e := memoryError(fmt.Errorf("%w: %s needs at least %s of device memory, more than the whole of %s%s",
+				cause, key, inference.FormatBytes(floor), strings.Join(tooSmall, ", "), budgetNote(p.opts.Budget)),
+				key, "load", largest.Name(), floor).withMemory(largest)
+			if overBudget {
+				e.Budget, e.BudgetLeft = p.opts.Budget, p.opts.Budget
+			}
+			return nil, e
 		}
 		if len(cands) == 0 {
 			return nil, errNoRoom
 		}
 		c := cands[0]
-		return nil, fmt.Errorf("%w (%w): %s needs about %s and the budget of %s per device leaves %s on %s; %s",
+		e := memoryError(fmt.Errorf("%w (%w): %s needs about %s and the budget of %s per device leaves %s on %s; %s",
 			ErrOverBudget, inference.ErrOutOfMemory, key, inference.FormatBytes(need), inference.FormatBytes(p.opts.Budget),
-			inference.FormatBytes(max(0, c.budget)), c.d.Name(), p.heldOn(c.d.Name()))
+			inference.FormatBytes(max(0, c.budget)), c.d.Name(), p.heldOn(c.d.Name())),
+			key, "load", c.d.Name(), need).withMemory(c.d)
+		e.Budget, e.BudgetLeft = p.opts.Budget, max(0, c.budget)
+		return nil, e
 	}
 	name := best.d.Name()
 	p.reserved[name] += need

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/mlserve/mlserve/inference"
@@ -25,6 +26,16 @@ type exec struct {
 	taken bool // a slot was held before: the next one resumes
 	since time.Time
 	stage *time.Duration // where the CPU time of the current stretch goes
+	// ran is where the current entry's model ran (each replica once).
+	ran []Where
+}
+
+// noteRan records that a run of the current entry happened on w.
+func (x *exec) noteRan(w Where) {
+	if w.Device == "" || slices.Contains(x.ran, w) {
+		return
+	}
+	x.ran = append(x.ran, w)
 }
 
 func (s *Service) newExec(t *Timings, p Priority) *exec {
@@ -131,6 +142,7 @@ func (x *exec) run(ctx context.Context, s *inference.Session, retry func(int, er
 	if err != nil {
 		return nil, err
 	}
+	x.noteRan(Where{Provider: s.Provider(), Device: s.Device(), Fallback: s.Fallback() != nil})
 	if err := x.cpu(ctx, &x.t.Postprocess); err != nil {
 		return nil, err
 	}
@@ -155,6 +167,7 @@ func await[In, Out any](ctx context.Context, x *exec, b *batcher[In, Out], it *i
 	if err != nil {
 		return out, err
 	}
+	x.noteRan(it.ran)
 	x.t.Queue += it.queue
 	x.t.BatchWait += it.wait
 	x.t.Inference += it.infer

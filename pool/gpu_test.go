@@ -8,9 +8,12 @@ package pool
 // out. No GPU exists on the machines these tests run on.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"image"
+	"image/png"
 	"os"
 	"path/filepath"
 	"slices"
@@ -143,6 +146,22 @@ func testImage() *imaging.Image {
 		img.Pix[i] = byte(i * 7)
 	}
 	return img
+}
+
+// testPNG is testImage encoded as PNG, for Predict.
+func testPNG(t testing.TB) []byte {
+	t.Helper()
+	src := testImage()
+	img := image.NewRGBA(image.Rect(0, 0, src.W, src.H))
+	for i := 0; i < src.W*src.H; i++ {
+		copy(img.Pix[4*i:], src.Pix[3*i:3*i+3])
+		img.Pix[4*i+3] = 255
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 // embed runs one image through the model.
@@ -284,6 +303,11 @@ func TestMemoryBudgetPerDevice(t *testing.T) {
 					t.Errorf("error %q lacks %q", err, want)
 				}
 			}
+			var merr *DeviceMemoryError
+			if !errors.As(err, &merr) || !strings.HasPrefix(merr.Device, "FakeGPU:") || merr.Need != size || merr.Total != tc.total ||
+				merr.Budget != tc.opts.Budget || tc.opts.Budget > 0 && merr.BudgetLeft >= size {
+				t.Errorf("memory error %+v", merr)
+			}
 			if got := where(s); len(got) != 2 || got[a].InUse != 1 || got[c].InUse != 1 {
 				t.Fatalf("after the failed load: %+v", got)
 			}
@@ -360,6 +384,13 @@ func TestOutOfMemoryOnLoad(t *testing.T) {
 		var derr *inference.DeviceError
 		if !errors.As(err, &derr) || derr.Device != "FakeGPU:0" || derr.Total != total || derr.Op != "load" {
 			t.Fatalf("error %v (%+v)", err, derr)
+		}
+		// The figures an operator reads, typed: the device, what the
+		// model needs (its file's size here), the device's memory.
+		var merr *DeviceMemoryError
+		if !errors.As(err, &merr) || merr.Device != "FakeGPU:0" || merr.Op != "load" || merr.Key != visualKey(gpuNames[0]) ||
+			merr.Need != size || merr.Total != total || merr.Free != derr.Free || merr.Budget != 0 {
+			t.Fatalf("memory error %+v", merr)
 		}
 		for _, want := range []string{"FakeGPU:0", "free of", "unloaded and the load retried", "CPU fallback not allowed"} {
 			if !strings.Contains(err.Error(), want) {
@@ -438,6 +469,10 @@ func TestOutOfMemoryOnRun(t *testing.T) {
 		var derr *inference.DeviceError
 		if !errors.Is(err, inference.ErrOutOfMemory) || !errors.As(err, &derr) || derr.Device != "FakeGPU:0" || derr.Op != "run" || derr.Total != total {
 			t.Fatalf("second failure: %v", err)
+		}
+		var merr *DeviceMemoryError
+		if !errors.As(err, &merr) || merr.Device != "FakeGPU:0" || merr.Op != "run" || merr.Need != derr.Requested || merr.Need <= 0 || merr.Total != total {
+			t.Fatalf("memory error %+v", merr)
 		}
 		for _, want := range []string{"FakeGPU:0", "free of", "run retried", "CPU fallback not allowed"} {
 			if !strings.Contains(err.Error(), want) {
@@ -582,8 +617,31 @@ func TestReplicaForBusyModel(t *testing.T) {
 		sameBits(t, "replica", e, want)
 	}
 	l := where(s)[a]
-	if !slices.Equal(l.Devices, []string{"FakeGPU:0", "FakeGPU:1"}) || l.DeviceMemory != 2*size || d1.Sessions() != 1 {
+	if !slices.Equal(l.Devices, []string{"FakeGPU:0", "FakeGPU:1"}) || l.DeviceMemory != 2*size || d1.Sessions() != 1 ||
+		!slices.Equal(l.Replicas, []Where{{Provider: inference.FakeGPU, Device: "FakeGPU:0"}, {Provider: inference.FakeGPU, Device: "FakeGPU:1"}}) {
 		t.Fatalf("replicas %+v, device 1 sessions %d", l, d1.Sessions())
+	}
+	// A request says which replica ran it: with device 0 held, the
+	// replica on device 1.
+	for range cap(slot) {
+		slot <- struct{}{}
+	}
+	res, err := s.Predict(context.Background(), &Request{Entries: []Entry{{Task: "clip", Type: "visual", ModelName: a}}, Image: testPNG(t)})
+	for range cap(slot) {
+		<-slot
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res.Ran["clip/visual"]; !slices.Equal(r, []Where{{Provider: inference.FakeGPU, Device: "FakeGPU:1"}}) || res.Providers["clip/visual"] != inference.FakeGPU {
+		t.Fatalf("ran on %+v (%v)", r, res.Providers)
+	}
+	res, err = s.Predict(context.Background(), &Request{Entries: []Entry{{Task: "clip", Type: "visual", ModelName: a}}, Image: testPNG(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res.Ran["clip/visual"]; len(r) != 1 || r[0].Provider != inference.FakeGPU || r[0].Fallback {
+		t.Fatalf("ran on %+v", r)
 	}
 	// The observer hears of the replica once it serves.
 	for deadline := time.Now().Add(5 * time.Second); len(rec.get(&rec.placed)) < 2 && time.Now().Before(deadline); {
@@ -717,6 +775,10 @@ func TestModelBiggerThanDevice(t *testing.T) {
 			} else {
 				if !errors.Is(err, inference.ErrOutOfMemory) || !strings.Contains(err.Error(), "needs at least") || !strings.Contains(err.Error(), "FakeGPU:0") {
 					t.Fatalf("big model: %v", err)
+				}
+				var merr *DeviceMemoryError
+				if !errors.As(err, &merr) || merr.Device != "FakeGPU:0" || merr.Total != total || merr.Need <= total || merr.Free <= 0 || merr.Free >= total {
+					t.Fatalf("memory error %+v", merr)
 				}
 			}
 			if _, ok := where(s)[gpuNames[0]]; !ok || d0.OutOfMemory() != 0 || len(rec.get(&rec.ooms)) != 0 {

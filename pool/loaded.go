@@ -60,7 +60,7 @@ type batchEngine[In, Out any] struct {
 func (e *batchEngine[In, Out]) addLane(r *replica) {
 	s := e.m.s
 	slot := func() chan struct{} { return s.devices.slot(r.device()) }
-	r.lane = e.b.addLane(cap(slot()), slot, s.retryRun(e.m, r), func() runFunc[In, Out] { return e.newRun(r.model) })
+	r.lane = e.b.addLane(cap(slot()), slot, r.where, s.retryRun(e.m, r), func() runFunc[In, Out] { return e.newRun(r.model) })
 }
 
 func (e *batchEngine[In, Out]) dropLane(r *replica) {
@@ -140,6 +140,7 @@ func (l *loaded) describe(out *Loaded) {
 	out.Provider, out.Device = rs[0].provider(), rs[0].device()
 	for _, r := range rs {
 		out.Devices = append(out.Devices, r.device())
+		out.Replicas = append(out.Replicas, r.where())
 		out.DeviceMemory += r.memory()
 		if out.Fallback == nil {
 			out.Fallback = r.fallback()
@@ -418,8 +419,8 @@ func (s *Service) loadFirst(h *handler, dir string, key Key) (*replica, error) {
 		return r, nil
 	}
 	if retried && errors.Is(err, inference.ErrOutOfMemory) {
-		return nil, fmt.Errorf("%w (the model needs about %s; idle models on %s were unloaded and the load retried; %s; CPU fallback not allowed)",
-			err, inference.FormatBytes(need), derr.Device, p.heldOn(derr.Device))
+		return nil, memoryError(fmt.Errorf("%w (the model needs about %s; idle models on %s were unloaded and the load retried; %s; CPU fallback not allowed)",
+			err, inference.FormatBytes(need), derr.Device, p.heldOn(derr.Device)), key, "load", derr.Device, need)
 	}
 	return nil, err
 }
@@ -454,8 +455,8 @@ func (s *Service) retryRun(l *loaded, r *replica) func(attempt int, err error) (
 			return true, nil
 		}
 		if oom && attempt >= 2 {
-			return false, fmt.Errorf("%w (idle models on %s were unloaded and the run retried; %s; CPU fallback not allowed)",
-				err, derr.Device, p.heldOn(derr.Device))
+			return false, memoryError(fmt.Errorf("%w (idle models on %s were unloaded and the run retried; %s; CPU fallback not allowed)",
+				err, derr.Device, p.heldOn(derr.Device)), l.key, "run", derr.Device, 0)
 		}
 		return false, err
 	}

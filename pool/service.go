@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -62,8 +63,22 @@ type Response struct {
 	HasImage                bool
 	ImageWidth, ImageHeight int
 	Timings                 Timings
-	// Providers maps "task/type" to the execution provider that ran it.
+	// Providers maps "task/type" to the execution provider that ran it
+	// (the first replica that ran a part of it).
 	Providers map[string]string
+	// Ran maps "task/type" to where it ran: each replica of the model
+	// (provider and device) that ran a part of it, in order, once each. A
+	// busy model's replicas share its work, so one entry may have run on
+	// two devices (face crops in chunks).
+	Ran map[string][]Where
+}
+
+// Where is where a model ran: its execution provider and device, and
+// whether that is the CPU because the model's device failed
+// (MLSERVE_ALLOW_CPU_FALLBACK).
+type Where struct {
+	Provider, Device string
+	Fallback         bool
 }
 
 // Output returns the result of task, or nil.
@@ -591,7 +606,7 @@ func (s *Service) Predict(ctx context.Context, req *Request) (*Response, error) 
 	sort.SliceStable(plan, func(i, j int) bool { return plan[i].h.dep == nil && plan[j].h.dep != nil })
 
 	defer s.busy()()
-	res := &Response{Providers: map[string]string{}}
+	res := &Response{Providers: map[string]string{}, Ran: map[string][]Where{}}
 	handles := make([]*Handle, len(plan))
 	defer func() {
 		for _, h := range handles {
@@ -650,8 +665,12 @@ func (s *Service) Predict(ctx context.Context, req *Request) (*Response, error) 
 		}
 		m := handles[i].Model.(*loaded)
 		start := time.Now()
+		x.ran = x.ran[:0]
 		out, err := p.h.run(ctx, x, m, in, dep, p.opts)
 		provider := m.Provider()
+		if len(x.ran) > 0 {
+			provider = x.ran[0].Provider
+		}
 		s.obs.Inference(p.key, provider, time.Since(start), err)
 		if err != nil {
 			return nil, fmt.Errorf("%s/%s %s: %w", p.key.Task, p.key.Type, p.key.Name, err)
@@ -661,6 +680,9 @@ func (s *Service) Predict(ctx context.Context, req *Request) (*Response, error) 
 		// the task key, as Immich does.
 		res.set(p.h.task, out)
 		res.Providers[p.key.Task+"/"+p.key.Type] = provider
+		if len(x.ran) > 0 {
+			res.Ran[p.key.Task+"/"+p.key.Type] = slices.Clone(x.ran)
+		}
 	}
 	return res, nil
 }
