@@ -122,13 +122,18 @@ type stackOptions struct {
 	service pool.ServiceOptions
 	maxBody int64  // upload limit; 0 is the default
 	cache   string // model cache; empty is a new temporary folder
+	// rt runs the models; nil is the shared CPU runtime.
+	rt *inference.Runtime
 }
 
 // startStackWith starts a fake hub, the model store, the service and the
 // HTTP server on a loopback port; all stop when the test ends.
 func startStackWith(t testing.TB, o stackOptions) *stack {
 	t.Helper()
-	rt := testenv.Runtime(t)
+	rt := o.rt
+	if rt == nil {
+		rt = testenv.Runtime(t)
+	}
 	hub := hubtest.New(t, hubtest.Options{})
 	for name, files := range o.repos {
 		hub.AddRepo(name, files)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/mlserve/mlserve/inference"
 	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/models"
 	"github.com/mlserve/mlserve/pool"
@@ -50,6 +51,18 @@ func statusOf(err error) (int, string) {
 		// The server's drain ran out of time (a client that hung up
 		// hears nothing).
 		return fiber.StatusServiceUnavailable, "shutting down"
+	}
+	if msg, oom, ok := deviceFailure(err); ok {
+		// A device out of memory is overload: 503, so that Immich
+		// moves to its next machine-learning URL (the device is usable
+		// again once models are unloaded or requests end). Another
+		// device failure is the server's: 500.
+		if oom {
+			return fiber.StatusServiceUnavailable, msg
+		}
+		return fiber.StatusInternalServerError, msg
+	}
+	switch {
 	case errors.Is(err, pool.ErrLoadFailed):
 		// Immich's words, "Failed to load model '<name>'", without the
 		// cause: it names the cache folder or the hub's URL, which are
@@ -57,6 +70,86 @@ func statusOf(err error) (int, string) {
 		return fiber.StatusInternalServerError, loadFailedMessage(err)
 	}
 	return fiber.StatusInternalServerError, "Internal Server Error"
+}
+
+// deviceFailure describes a model's failure on its device from the typed
+// errors the pool and inference return: the device and its memory
+// figures, the model's name where the error has it; never the model's
+// path nor ONNX Runtime's own message, which stay in the log. oom tells
+// an out-of-memory failure; ok is false when err is none of these.
+func deviceFailure(err error) (msg string, oom, ok bool) {
+	var merr *pool.DeviceMemoryError
+	if errors.As(err, &merr) {
+		return memoryMessage(merr), true, true
+	}
+	var derr *inference.DeviceError
+	if !errors.As(err, &derr) {
+		return "", false, false
+	}
+	what := "running the model"
+	if derr.Op == "load" {
+		what = "loading the model"
+	}
+	if errors.Is(err, pool.ErrLoadFailed) {
+		if m := loadFailedMessage(err); m != "Failed to load model" {
+			what = "loading model" + strings.TrimPrefix(m, "Failed to load model")
+		}
+	}
+	dev := derr.Device
+	if dev == "" {
+		dev = "the device"
+	}
+	if errors.Is(derr, inference.ErrOutOfMemory) {
+		var nums []string
+		if derr.Requested > 0 {
+			nums = append(nums, "it asked for "+inference.FormatBytes(derr.Requested))
+		}
+		if derr.Total > 0 {
+			nums = append(nums, inference.FormatBytes(derr.Free)+" free of "+inference.FormatBytes(derr.Total))
+		}
+		msg = dev + " out of memory " + what
+		if len(nums) > 0 {
+			msg += ": " + strings.Join(nums, ", ")
+		}
+		return msg, true, true
+	}
+	provider := derr.Provider
+	if provider == "" {
+		provider = "execution provider"
+	}
+	return dev + " failed " + what + " (" + provider + " error; see the server's log)", false, true
+}
+
+// memoryMessage is "CUDA:0 out of memory: model 'X' needs ~1.2 GiB,
+// 300.0 MiB free of 24.0 GiB" and its variants for a run and a budget.
+func memoryMessage(e *pool.DeviceMemoryError) string {
+	var b strings.Builder
+	dev := e.Device
+	if dev == "" {
+		dev = "the device"
+	}
+	b.WriteString(dev + " out of memory: ")
+	subject := "model '" + e.Key.Name + "'"
+	if e.Op == "run" {
+		subject = "a run of model '" + e.Key.Name + "'"
+	}
+	b.WriteString(subject)
+	var nums []string
+	if e.Need > 0 {
+		b.WriteString(" needs ~" + inference.FormatBytes(e.Need))
+	} else {
+		b.WriteString(" does not fit")
+	}
+	if e.Budget > 0 {
+		nums = append(nums, "the budget of "+inference.FormatBytes(e.Budget)+" per device leaves "+inference.FormatBytes(e.BudgetLeft))
+	}
+	if e.Total > 0 {
+		nums = append(nums, inference.FormatBytes(e.Free)+" free of "+inference.FormatBytes(e.Total))
+	}
+	if len(nums) > 0 {
+		b.WriteString(", " + strings.Join(nums, ", "))
+	}
+	return b.String()
 }
 
 // loadFailedMessage is "Failed to load model '<name>'" from an error that

@@ -108,13 +108,15 @@ func (m *Metrics) DownloadFinished(_ string, err error) {
 	m.downloads.WithLabelValues("ok").Inc()
 }
 
-// placement is where a loaded model runs: its execution provider and
-// device ("CPU", "CUDA:0"), as far as the model tells.
+// placement is where a loaded model runs (its first replica): its
+// execution provider and device ("CPU", "CUDA:0"), as the service or the
+// model tells.
 func placement(l pool.Loaded) (provider, device string) {
-	if p, ok := l.Model.(interface{ Provider() string }); ok {
+	provider, device = l.Provider, l.Device
+	if p, ok := l.Model.(interface{ Provider() string }); ok && provider == "" {
 		provider = p.Provider()
 	}
-	if d, ok := l.Model.(interface{ Device() string }); ok {
+	if d, ok := l.Model.(interface{ Device() string }); ok && device == "" {
 		device = d.Device()
 	}
 	if device == "" && provider == "CPU" {
@@ -124,24 +126,41 @@ func placement(l pool.Loaded) (provider, device string) {
 }
 
 // loadedCollector exports one mlserve_model_loaded series per model in
-// memory, labelled with where it runs, read at scrape time.
+// memory and device it runs on (a busy model has a replica on several),
+// labelled with the provider and device, and one mlserve_model_cpu_fallback
+// series per model that runs on the CPU because its device failed; read
+// at scrape time.
 type loadedCollector struct {
-	h    Health
-	desc *prometheus.Desc
+	h        Health
+	desc     *prometheus.Desc
+	fallback *prometheus.Desc
 }
 
-func (c loadedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c loadedCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.fallback
+}
 
 func (c loadedCollector) Collect(ch chan<- prometheus.Metric) {
 	seen := map[[5]string]bool{}
+	fell := map[[4]string]bool{}
 	for _, l := range c.h.Loaded() {
-		provider, device := placement(l)
-		k := [5]string{l.Key.Task, l.Key.Type, l.Key.Name, provider, device}
-		if seen[k] { // an evicted copy still in use beside the new one
-			continue
+		for _, r := range replicasOf(l) {
+			k := [5]string{l.Key.Task, l.Key.Type, l.Key.Name, r.Provider, r.Device}
+			if seen[k] { // an evicted copy still in use beside the new one
+				continue
+			}
+			seen[k] = true
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, 1, k[0], k[1], k[2], k[3], k[4])
 		}
-		seen[k] = true
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, 1, k[0], k[1], k[2], k[3], k[4])
+		if l.Fallback != nil {
+			from, _ := fallbackOf(l.Fallback)
+			k := [4]string{l.Key.Task, l.Key.Type, l.Key.Name, from}
+			if !fell[k] {
+				fell[k] = true
+				ch <- prometheus.MustNewConstMetric(c.fallback, prometheus.GaugeValue, 1, k[0], k[1], k[2], k[3])
+			}
+		}
 	}
 }
 
@@ -184,10 +203,17 @@ func (m *Metrics) observeService(h Health) {
 			func() float64 { return float64(h.Stats().Workers) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mlserve_models_loaded", Help: "Models in memory."},
 			func() float64 { return float64(len(h.Loaded())) }),
-		loadedCollector{h: h, desc: prometheus.NewDesc("mlserve_model_loaded",
-			"A model in memory (1), labelled with its task, type, name, execution provider and device.",
-			[]string{"task", "type", "model", "provider", "device"}, nil)},
+		loadedCollector{h: h,
+			desc: prometheus.NewDesc("mlserve_model_loaded",
+				"A model in memory (1), labelled with its task, type, name, execution provider and device: one series per device a replica of it runs on.",
+				[]string{"task", "type", "model", "provider", "device"}, nil),
+			fallback: prometheus.NewDesc("mlserve_model_cpu_fallback",
+				"A model that runs on the CPU because its device failed (1; MLSERVE_ALLOW_CPU_FALLBACK), labelled with the device it left.",
+				[]string{"task", "type", "model", "from"}, nil)},
 	)
+	if r, ok := h.(deviceReporter); ok {
+		m.reg.MustRegister(newDeviceCollector(r))
+	}
 }
 
 func (m *Metrics) request(route string, code int, took time.Duration) {

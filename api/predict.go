@@ -181,12 +181,8 @@ func (s *Server) predict(c *fiber.Ctx) error {
 	t := res.Timings
 	c.Set("Server-Timing", fmt.Sprintf("queue;dur=%.1f, load;dur=%.1f, decode;dur=%.1f, preprocess;dur=%.1f, batch;dur=%.1f, infer;dur=%.1f, postprocess;dur=%.1f, total;dur=%.1f",
 		ms(t.Queue), ms(t.Load), ms(t.Decode), ms(t.Preprocess), ms(t.BatchWait), ms(t.Inference), ms(t.Postprocess), ms(time.Since(start))))
-	if len(res.Providers) > 0 {
-		var parts []string
-		for _, k := range sortedKeys(res.Providers) {
-			parts = append(parts, k+"="+res.Providers[k])
-		}
-		c.Set("X-Mlserve-Provider", strings.Join(parts, ", "))
+	if h := providerHeader(res); h != "" {
+		c.Set("X-Mlserve-Provider", h)
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Send(body)
@@ -207,3 +203,39 @@ func (s *Server) admit(c *fiber.Ctx) (bool, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// providerHeader is X-Mlserve-Provider: for each entry ("task/type"),
+// where it ran: "CPU", or the provider and the device of the replica that
+// ran it ("CUDA@CUDA:1"), "+"-joined when parts of it ran on several
+// ("CUDA@CUDA:0+CUDA@CUDA:1"), and "CPU (fallback)" for a model that
+// moved to the CPU because its device failed (MLSERVE_ALLOW_CPU_FALLBACK).
+func providerHeader(res *pool.Response) string {
+	var parts []string
+	for _, k := range sortedKeys(res.Providers) {
+		ran := res.Ran[k]
+		if len(ran) == 0 {
+			parts = append(parts, k+"="+res.Providers[k])
+			continue
+		}
+		names := make([]string, len(ran))
+		for i, w := range ran {
+			names[i] = whereName(w)
+		}
+		parts = append(parts, k+"="+strings.Join(names, "+"))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// whereName names a place a model runs: its provider, and its device
+// when that is not the provider's name ("CPU", "CUDA@CUDA:1",
+// "OpenVINO@OpenVINO:GPU.0", "CPU (fallback)").
+func whereName(w pool.Where) string {
+	name := w.Provider
+	if w.Device != "" && w.Device != w.Provider {
+		name += "@" + w.Device
+	}
+	if w.Fallback {
+		name += " (fallback)"
+	}
+	return name
+}

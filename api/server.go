@@ -301,13 +301,16 @@ func (s *Server) ready(c *fiber.Ctx) error {
 		body["maxQueue"] = st.MaxQueue
 		var loaded []fiber.Map
 		for _, l := range s.opts.Health.Loaded() {
-			m := fiber.Map{"task": l.Key.Task, "type": l.Key.Type, "model": l.Key.Name, "inUse": l.InUse, "preloaded": l.Pinned, "idleSeconds": int(l.IdleFor.Seconds())}
-			if p, d := placement(l); p != "" {
-				m["provider"], m["device"] = p, d
-			}
-			loaded = append(loaded, m)
+			loaded = append(loaded, readyModel(l))
 		}
 		body["models"] = loaded
+		if r, ok := s.opts.Health.(deviceReporter); ok {
+			var devs []fiber.Map
+			for _, d := range r.Devices() {
+				devs = append(devs, readyDevice(d))
+			}
+			body["devices"] = devs
+		}
 		if err := s.opts.Health.Ready(); err != nil {
 			body["status"] = "not ready"
 			body["reason"] = err.Error()

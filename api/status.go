@@ -136,12 +136,7 @@ func (s *Server) status(c *fiber.Ctx) error {
 		for _, l := range h.Loaded() {
 			m := statusModel{Task: l.Key.Task, Type: l.Key.Type, Model: l.Key.Name, InUse: l.InUse, Preloaded: l.Pinned,
 				IdleSeconds: int(l.IdleFor.Seconds()), PerSecond: perSec[modelRateKey(l.Key.Task, l.Key.Type, l.Key.Name)]}
-			if p, ok := l.Model.(interface{ Provider() string }); ok {
-				m.Provider = p.Provider()
-			}
-			if d, ok := l.Model.(interface{ Device() string }); ok {
-				m.Device = d.Device()
-			}
+			m.Provider, m.Device = placement(l)
 			st.Models = append(st.Models, m)
 		}
 		sort.Slice(st.Models, func(i, j int) bool {

@@ -120,6 +120,15 @@ type Config struct {
 	TensorRTFP16 bool
 	// OpenVINODevice is AUTO, GPU, CPU or NPU.
 	OpenVINODevice string
+	// DeviceBudget caps, per GPU, the memory the loaded models' sessions
+	// took at load, in bytes (0: the device's free memory is the limit).
+	DeviceBudget int64
+	// DeviceHeadroom is the memory a model load leaves free on its GPU
+	// for runs, in bytes: 0 means a tenth of the device, -1 none.
+	DeviceHeadroom int64
+	// ReplicaAfter is how long a model's queue must stay backed up before
+	// it gets a second session on another GPU (0: never).
+	ReplicaAfter time.Duration
 
 	// ModelOrganization and ModelRevision pick the Hugging Face repos
 	// (<organization>/<model>) and their revision.
@@ -543,6 +552,18 @@ func load(lookup LookupFunc) (*Config, error) {
 	c.CUDACopyInDefaultStream = p.boolean("MLSERVE_CUDA_COPY_IN_DEFAULT_STREAM", true, "CUDA copies on the default stream (do_copy_in_default_stream); false uses a separate stream, which ONNX Runtime says may race")
 	c.CUDAArenaShrink = p.boolean("MLSERVE_CUDA_ARENA_SHRINK", false, "give a model's unused CUDA arena memory back after every run (costs allocations on every run; off, it comes back when the model is unloaded)")
 	c.TensorRTFP16 = p.boolean("MLSERVE_TENSORRT_FP16", false, "TensorRT may use FP16 kernels (faster, slightly different embeddings)")
+	c.DeviceBudget = p.size("MLSERVE_DEVICE_MEMORY_BUDGET", "cap, per GPU, of the memory the loaded models took at load, bytes or with a unit (8GiB); idle models are unloaded to stay within it; 0: the device's free memory is the only limit")
+	if v, set := p.raw("MLSERVE_DEVICE_MEMORY_HEADROOM", "10%", "GPU memory a model load leaves free for runs (activations, the arena's growth): bytes or with a unit (2GiB), 0 for none; default a tenth of each device"); set && v != "10%" {
+		switch n, err := ParseSize(v); {
+		case err != nil:
+			p.fail("MLSERVE_DEVICE_MEMORY_HEADROOM", v, err.Error()+", or 10%")
+		case n == 0:
+			c.DeviceHeadroom = -1
+		default:
+			c.DeviceHeadroom = n
+		}
+	}
+	c.ReplicaAfter = time.Duration(p.integer("MLSERVE_REPLICA_AFTER_MS", 2000, 0, "milliseconds a model's queue must stay backed up before it gets a second session on another GPU with room for it (several MACHINE_LEARNING_DEVICE_IDS); 0: never")) * time.Millisecond
 
 	c.ModelOrganization = p.str("MACHINE_LEARNING_MODEL_ORGANIZATION", "immich-app", "Hugging Face organization of the CLIP and face models")
 	c.ModelRevision = p.str("MACHINE_LEARNING_MODEL_REVISION", "main", "Hugging Face revision of the models")

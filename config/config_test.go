@@ -186,3 +186,37 @@ func FuzzParseSize(f *testing.F) {
 		}
 	})
 }
+
+// TestPlacementVariables: the GPU placement options, their defaults, and
+// bad values refused naming the variable.
+func TestPlacementVariables(t *testing.T) {
+	c, err := Load(env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DeviceBudget != 0 || c.DeviceHeadroom != 0 || c.ReplicaAfter != 2*time.Second {
+		t.Fatalf("defaults: budget %d, headroom %d, replica after %v", c.DeviceBudget, c.DeviceHeadroom, c.ReplicaAfter)
+	}
+	c, err = Load(env("MLSERVE_DEVICE_MEMORY_BUDGET", "8GiB", "MLSERVE_DEVICE_MEMORY_HEADROOM", "512MiB", "MLSERVE_REPLICA_AFTER_MS", "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DeviceBudget != 8<<30 || c.DeviceHeadroom != 512<<20 || c.ReplicaAfter != 0 {
+		t.Fatalf("budget %d, headroom %d, replica after %v", c.DeviceBudget, c.DeviceHeadroom, c.ReplicaAfter)
+	}
+	for v, want := range map[string]int64{"0": -1, "10%": 0, "1G": 1 << 30} {
+		c, err = Load(env("MLSERVE_DEVICE_MEMORY_HEADROOM", v))
+		if err != nil || c.DeviceHeadroom != want {
+			t.Errorf("headroom %s: %d, %v; want %d", v, c.DeviceHeadroom, err, want)
+		}
+	}
+	for _, kv := range [][2]string{
+		{"MLSERVE_DEVICE_MEMORY_BUDGET", "lots"}, {"MLSERVE_DEVICE_MEMORY_HEADROOM", "20%"},
+		{"MLSERVE_DEVICE_MEMORY_HEADROOM", "-1"}, {"MLSERVE_REPLICA_AFTER_MS", "-5"},
+	} {
+		_, err := Load(env(kv[0], kv[1]))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), kv[0]) {
+			t.Errorf("%s=%s: err = %v", kv[0], kv[1], err)
+		}
+	}
+}
