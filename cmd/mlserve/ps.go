@@ -27,6 +27,8 @@ type psStatus struct {
 	Queued   int       `json:"queued"`
 	MaxQueue int       `json:"maxQueue"`
 	Models   []psModel `json:"models"`
+	// Devices are where models are placed (GPUs; the CPU).
+	Devices []psDevice `json:"devices,omitempty"`
 	// Memory of the server process, from /metrics (0 when unknown).
 	RSSBytes   int64  `json:"rssBytes,omitempty"`
 	CHeapBytes int64  `json:"cHeapBytes,omitempty"`
@@ -42,6 +44,36 @@ type psModel struct {
 	InUse       int    `json:"inUse"`
 	Preloaded   bool   `json:"preloaded"`
 	IdleSeconds int    `json:"idleSeconds"`
+	// Replicas are where each copy of the model runs (a busy model has
+	// one per device with room for it).
+	Replicas []psReplica `json:"replicas,omitempty"`
+	// Fallback is set when the model runs on the CPU because its device
+	// failed (MLSERVE_ALLOW_CPU_FALLBACK).
+	Fallback *psFallback `json:"fallback,omitempty"`
+}
+
+type psReplica struct {
+	Provider string `json:"provider"`
+	Device   string `json:"device"`
+	Fallback bool   `json:"fallback,omitempty"`
+}
+
+type psFallback struct {
+	From   string `json:"from"`
+	Reason string `json:"reason"`
+}
+
+type psDevice struct {
+	Name         string `json:"name"`
+	Provider     string `json:"provider"`
+	Models       int    `json:"models"`
+	Total        int64  `json:"memoryTotalBytes,omitempty"`
+	Free         int64  `json:"memoryFreeBytes,omitempty"`
+	ModelMemory  int64  `json:"modelMemoryBytes,omitempty"`
+	Runs         int    `json:"runs"`
+	Slots        int    `json:"slots"`
+	OutOfMemory  int64  `json:"outOfMemory"`
+	CPUFallbacks int64  `json:"cpuFallbacks"`
 }
 
 // psCommand is `mlserve ps`.
@@ -54,8 +86,10 @@ func (a *app) psCommand() *cobra.Command {
 		Use:   "ps",
 		Short: "Show what a running server has loaded",
 		Long: `Asks a running mlserve (--url, default http://127.0.0.1:3003) for its loaded
-models (task, type, execution provider, device, requests using it, idle
-time), its workers and queue (/health/ready) and its memory (/metrics:
+models (task, type, execution provider, the device of each replica, a
+model moved to the CPU because its GPU failed, requests using it, idle
+time), its devices (models, memory, out-of-memory errors, CPU fallbacks),
+its workers and queue (/health/ready) and its memory (/metrics:
 resident set, C heap of ONNX Runtime and OpenCV). With MLSERVE_API_KEY set,
 it is sent as the Bearer token (needed for /metrics with
 MLSERVE_METRICS_PRIVATE).`,
@@ -167,21 +201,69 @@ func printStatus(w io.Writer, st psStatus) {
 		}
 	}
 	fmt.Fprintln(w)
+	printDevices(w, st.Devices)
 	if len(st.Models) == 0 {
 		fmt.Fprintln(w, "no models loaded")
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODEL\tTASK\tTYPE\tPROVIDER\tDEVICE\tIN USE\tIDLE\tPRELOADED")
+	var notes []string
 	for _, m := range st.Models {
 		pre := "no"
 		if m.Preloaded {
 			pre = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", m.Model, m.Task, m.Type, dash(m.Provider), dash(m.Device),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", m.Model, m.Task, m.Type, dash(m.Provider), dash(modelDevices(m)),
 			m.InUse, time.Duration(m.IdleSeconds)*time.Second, pre)
+		if m.Fallback != nil {
+			notes = append(notes, fmt.Sprintf("%s/%s %s runs on the CPU: %s", m.Task, m.Type, m.Model, m.Fallback.Reason))
+		}
 	}
 	_ = tw.Flush()
+	for _, n := range notes {
+		fmt.Fprintln(w, n)
+	}
+}
+
+// modelDevices is a model's DEVICE column: each replica's device,
+// "+"-joined, and "CPU (fallback from CUDA:0)" for a model that moved to
+// the CPU.
+func modelDevices(m psModel) string {
+	if m.Fallback != nil {
+		return "CPU (fallback from " + dash(m.Fallback.From) + ")"
+	}
+	if len(m.Replicas) == 0 {
+		return m.Device
+	}
+	names := make([]string, len(m.Replicas))
+	for i, r := range m.Replicas {
+		names[i] = r.Device
+	}
+	return strings.Join(names, "+")
+}
+
+// printDevices writes one line per device: its models, memory, and the
+// out-of-memory errors and CPU fallbacks seen there.
+func printDevices(w io.Writer, devs []psDevice) {
+	for _, d := range devs {
+		models := "models"
+		if d.Models == 1 {
+			models = "model"
+		}
+		line := fmt.Sprintf("device %s (%s): %d %s", d.Name, d.Provider, d.Models, models)
+		if d.Total > 0 {
+			line += fmt.Sprintf(", %s free of %s", size(d.Free), size(d.Total))
+		}
+		if d.ModelMemory > 0 {
+			line += fmt.Sprintf(", models took %s", size(d.ModelMemory))
+		}
+		line += fmt.Sprintf(", runs %d/%d", d.Runs, d.Slots)
+		if d.OutOfMemory > 0 || d.CPUFallbacks > 0 {
+			line += fmt.Sprintf(", %d out of memory, %d moved to the CPU", d.OutOfMemory, d.CPUFallbacks)
+		}
+		fmt.Fprintln(w, line)
+	}
 }
 
 func dash(s string) string {

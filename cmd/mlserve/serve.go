@@ -170,7 +170,19 @@ func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, lo
 		MaxBatchOCR:  cfg.MaxBatchOCR,
 		Metrics:      obs,
 		DecodeLimits: decodeOptions(cfg),
+		Devices:      deviceOptions(cfg),
 	}, store, rt, logger)
+}
+
+// deviceOptions are the placement options on the runtime's devices
+// (MACHINE_LEARNING_DEVICE_IDS): the per-GPU memory budget, the headroom
+// kept for runs, and when a busy model gets a replica.
+func deviceOptions(cfg *config.Config) pool.DeviceOptions {
+	o := pool.DeviceOptions{Budget: cfg.DeviceBudget, Headroom: cfg.DeviceHeadroom, ReplicaAfter: cfg.ReplicaAfter}
+	if cfg.ReplicaAfter <= 0 {
+		o.ReplicaAfter = -1 // never
+	}
+	return o
 }
 
 func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
@@ -245,7 +257,12 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var devices []string
+	for _, d := range rt.Devices() {
+		devices = append(devices, d.Name())
+	}
 	logger.Info("mlserve "+config.Version+" listening on "+ln.Addr().String(), "providers", strings.Join(rt.Providers(), ","),
+		"devices", strings.Join(devices, ","),
 		"cache", cfg.CacheFolder, "max_conns", maxConns, "search", backend != nil)
 
 	g, gctx := errgroup.WithContext(ctx)
