@@ -82,7 +82,13 @@
 //     there until it is unloaded; otherwise the request fails with the
 //     device's *inference.DeviceError (device, memory free of total, the
 //     allocation that failed), what the models left there hold, and that
-//     the fallback is off. Such a failed load is remembered for at most
+//     the fallback is off. Out of memory, and a model no device's memory
+//     or budget can take, come as a [DeviceMemoryError] wrapping it: the
+//     device, what the model needs, the device's memory and the budget,
+//     typed, for the API's 503. Each [Response] says where every entry
+//     ran ([Where]: the replica's provider and device, and whether it is
+//     a fallback), and [Service.Devices] the devices' state and their
+//     out-of-memory and fallback counts. Such a failed load is remembered for at most
 //     5 s, and only until a model becomes idle. An out-of-memory error
 //     leaves nothing behind on the device: a failed load takes nothing,
 //     and the next run of a session whose run failed shrinks its arena.
