@@ -328,7 +328,7 @@ func runIndex(ctx context.Context, args []string, stdout io.Writer, cfg *config.
 		defer cm.Close()
 		w := jobs.NewWorker(mem, cm, tasks.sink(d.sink()), jobs.WorkerOptions{
 			Model: d.model, BatchSize: batch, Paths: d.paths, Analyzer: tasks.analyzer(cm.svc),
-			Decode: decoder(cfg),
+			Decode: decoder(ctx, cm.svc, d.model, tasks.analyzer(cm.svc) != nil),
 		}, logger)
 		ws = append(ws, w)
 		for range max(workers, 1) {

@@ -85,7 +85,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer, cfg *config
 	w := jobs.NewWorker(rq, cm, tasks.sink(d.sink()), jobs.WorkerOptions{
 		Analyzer: tasks.analyzer(cm.svc),
 		Model:    d.model, BatchSize: batch, Paths: d.paths, Heartbeat: visibility / 3,
-		Decode: decoder(cfg),
+		Decode: decoder(ctx, cm.svc, d.model, tasks.analyzer(cm.svc) != nil),
 	}, logger)
 	logger.Info("worker started", "model", d.model, "queue", queue, "consumer", opts.Consumer, "immich", db.immich, "workers", workers, "batch", batch)
 
