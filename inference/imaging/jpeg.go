@@ -206,11 +206,16 @@ func decodeJPEG(data []byte, h Header, scale int, maxBytes int64) (*Image, error
 	default:
 		return nil, fmt.Errorf("%w: jpeg: %s", ErrDecode, C.GoString(&msg[0]))
 	}
+	var im *Image
 	if channels == 3 {
-		return &Image{W: ow, H: oh, Pix: buf}, nil
+		im = &Image{W: ow, H: oh, Pix: buf}
+	} else {
+		im = New(ow, oh)
+		cmykToRGB(im.Pix, buf)
 	}
-	im := New(ow, oh)
-	cmykToRGB(im.Pix, buf)
+	if scale < 8 {
+		im.Eighths, im.FullW, im.FullH = scale, h.W, h.H
+	}
 	return im, nil
 }
 
