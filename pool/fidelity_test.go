@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/mlserve/mlserve/inference/clip"
@@ -135,5 +136,71 @@ func BenchmarkDecodePreprocess(b *testing.B) {
 				dst = v.Preprocess(img, dst)
 			}
 		})
+	}
+}
+
+// TestPreprocessModes checks the wiring of MLSERVE_PREPROCESS through
+// /predict: exact (the default) embeds the image decoded at full size,
+// fast the image decoded smaller for the model's input; both report the
+// original size.
+func TestPreprocessModes(t *testing.T) {
+	cache := engineCache(t)
+	data := previews(t)[0]
+	full, err := imaging.Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &Request{Image: data, Entries: []Entry{{Task: "clip", Type: "visual", ModelName: "ViT-B-32__openai"}}}
+	embs := map[Preprocess][]float32{}
+	for _, mode := range []Preprocess{"", PreprocessExact, PreprocessFast} {
+		s := engineService(t, cache, ServiceOptions{Preprocess: mode})
+		res, err := s.Predict(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.HasImage || res.ImageWidth != full.W || res.ImageHeight != full.H {
+			t.Fatalf("%q: image size %d×%d, want %d×%d", mode, res.ImageWidth, res.ImageHeight, full.W, full.H)
+		}
+		emb := res.Output("clip").(*CLIPResult).Embedding
+		m, release, err := s.acquireModel(context.Background(), "clip", "visual", "ViT-B-32__openai")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := m.model.(*clip.Visual)
+		img := full
+		if mode == PreprocessFast {
+			if img, _, _, err = NewDecoder(imaging.DecodeOptions{}, PreprocessFast)(data, v.Size()); err != nil {
+				t.Fatal(err)
+			}
+			if img.W >= full.W || min(img.W, img.H) < v.Size() {
+				t.Fatalf("fast decoded %d×%d from %d×%d for a %d-pixel model", img.W, img.H, full.W, full.H, v.Size())
+			}
+		}
+		want, err := v.Embed(context.Background(), img)
+		release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(emb, want) {
+			t.Fatalf("%q: /predict's embedding differs from the model's on the %d×%d decode", mode, img.W, img.H)
+		}
+		embs[mode] = emb
+	}
+	if !slices.Equal(embs[""], embs[PreprocessExact]) || slices.Equal(embs[PreprocessExact], embs[PreprocessFast]) {
+		t.Fatal("the default is not exact, or fast changed nothing")
+	}
+	if c := cosine(embs[PreprocessExact], embs[PreprocessFast]); c < fastMinCosine {
+		t.Errorf("cosine %.6f between exact and fast", c)
+	}
+	if _, err := NewService(ServiceOptions{Preprocess: "quick"}, nil, testenv.Runtime(t), nil); err == nil {
+		t.Fatal("an unknown preprocess mode was accepted")
+	}
+	for in, want := range map[string]Preprocess{"": PreprocessExact, "EXACT": PreprocessExact, "fast": PreprocessFast} {
+		if got, err := ParsePreprocess(in); err != nil || got != want {
+			t.Errorf("ParsePreprocess(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParsePreprocess("pil"); err == nil {
+		t.Error("ParsePreprocess accepted pil")
 	}
 }

@@ -221,7 +221,7 @@ const (
 	// still at least the model's input, then resizes as PreprocessExact
 	// does. Decoding a preview for ViT-B/32 takes a fraction of the time,
 	// and the model input differs from Immich's by less than one level
-	// in 255 on average (see FidelityTest in the package's tests). Faces
+	// in 255 on average (TestPreprocessFidelity measures it). Faces
 	// and OCR decode at full size: they crop faces and text lines from
 	// the full-resolution image.
 	PreprocessFast Preprocess = "fast"
