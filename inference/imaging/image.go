@@ -23,6 +23,11 @@
 // 16-bit greyscale PNG and TIFF are clipped to 255 as PIL does, and GIF is
 // a port of PIL's own LZW decoder, canvas rules and palette conversion.
 //
+// [DecodeScaled] may instead decode a JPEG smaller, with libjpeg's
+// DCT-domain scaling, for a consumer that only needs a given shorter side
+// (MLSERVE_PREPROCESS=fast); the image keeps its full size, which the
+// resamplers map it onto.
+//
 // [Resize] is a port of the arithmetic of Pillow's ImagingResample (fixed
 // point, separable, horizontal pass first): its output equals PIL's
 // Image.resize bit for bit for the filters it offers.
