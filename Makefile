@@ -84,8 +84,16 @@ GOFILES = $(shell git ls-files '*.go' ':!:third_party/**')
 fmt:
 	gofmt -l -w $(GOFILES)
 
+# golangci-lint v2 with .golangci.yml; installed into $(go env GOPATH)/bin
+# when missing (the version CI uses).
+GOLANGCI_LINT_VERSION = v2.15.0
+GOLANGCI_LINT = $(shell go env GOPATH)/bin/golangci-lint
+
 lint: vet
 	@test -z "$$(gofmt -l $(GOFILES))" || (gofmt -l $(GOFILES); echo "gofmt: files above need formatting"; exit 1)
+	@$(GOLANGCI_LINT) version 2>/dev/null | grep -q "$(GOLANGCI_LINT_VERSION:v%=%)" || \
+		go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	$(GOLANGCI_LINT) run ./...
 
 clean:
 	rm -rf bin .gpucheck

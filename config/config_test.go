@@ -220,3 +220,22 @@ func TestPlacementVariables(t *testing.T) {
 		}
 	}
 }
+
+func TestPreprocess(t *testing.T) {
+	for in, want := range map[string]string{"": "exact", "exact": "exact", "FAST": "fast", "fast": "fast"} {
+		kv := []string{}
+		if in != "" {
+			kv = []string{"MLSERVE_PREPROCESS", in}
+		}
+		c, err := Load(env(kv...))
+		if err != nil || c.Preprocess != want {
+			t.Errorf("MLSERVE_PREPROCESS=%q: %q, %v; want %q", in, c.Preprocess, err, want)
+		}
+	}
+	for _, bad := range []string{"quick", "exact,fast", "PIL"} {
+		_, err := Load(env("MLSERVE_PREPROCESS", bad))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "MLSERVE_PREPROCESS") {
+			t.Errorf("MLSERVE_PREPROCESS=%q: err = %v", bad, err)
+		}
+	}
+}

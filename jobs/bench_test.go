@@ -78,7 +78,7 @@ func benchPhotos(b *testing.B, n int) (dir string, jpegs [][]byte) {
 // service's defaults), on a model cache holding the ViT-B/32-architecture
 // image tower (random weights, the real model's shapes and cost; 350 MB,
 // generated once under <temp>/mlserve-bench).
-func benchEngine(b *testing.B) (svc *pool.Service, modelDir string) {
+func benchEngine(b *testing.B, mode pool.Preprocess) (svc *pool.Service, modelDir string) {
 	b.Helper()
 	model, err := modelgen.BenchFile("vit-b-32-visual.onnx", modelgen.ViTB32Visual().Model)
 	if err != nil {
@@ -100,7 +100,7 @@ func benchEngine(b *testing.B) (svc *pool.Service, modelDir string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	svc, err = pool.NewService(pool.ServiceOptions{}, store, testenv.Runtime(b), nil)
+	svc, err = pool.NewService(pool.ServiceOptions{Preprocess: mode}, store, testenv.Runtime(b), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -220,7 +220,16 @@ func (v *bareVisual) rate(b *testing.B, d time.Duration) (float64, time.Duration
 func BenchmarkIndexPipeline(b *testing.B) {
 	const n = 96
 	dir, jpegs := benchPhotos(b, n)
-	svc, modelDir := benchEngine(b)
+	for _, mode := range []pool.Preprocess{pool.PreprocessExact, pool.PreprocessFast} {
+		b.Run("preprocess="+string(mode), func(b *testing.B) { benchIndexPipeline(b, mode, dir, jpegs, n) })
+	}
+}
+
+// benchIndexPipeline runs BenchmarkIndexPipeline's variants with one
+// preprocessing mode (MLSERVE_PREPROCESS), decoding as `mlserve index`
+// does (scaled for CLIP when fast).
+func benchIndexPipeline(b *testing.B, mode pool.Preprocess, dir string, jpegs [][]byte, n int) {
+	svc, modelDir := benchEngine(b, mode)
 	bare := newBareVisual(b, modelDir, jpegs)
 	dbURL := testenv.DatabaseURL(b)
 	var redisURL string
@@ -230,6 +239,14 @@ func BenchmarkIndexPipeline(b *testing.B) {
 		b.Fatal(err)
 	}
 	load := time.Since(start)
+	minSide, err := svc.VisualMinSide(context.Background(), testModel)
+	if err != nil {
+		b.Fatal(err)
+	}
+	decode := func(data []byte) (*imaging.Image, error) {
+		img, _, _, err := svc.Decode(data, minSide)
+		return img, err
+	}
 	for _, bc := range []struct {
 		queue   string
 		workers int
@@ -250,7 +267,7 @@ func BenchmarkIndexPipeline(b *testing.B) {
 				before, beforeCPU := bare.rate(b, 3*time.Second)
 				schema := testSchema(b)
 				opts := IndexerOptions{
-					Engine: svc, Roots: []string{dir}, Workers: bc.workers, Prune: true,
+					Engine: svc, Roots: []string{dir}, Workers: bc.workers, Prune: true, Decode: decode,
 					Open: func(ctx context.Context) (search.Index, error) {
 						return search.OpenIndex(ctx, search.IndexOptions{URL: dbURL, Schema: schema}, nil)
 					},
@@ -263,19 +280,19 @@ func BenchmarkIndexPipeline(b *testing.B) {
 				} else {
 					sum, err = runRedisIndex(b, opts, redisURL)
 				}
-				if err != nil || sum.Indexed != n {
+				if err != nil || sum.Indexed != int64(n) {
 					b.Fatalf("index: %v (%+v)", err, sum)
 				}
 				used = cpuTime() - used
 				if db >= 0 && dbUsed >= 0 {
-					dbUsed += (dbCPU() - db) / n
+					dbUsed += (dbCPU() - db) / time.Duration(n)
 				} else {
 					dbUsed = -1
 				}
 				after, afterCPU := bare.rate(b, 3*time.Second)
 				rate += sum.Rate()
 				bareRate += (before + after) / 2
-				cpu += used / n
+				cpu += used / time.Duration(n)
 				bareCPU += (beforeCPU + afterCPU) / 2
 				runs++
 			}

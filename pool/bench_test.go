@@ -24,7 +24,7 @@ import (
 
 // previews scales the sample photos to Immich's preview size (shorter
 // side 1440) and encodes them as JPEG quality 80.
-func previews(b *testing.B) [][]byte {
+func previews(b testing.TB) [][]byte {
 	b.Helper()
 	var out [][]byte
 	for i := 1; i <= 6; i++ {
@@ -64,7 +64,7 @@ func previews(b *testing.B) [][]byte {
 
 // benchCache lays out generated graphs of the real models' size (written
 // once under <temp>/mlserve-bench) in a model cache.
-func benchCache(b *testing.B, faces bool) string {
+func benchCache(b testing.TB, faces bool) string {
 	b.Helper()
 	cache := b.TempDir()
 	link := func(name string, build func() onnx.Model, rel string) {

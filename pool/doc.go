@@ -41,6 +41,12 @@
 // exact statement); face recognition runs at most MaxBatchFace faces at
 // a time, within a request and across requests, so memory stays bounded.
 //
+// Images are decoded once per request, at full size ([PreprocessExact],
+// the default: every model input is Immich's bit for bit), or with
+// [PreprocessFast] (MLSERVE_PREPROCESS=fast) JPEGs for requests whose every
+// model only needs a smaller image (CLIP) are decoded smaller in the DCT
+// domain; the difference is measured by TestPreprocessFidelity.
+//
 // Every response says where its time went ([Timings]): queue, load,
 // decode, preprocess, batch wait, inference, post-processing.
 //

@@ -88,6 +88,25 @@ func (s *Service) EmbedImages(ctx context.Context, model string, imgs []*imaging
 	return out, nil
 }
 
+// Decode decodes an image with the service's decoder: minSide as
+// DecodeFunc's (see VisualMinSide), within the service's limits and
+// preprocessing mode. It returns the image and the original's size.
+func (s *Service) Decode(data []byte, minSide int) (*imaging.Image, int, int, error) {
+	return s.opts.Decode(data, minSide)
+}
+
+// VisualMinSide is the shortest image side a CLIP model's image encoder
+// needs: the minSide to decode with for it alone (loading the model if it
+// is not loaded).
+func (s *Service) VisualMinSide(ctx context.Context, model string) (int, error) {
+	m, release, err := s.acquireModel(ctx, "clip", "visual", model)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	return m.model.(*clip.Visual).Size(), nil
+}
+
 // EmbedText runs a CLIP model's text encoder on a query.
 func (s *Service) EmbedText(ctx context.Context, model, text, language string) ([]float32, error) {
 	defer s.busy()()

@@ -61,6 +61,7 @@ type benchFlags struct {
 	quiet                     bool
 	warmup                    int
 	threads                   bool
+	preprocess                string
 	detModel, recModel, vitGr string // generated graphs (in-process)
 }
 
@@ -123,6 +124,7 @@ names a model cache.`,
 	fs.BoolVar(&f.withCLIP, "with-clip", true, "faces, in-process: load the CLIP image model too, as a server has both (for the memory figures)")
 	fs.BoolVar(&f.quiet, "quiet", true, "in-process: keep the server's log quiet")
 	fs.IntVar(&f.warmup, "warmup", 0, "warm-up requests before measuring (0: one per photo)")
+	fs.StringVar(&f.preprocess, "preprocess", "", "in-process: exact or fast (default: MLSERVE_PREPROCESS, else exact); run once with each to compare")
 	fs.BoolVar(&f.threads, "threads", false, "in-process: only compare, on the bare graphs, one run on every core with one run per core (A/B/A), per batch size")
 	return cmd
 }
@@ -130,6 +132,14 @@ names a model cache.`,
 // runBench runs the benchmark with the parsed flags.
 func runBench(ctx context.Context, fs *pflag.FlagSet, fp *benchFlags, stdout, stderr io.Writer) error {
 	f := *fp
+	if f.preprocess != "" {
+		if _, err := pool.ParsePreprocess(f.preprocess); err != nil {
+			return usageError{fmt.Errorf("--preprocess: %w", err)}
+		}
+		if f.url != "" {
+			return usageError{errors.New("--preprocess applies to the in-process server; set MLSERVE_PREPROCESS on the server that --url names")}
+		}
+	}
 	conc, _ := fs.GetString("concurrency")
 	f.concurrency = nil
 	for _, s := range strings.Split(conc, ",") {
@@ -320,6 +330,10 @@ func (b *bench) startServer(ctx context.Context) error {
 	}
 	cfg.CacheFolder, cfg.HFOffline, cfg.Preload = cache, true, nil
 	cfg.ModelTTL = 0 // no unloading in the middle of a sweep
+	if b.f.preprocess != "" {
+		p, _ := pool.ParsePreprocess(b.f.preprocess) // checked in runBench
+		cfg.Preprocess = string(p)
+	}
 	level := slog.LevelWarn
 	if !b.f.quiet {
 		level = cfg.LogLevel
@@ -347,8 +361,8 @@ func (b *bench) startServer(ctx context.Context) error {
 	intra, _ := b.rt.Threads(inference.CPU)
 	st := b.svc.Stats()
 	b.printf("mlserve bench: in-process server on %s, model cache %s\n", b.url, cache)
-	b.printf("service: %d CPUs, intra-op threads %d, CPU workers %d (queue %d), batch max %s, batch wait %v, face batch %s\n",
-		runtime.NumCPU(), intra, st.Workers, st.MaxQueue, orDefault(cfg.BatchMax), cfg.BatchWait, orDefault(cfg.MaxBatchFace))
+	b.printf("service: %d CPUs, intra-op threads %d, CPU workers %d (queue %d), batch max %s, batch wait %v, face batch %s, preprocess %s\n",
+		runtime.NumCPU(), intra, st.Workers, st.MaxQueue, orDefault(cfg.BatchMax), cfg.BatchWait, orDefault(cfg.MaxBatchFace), cfg.Preprocess)
 	return nil
 }
 

@@ -19,13 +19,13 @@ func TestBench(t *testing.T) {
 	t.Setenv("MLSERVE_TESTDATA", strings.TrimSuffix(testenv.TestData(t, "photos"), "/photos"))
 	var out, errb bytes.Buffer
 	code := run([]string{"bench", "--cache", cliCache(t), "--preview", "0", "--concurrency", "1,3", "--requests", "12",
-		"--bare-duration", "50ms", "--warmup", "1"}, &out, &errb)
+		"--bare-duration", "50ms", "--warmup", "1", "--preprocess", "fast"}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
 	}
 	text := out.String()
 	for _, want := range []string{
-		"images: 6 photos", "bare ONNX Runtime", "batch  1:", "best: batch",
+		"images: 6 photos", "preprocess fast", "bare ONNX Runtime", "batch  1:", "best: batch",
 		"errors and 503s over the sweep: 0", "lone request p50:", "ms = ",
 	} {
 		if !strings.Contains(text, want) {
@@ -38,6 +38,20 @@ func TestBench(t *testing.T) {
 	levels := row.FindAllStringSubmatch(text, -1)
 	if len(levels) != 2 || levels[0][1] != "1" || levels[1][1] != "3" {
 		t.Fatalf("level rows %q in:\n%s", levels, text)
+	}
+}
+
+// TestBenchPreprocessFlag: -preprocess takes exact or fast, for the
+// in-process server only.
+func TestBenchPreprocessFlag(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "--preprocess", "pil"},
+		{"bench", "--preprocess", "fast", "--url", "http://127.0.0.1:1"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code == 0 || !strings.Contains(errb.String(), "-preprocess") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, errb.String())
+		}
 	}
 }
 

@@ -183,7 +183,7 @@ func runIndex(ctx context.Context, o indexOptions, stdout io.Writer, cfg *config
 		Redis: rc, Queue: jobs.RedisOptions{Name: o.queue}, NoWait: o.noWait,
 		FaceModel: tasks.faces, OCRModel: tasks.ocr, Analysis: tasks.analysis(),
 		Prune: true, BatchSize: o.batch, Workers: o.workers, Walk: jobs.WalkOptions{HEIC: o.heicFiles},
-		Paths: paths, Decode: decoder(cfg), CreateIndexes: o.deferIdx,
+		Paths: paths, CreateIndexes: o.deferIdx,
 		ProgressEvery: every, Progress: report,
 	}
 	if rc != nil {
@@ -197,6 +197,7 @@ func runIndex(ctx context.Context, o indexOptions, stdout io.Writer, cfg *config
 		}
 		defer closeEngine()
 		opts.Engine = svc
+		opts.Decode = decoder(ctx, svc, clipModel(db), tasks.faces != "" || tasks.ocr != "")
 	}
 	sum, err := jobs.NewIndexer(opts, logger).Run(ctx)
 	if o.progress != nil {
@@ -204,6 +205,16 @@ func runIndex(ctx context.Context, o indexOptions, stdout io.Writer, cfg *config
 	}
 	printSummary(stdout, sum, rc != nil && o.noWait)
 	return err
+}
+
+// clipModel is the CLIP model the flags name before the database is open:
+// --model, or for our own schema the default; "" when Immich's database
+// says (then images decode at full size: see decoder).
+func clipModel(db dbFlags) string {
+	if db.model != "" || db.immich {
+		return db.model
+	}
+	return search.DefaultImmichModel
 }
 
 // printSummary prints what an index run did.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -131,10 +132,27 @@ func decodeOptions(cfg *config.Config) imaging.DecodeOptions {
 	return imaging.DecodeOptions{MaxPixels: cfg.MaxImagePixels}
 }
 
-// decoder decodes with decodeOptions, for the indexer's workers.
-func decoder(cfg *config.Config) func([]byte) (*imaging.Image, error) {
-	o := decodeOptions(cfg)
-	return func(b []byte) (*imaging.Image, error) { return imaging.DecodeWith(b, o) }
+// decoder decodes for the indexer's workers with svc's decoder (its caps
+// and MLSERVE_PREPROCESS). Unless full, it lets the decoder scale a JPEG
+// down to what the CLIP model needs (with MLSERVE_PREPROCESS=fast); faces
+// and OCR (-faces, -ocr) need the full image. If the model's size cannot
+// be had (the model does not load), images are decoded at full size and
+// the embedding step reports the error.
+func decoder(ctx context.Context, svc *pool.Service, model string, full bool) func([]byte) (*imaging.Image, error) {
+	minSide := sync.OnceValue(func() int {
+		if full {
+			return 0
+		}
+		n, err := svc.VisualMinSide(ctx, model)
+		if err != nil {
+			return 0
+		}
+		return n
+	})
+	return func(b []byte) (*imaging.Image, error) {
+		img, _, _, err := svc.Decode(b, minSide())
+		return img, err
+	}
 }
 
 // newStore is the model cache and downloader of the configuration; obs
@@ -171,6 +189,7 @@ func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, lo
 		Metrics:      obs,
 		DecodeLimits: decodeOptions(cfg),
 		Devices:      deviceOptions(cfg),
+		Preprocess:   pool.Preprocess(cfg.Preprocess),
 	}, store, rt, logger)
 }
 

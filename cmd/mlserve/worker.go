@@ -90,7 +90,8 @@ func runWorker(ctx context.Context, o workerOptions, stdout io.Writer, cfg *conf
 		Engine: svc, Open: open, Immich: db.immich, Model: db.model, Redis: rc,
 		Queue:     jobs.RedisOptions{Name: o.queue, VisibilityTimeout: o.visibility, MaxAttempts: o.attempts},
 		FaceModel: tasks.faces, OCRModel: tasks.ocr, Analysis: tasks.analysis(),
-		BatchSize: o.batch, Workers: o.workers, Paths: paths, Decode: decoder(cfg), StatsEvery: o.statsEvery,
+		BatchSize: o.batch, Workers: o.workers, Paths: paths, StatsEvery: o.statsEvery,
+		Decode: decoder(ctx, svc, clipModel(db), tasks.faces != "" || tasks.ocr != ""),
 	}
 	start := time.Now()
 	st, err := jobs.NewIndexer(opts, logger).Work(ctx)

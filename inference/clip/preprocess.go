@@ -140,7 +140,10 @@ func (p *visualPreprocess) preprocess(s *visualScratch, img *imaging.Image, dst 
 		dst = make([]float32, 3*n)
 	}
 	dst = dst[:3*n]
-	rw, rh := VisualResizeDims(img.W, img.H, p.size)
+	// An image decoded smaller stands for the full one: the geometry is
+	// the full image's, and the resampler maps the image onto it.
+	fw, fh := img.FullSize()
+	rw, rh := VisualResizeDims(fw, fh, p.size)
 	s.crop = s.rs.ResizeRegion(s.crop, img, rw, rh, imaging.CenterRect(rw, rh, p.size), imaging.Bicubic)
 	r, g, b := dst[:n:n], dst[n:2*n:2*n], dst[2*n:3*n:3*n]
 	lr, lg, lb := &p.lut[0], &p.lut[1], &p.lut[2]

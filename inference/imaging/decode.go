@@ -41,6 +41,14 @@ type DecodeOptions struct {
 	// libjpeg is held to what is left of it. Zero means
 	// DefaultBytesPerPixel × MaxPixels.
 	MaxBytes int64
+	// MinSide > 0 lets DecodeScaled decode a JPEG smaller, with libjpeg's
+	// DCT-domain scaling (by 1/8 to 7/8), at the smallest scale whose
+	// width and height are both still at least MinSide. The pixels then
+	// differ from PIL's. Other formats, and JPEGs that no scale shrinks
+	// while keeping MinSide, decode at full size. MaxPixels applies to the
+	// full size the header gives; MaxBytes to the decoding at the scale
+	// chosen. DecodeWith ignores it.
+	MinSide int
 }
 
 func (o DecodeOptions) limits() (maxPixels, maxBytes int64) {
@@ -96,8 +104,12 @@ func (h Header) Pixels() int64 { return int64(h.W) * int64(h.H) }
 // the TIFF decoder's one compressed strip or tile). Input bytes and
 // buffers of a few rows are not counted. PNG (libpng), BMP and GIF are
 // decoded row by row into the output and need nothing more.
-func (h Header) DecodeBytes() int64 {
-	px := h.Pixels()
+func (h Header) DecodeBytes() int64 { return h.decodeBytes(h.W, h.H) }
+
+// decodeBytes is DecodeBytes for an output of w×ht pixels (a JPEG decoded
+// smaller; its coefficient buffers stay those of the full image).
+func (h Header) decodeBytes(w, ht int) int64 {
+	px := int64(w) * int64(ht)
 	n := 3 * px
 	switch h.Format {
 	case JPEG:
@@ -129,36 +141,50 @@ func Decode(data []byte) (*Image, error) { return DecodeWith(data, DecodeOptions
 
 // DecodeWith is Decode with options.
 func DecodeWith(data []byte, o DecodeOptions) (*Image, error) {
+	o.MinSide = 0
+	im, _, err := DecodeScaled(data, o)
+	return im, err
+}
+
+// DecodeScaled is DecodeWith that may decode a JPEG smaller
+// (o.MinSide); it also returns the header, whose W and H are the
+// original size.
+func DecodeScaled(data []byte, o DecodeOptions) (*Image, Header, error) {
 	h, err := ReadHeader(data)
 	if err != nil {
-		return nil, err
+		return nil, Header{}, err
 	}
 	maxPixels, maxBytes := o.limits()
 	if h.Pixels() > maxPixels {
-		return nil, fmt.Errorf("%w: %w: %d×%d %s is over %d pixels", ErrDecode, ErrTooLarge, h.W, h.H, h.Format, maxPixels)
+		return nil, h, fmt.Errorf("%w: %w: %d×%d %s is over %d pixels", ErrDecode, ErrTooLarge, h.W, h.H, h.Format, maxPixels)
 	}
-	if need := h.DecodeBytes(); need > maxBytes {
-		return nil, fmt.Errorf("%w: %w: decoding this %d×%d %s needs about %d MB, over the %d MB limit",
+	w, ht, scale := h.W, h.H, 8
+	if h.Format == JPEG {
+		scale = jpegScale(h.W, h.H, o.MinSide)
+		w, ht = jpegScaled(h.W, h.H, scale)
+	}
+	if need := h.decodeBytes(w, ht); need > maxBytes {
+		return nil, h, fmt.Errorf("%w: %w: decoding this %d×%d %s needs about %d MB, over the %d MB limit",
 			ErrDecode, ErrTooLarge, h.W, h.H, h.Format, need/1e6, maxBytes/1e6)
 	}
 	var im *Image
 	switch h.Format {
 	case JPEG:
-		im, err = decodeJPEG(data, h, maxBytes)
+		im, err = decodeJPEG(data, h, scale, maxBytes)
 	case GIF:
 		im, err = decodeGIF(data, h)
 	default:
 		im, err = decodeOther(data, h)
 	}
 	if err != nil {
-		return nil, err
+		return nil, h, err
 	}
-	if im.W != h.W || im.H != h.H {
+	if im.W != w || im.H != ht {
 		// Only reachable if a header parser disagrees with the decoder; the
 		// pixels are then not the ones the header promised.
-		return nil, fmt.Errorf("%w: header says %d×%d, decoded %d×%d", ErrDecode, h.W, h.H, im.W, im.H)
+		return nil, h, fmt.Errorf("%w: header says %d×%d, decoded %d×%d", ErrDecode, w, ht, im.W, im.H)
 	}
-	return im, nil
+	return im, h, nil
 }
 
 // ReadHeader reads the format and size of an encoded image without decoding

@@ -81,6 +81,22 @@ func fuzzDecode(t *testing.T, data []byte) {
 	if h.DecodeBytes() > 6<<20 {
 		t.Fatalf("decoded although the estimate, %d bytes, is over the budget", h.DecodeBytes())
 	}
+	// Decoding smaller (MLSERVE_PREPROCESS=fast) keeps the shorter side
+	// and reports the full size.
+	o.MinSide = max(1, min(h.W, h.H)/3)
+	sm, sh, err := DecodeScaled(data, o)
+	if err != nil {
+		if !errors.Is(err, ErrDecode) && !errors.Is(err, ErrEmpty) {
+			t.Fatalf("scaled: error outside the package's kinds: %v", err)
+		}
+		return
+	}
+	if sh.W != h.W || sh.H != h.H || sm.W > h.W || sm.H > h.H || min(sm.W, sm.H) < o.MinSide || len(sm.Pix) != sm.W*sm.H*3 {
+		t.Fatalf("scaled: %d×%d (%d bytes) from %d×%d, min side %d", sm.W, sm.H, len(sm.Pix), sh.W, sh.H, o.MinSide)
+	}
+	if fw, fh := sm.FullSize(); fw != h.W || fh != h.H {
+		t.Fatalf("scaled: full size %d×%d, header %d×%d", fw, fh, h.W, h.H)
+	}
 }
 
 func FuzzDecodeJPEG(f *testing.F) {

@@ -23,6 +23,11 @@
 // 16-bit greyscale PNG and TIFF are clipped to 255 as PIL does, and GIF is
 // a port of PIL's own LZW decoder, canvas rules and palette conversion.
 //
+// [DecodeScaled] may instead decode a JPEG smaller, with libjpeg's
+// DCT-domain scaling, for a consumer that only needs a given shorter side
+// (MLSERVE_PREPROCESS=fast); the image keeps its full size, which the
+// resamplers map it onto.
+//
 // [Resize] is a port of the arithmetic of Pillow's ImagingResample (fixed
 // point, separable, horizontal pass first): its output equals PIL's
 // Image.resize bit for bit for the filters it offers.
@@ -59,6 +64,32 @@ var (
 type Image struct {
 	W, H int
 	Pix  []byte // len == W*H*3
+	// Eighths, for an image that DecodeScaled decoded smaller, is the
+	// scale in eighths (1..7) and FullW×FullH the file's full size; the
+	// pixels cover the full image at that scale, each side rounded up,
+	// so a last column or row may cover part of a pixel. Zero for an
+	// image at full size.
+	Eighths      int
+	FullW, FullH int
+}
+
+// Extent is the full image's size in this image's pixels: W and H, or
+// for an image decoded smaller FullW and FullH times Eighths/8 (up to a
+// pixel less than W and H).
+func (im *Image) Extent() (w, h float64) {
+	if im.Eighths <= 0 || im.Eighths >= 8 || im.FullW <= 0 || im.FullH <= 0 {
+		return float64(im.W), float64(im.H)
+	}
+	return float64(im.FullW) * float64(im.Eighths) / 8, float64(im.FullH) * float64(im.Eighths) / 8
+}
+
+// FullSize is the size of the image the file holds: W and H, or FullW
+// and FullH for an image decoded smaller.
+func (im *Image) FullSize() (w, h int) {
+	if im.Eighths <= 0 || im.Eighths >= 8 || im.FullW <= 0 || im.FullH <= 0 {
+		return im.W, im.H
+	}
+	return im.FullW, im.FullH
 }
 
 // New returns a black image of w×h pixels.

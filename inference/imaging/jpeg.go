@@ -83,12 +83,14 @@ static void mlserve_jpeg_monitor(j_common_ptr c) {
 // libjpeg's default decompression parameters (ISLOW IDCT, fancy
 // upsampling), as PIL does: RGB for 1- and 3-component files (grey is
 // replicated), raw CMYK for 4-component ones (YCCK converted by libjpeg).
-// channels is 3 or 4 and must match. libjpeg may allocate at most
+// channels is 3 or 4 and must match. scale_num (1..8) scales the output
+// by scale_num/8 in the DCT domain; the output, ow×oh, must be what
+// libjpeg computes for it (8: the full size). libjpeg may allocate at most
 // max_memory bytes for its whole-image buffers, and read at most
 // max_scans scans covering at most max_passes times the image's blocks.
 // It returns 0, or one of MLSERVE_JPEG_* with a message.
 static int mlserve_decode_jpeg(const unsigned char *data, unsigned long len, int w, int h, int channels,
-                               unsigned char *out, long max_memory, int max_scans, double max_passes,
+                               int scale_num, int ow, int oh, unsigned char *out, long max_memory, int max_scans, double max_passes,
                                char *msg, int msglen) {
 	struct jpeg_decompress_struct cinfo;
 	mlserve_jpeg_err err;
@@ -121,13 +123,17 @@ static int mlserve_decode_jpeg(const unsigned char *data, unsigned long len, int
 		return MLSERVE_JPEG_FAILED;
 	}
 	cinfo.out_color_space = channels == 4 ? JCS_CMYK : JCS_RGB;
+	if (scale_num != 8) {
+		cinfo.scale_num = scale_num;
+		cinfo.scale_denom = 8;
+	}
 	jpeg_start_decompress(&cinfo);
-	if ((int)cinfo.output_width != w || (int)cinfo.output_height != h || cinfo.output_components != channels) {
+	if ((int)cinfo.output_width != ow || (int)cinfo.output_height != oh || cinfo.output_components != channels) {
 		jpeg_destroy_decompress(&cinfo);
 		snprintf(msg, msglen, "unexpected output layout");
 		return MLSERVE_JPEG_FAILED;
 	}
-	size_t stride = (size_t)w * channels;
+	size_t stride = (size_t)ow * channels;
 	while (cinfo.output_scanline < cinfo.output_height) {
 		JSAMPROW rows[16];
 		int n = 0;
@@ -166,26 +172,29 @@ const (
 // (and OpenCV, which reaches the same pixels but took twice as long here).
 // The caller has read h from the file and checked the caps: the output is
 // allocated from it and libjpeg must agree, and libjpeg's own buffers may
-// take what the output leaves of maxBytes.
+// take what the output leaves of maxBytes. scale (1..8) decodes at
+// scale/8 of the size in the DCT domain (jpegScaled gives the size); 8 is
+// the full size, PIL's pixels.
 //
 // CMYK (and YCCK) files are converted as PIL does: PIL reads the samples as
 // Adobe-inverted ("CMYK;I") whether or not the file has an Adobe marker,
 // then applies cmyk2rgb. OpenCV divides by 256 where PIL divides by 255 and
 // is off by one on most pixels.
-func decodeJPEG(data []byte, h Header, maxBytes int64) (*Image, error) {
+func decodeJPEG(data []byte, h Header, scale int, maxBytes int64) (*Image, error) {
 	channels := 3
 	if h.jpegComponents == 4 {
 		channels = 4
 	}
-	buf := make([]byte, h.W*h.H*channels)
+	ow, oh := jpegScaled(h.W, h.H, scale)
+	buf := make([]byte, ow*oh*channels)
 	libjpeg := maxBytes - int64(len(buf))
 	if channels == 4 {
-		libjpeg -= int64(h.W * h.H * 3)
+		libjpeg -= int64(ow * oh * 3)
 	}
 	var msg [200]C.char
 	rc := C.mlserve_decode_jpeg((*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)), C.int(h.W), C.int(h.H),
-		C.int(channels), (*C.uchar)(unsafe.Pointer(&buf[0])), C.long(max(libjpeg, 1)), C.int(jpegMaxScans), C.double(jpegMaxPasses),
-		&msg[0], C.int(len(msg)))
+		C.int(channels), C.int(scale), C.int(ow), C.int(oh), (*C.uchar)(unsafe.Pointer(&buf[0])), C.long(max(libjpeg, 1)),
+		C.int(jpegMaxScans), C.double(jpegMaxPasses), &msg[0], C.int(len(msg)))
 	switch rc {
 	case 0:
 	case C.MLSERVE_JPEG_TRUNCATED:
@@ -197,12 +206,38 @@ func decodeJPEG(data []byte, h Header, maxBytes int64) (*Image, error) {
 	default:
 		return nil, fmt.Errorf("%w: jpeg: %s", ErrDecode, C.GoString(&msg[0]))
 	}
+	var im *Image
 	if channels == 3 {
-		return &Image{W: h.W, H: h.H, Pix: buf}, nil
+		im = &Image{W: ow, H: oh, Pix: buf}
+	} else {
+		im = New(ow, oh)
+		cmykToRGB(im.Pix, buf)
 	}
-	im := New(h.W, h.H)
-	cmykToRGB(im.Pix, buf)
+	if scale < 8 {
+		im.Eighths, im.FullW, im.FullH = scale, h.W, h.H
+	}
 	return im, nil
+}
+
+// jpegScaled is the size libjpeg decodes a w×h JPEG to at scale/8
+// (jpeg_calc_output_dimensions: each side scaled and rounded up).
+func jpegScaled(w, h, scale int) (int, int) {
+	return (w*scale + 7) / 8, (h*scale + 7) / 8
+}
+
+// jpegScale is the smallest scale (in eighths) at which a w×h JPEG
+// decodes with both sides at least minSide; 8 (the full size) when
+// minSide is 0 or no smaller scale has it.
+func jpegScale(w, h, minSide int) int {
+	if minSide <= 0 {
+		return 8
+	}
+	for s := 1; s < 8; s++ {
+		if sw, sh := jpegScaled(w, h, s); min(sw, sh) >= minSide {
+			return s
+		}
+	}
+	return 8
 }
 
 // cmykToRGB converts raw libjpeg CMYK samples (Adobe-inverted, as PIL

@@ -84,6 +84,7 @@ const (
 type axis struct {
 	// key of the table: it is reused while these stay the same.
 	in, out, o0, o1 int
+	box             float64
 	f               Filter
 
 	stride int
@@ -93,15 +94,17 @@ type axis struct {
 }
 
 // compute fills the table the way Pillow's precompute_coeffs and
-// normalize_coeffs_8bpc do, for the box (0, in) mapped onto (0, out).
-func (a *axis) compute(in, out, o0, o1 int, f Filter) {
-	if a.in == in && a.out == out && a.o0 == o0 && a.o1 == o1 && a.f == f && a.k != nil {
+// normalize_coeffs_8bpc do, for the box (0, box) of an input of in
+// pixels mapped onto (0, out). box is in, or less for an image decoded
+// smaller whose last pixel covers part of one (Image.Extent).
+func (a *axis) compute(in int, box float64, out, o0, o1 int, f Filter) {
+	if a.in == in && a.box == box && a.out == out && a.o0 == o0 && a.o1 == o1 && a.f == f && a.k != nil {
 		return
 	}
-	a.in, a.out, a.o0, a.o1, a.f = in, out, o0, o1, f
+	a.in, a.box, a.out, a.o0, a.o1, a.f = in, box, out, o0, o1, f
 	// Pillow receives the box as C floats: in1 - in0 is computed in single
-	// precision (exact below 2^24).
-	scale := float64(float32(in)) / float64(out)
+	// precision (exact below 2^24, as are eighths below 2^21).
+	scale := float64(float32(box)) / float64(out)
 	filterscale := max(scale, 1)
 	support := f.support() * filterscale
 	a.stride = int(math.Ceil(support))*2 + 1
@@ -201,6 +204,11 @@ func ResizeRegion(im *Image, w, h int, rect image.Rectangle, f Filter) *Image {
 
 // ResizeRegion is the package's ResizeRegion writing into dst when dst has
 // room (dst may be nil); it returns the image written.
+//
+// An image decoded smaller (DecodeScaled) stands for the full image: its
+// Extent, not its last partial pixel, is mapped onto w×h, as PIL's resize
+// with a box does, so that the output lines up with the full image's
+// resize.
 func (r *Resampler) ResizeRegion(dst, im *Image, w, h int, rect image.Rectangle, f Filter) *Image {
 	rect = rect.Canon()
 	dw, dh := rect.Dx(), rect.Dy()
@@ -226,14 +234,15 @@ func (r *Resampler) ResizeRegion(dst, im *Image, w, h int, rect image.Rectangle,
 	}
 	out := dst.Pix[((in.Min.Y-rect.Min.Y)*dw+in.Min.X-rect.Min.X)*3:]
 	outStride := dw * 3
-	needH, needV := w != im.W, h != im.H
+	boxW, boxH := im.Extent()
+	needH, needV := w != im.W || boxW != float64(im.W), h != im.H || boxH != float64(im.H)
 
 	src, srcStride, srcX0, srcY0 := im.Pix, im.W*3, in.Min.X, in.Min.Y
 	if needV {
-		r.v.compute(im.H, h, in.Min.Y, in.Max.Y, f)
+		r.v.compute(im.H, boxH, h, in.Min.Y, in.Max.Y, f)
 	}
 	if needH {
-		r.h.compute(im.W, w, in.Min.X, in.Max.X, f)
+		r.h.compute(im.W, boxW, w, in.Min.X, in.Max.X, f)
 		// Only the source rows the vertical pass reads go through the
 		// horizontal pass, as in Pillow (ybox_first..ybox_last).
 		y0, y1 := in.Min.Y, in.Max.Y
