@@ -66,9 +66,17 @@ type answer struct {
 	detail, rawDetail string
 }
 
+// ask sends a /predict request as the Immich server does and reads the
+// answer.
+func ask(t testing.TB, base, entries string, img []byte, text *string) answer {
+	t.Helper()
+	resp := immichRequest(t, base, entries, img, text)
+	defer resp.Body.Close()
+	return read(t, resp)
+}
+
 func read(t testing.TB, resp *http.Response) answer {
 	t.Helper()
-	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +163,7 @@ func TestDeviceOutOfMemoryHTTP(t *testing.T) {
 	d0 := &inference.FakeDevice{Total: 64 << 20, RunFactor: 0.001}
 	st, img, size := gpuStack(t, fakeRuntime(t, false, d0))
 
-	a := read(t, immichRequest(t, st.url, visualEntries, img, nil))
+	a := ask(t, st.url, visualEntries, img, nil)
 	if a.code != 200 || a.provider != "clip/visual=FakeGPU@FakeGPU:0" {
 		t.Fatalf("visual: %d %q %s", a.code, a.provider, a.rawDetail)
 	}
@@ -174,7 +182,7 @@ func TestDeviceOutOfMemoryHTTP(t *testing.T) {
 	// what the model needs and what the device has; no path.
 	d0.FailLoads(2)
 	q := "a photo of a cat"
-	a = read(t, immichRequest(t, st.url, textualEntries, nil, &q))
+	a = ask(t, st.url, textualEntries, nil, &q)
 	free := inference.FormatBytes(d0.Memory().Free)
 	if a.code != 503 || a.retry == "" || !strings.HasPrefix(a.detail, "FakeGPU:0 out of memory: model 'ViT-B-32__openai' needs ~") ||
 		!strings.HasSuffix(a.detail, ", "+free+" free of 64.0 MiB") {
@@ -183,19 +191,19 @@ func TestDeviceOutOfMemoryHTTP(t *testing.T) {
 	noPath(t, "the 503", a.detail, st.cache)
 	// The device is usable: once the failures are over, the load works.
 	time.Sleep(5 * time.Millisecond)
-	if a = read(t, immichRequest(t, st.url, textualEntries, nil, &q)); a.code != 200 || a.provider != "clip/textual=FakeGPU@FakeGPU:0" {
+	if a = ask(t, st.url, textualEntries, nil, &q); a.code != 200 || a.provider != "clip/textual=FakeGPU@FakeGPU:0" {
 		t.Fatalf("textual after the failures: %d %q %s", a.code, a.provider, a.rawDetail)
 	}
 
 	// A run that fails twice: 503 too, with the allocation that failed.
 	d0.FailRuns(2)
-	a = read(t, immichRequest(t, st.url, visualEntries, img, nil))
+	a = ask(t, st.url, visualEntries, img, nil)
 	if a.code != 503 || a.retry == "" || !strings.HasPrefix(a.detail, "FakeGPU:0 out of memory: a run of model 'ViT-B-32__openai' needs ~") ||
 		!strings.Contains(a.detail, " free of 64.0 MiB") {
 		t.Fatalf("run out of memory: %d Retry-After %q %q", a.code, a.retry, a.rawDetail)
 	}
 	noPath(t, "the 503", a.detail, st.cache)
-	if a = read(t, immichRequest(t, st.url, visualEntries, img, nil)); a.code != 200 || a.provider != "clip/visual=FakeGPU@FakeGPU:0" {
+	if a = ask(t, st.url, visualEntries, img, nil); a.code != 200 || a.provider != "clip/visual=FakeGPU@FakeGPU:0" {
 		t.Fatalf("visual after the failures: %d %q %s", a.code, a.provider, a.rawDetail)
 	}
 
@@ -219,7 +227,7 @@ func TestDeviceOutOfMemoryHTTP(t *testing.T) {
 func TestModelBiggerThanDeviceHTTP(t *testing.T) {
 	d0 := &inference.FakeDevice{Total: 256 << 10, RunFactor: 0.001}
 	st, img, size := gpuStack(t, fakeRuntime(t, false, d0))
-	a := read(t, immichRequest(t, st.url, visualEntries, img, nil))
+	a := ask(t, st.url, visualEntries, img, nil)
 	want := "FakeGPU:0 out of memory: model 'ViT-B-32__openai' needs ~" + inference.FormatBytes(size) + ", 256.0 KiB free of 256.0 KiB"
 	if a.code != 503 || a.retry == "" || a.detail != want {
 		t.Fatalf("got %d %q, want 503 %q", a.code, a.rawDetail, want)
@@ -237,7 +245,7 @@ func TestDeviceFallbackHTTP(t *testing.T) {
 	d0 := &inference.FakeDevice{Total: 64 << 20, RunFactor: 0.001}
 	st, img, _ := gpuStack(t, fakeRuntime(t, true, d0))
 	d0.FailLoads(2)
-	a := read(t, immichRequest(t, st.url, visualEntries, img, nil))
+	a := ask(t, st.url, visualEntries, img, nil)
 	if a.code != 200 || a.provider != "clip/visual=CPU (fallback)" {
 		t.Fatalf("visual: %d %q %s", a.code, a.provider, a.rawDetail)
 	}
@@ -280,11 +288,11 @@ func TestPlacementTwoDevicesHTTP(t *testing.T) {
 	d0 := &inference.FakeDevice{Total: 64 << 20, RunFactor: 0.001}
 	d1 := &inference.FakeDevice{Total: 64 << 20, RunFactor: 0.001}
 	st, img, _ := gpuStack(t, fakeRuntime(t, false, d0, d1))
-	if a := read(t, immichRequest(t, st.url, visualEntries, img, nil)); a.code != 200 || a.provider != "clip/visual=FakeGPU@FakeGPU:0" {
+	if a := ask(t, st.url, visualEntries, img, nil); a.code != 200 || a.provider != "clip/visual=FakeGPU@FakeGPU:0" {
 		t.Fatalf("visual: %d %q %s", a.code, a.provider, a.rawDetail)
 	}
 	q := "a dog"
-	if a := read(t, immichRequest(t, st.url, textualEntries, nil, &q)); a.code != 200 || a.provider != "clip/textual=FakeGPU@FakeGPU:1" {
+	if a := ask(t, st.url, textualEntries, nil, &q); a.code != 200 || a.provider != "clip/textual=FakeGPU@FakeGPU:1" {
 		t.Fatalf("textual: %d %q %s", a.code, a.provider, a.rawDetail)
 	}
 	doc := ready(t, st.url)

@@ -71,7 +71,9 @@ func TestDefaultStartOnCPU(t *testing.T) {
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
-			<-exited
+			if err := <-exited; err != nil {
+				t.Logf("serve, killed: %v", err)
+			}
 		}
 		if t.Failed() {
 			t.Logf("serve's log:\n%s", log.String())
@@ -134,7 +136,10 @@ func TestDefaultStartOnCPU(t *testing.T) {
 
 	_ = cmd.Process.Signal(os.Interrupt)
 	select {
-	case <-exited:
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("serve exited: %v", err)
+		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not stop on SIGINT")
 	}
