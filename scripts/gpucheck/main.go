@@ -16,9 +16,9 @@
 // unloaded them, and around an out-of-memory forced by another process
 // holding the GPU's free memory (PyTorch, from the machine's venv).
 //
-// It relies on these `mlserve bench` flags: -url, -task (clip-visual,
-// faces), -clip-model, -face-model, -face-min-score, -image, -concurrency,
-// -duration; and on the first row of its concurrency table (conc, img/s,
+// It relies on these `mlserve bench` flags: --url, --task (clip-visual,
+// faces), --clip-model, --face-model, --face-min-score, --image, --concurrency,
+// --duration; and on the first row of its concurrency table (conc, img/s,
 // p50, p95, p99, 503s, errors).
 package main
 
