@@ -19,7 +19,10 @@ import (
 //   - inference that cannot run now: the pool's queue is full or it is
 //     shutting down (pool.ErrQueueFull, pool.ErrClosed), the model does
 //     not load (pool.ErrLoadFailed: download, disk, provider), the runtime
-//     closed (inference.ErrClosed), a download or the model store failed
+//     closed (inference.ErrClosed), a device out of memory
+//     (inference.ErrOutOfMemory, which pool's DeviceMemoryError wraps: the
+//     pool evicted and retried once already; memory frees up as other
+//     work ends), a download or the model store failed
 //     (models.ErrDownload, ErrOffline, ErrBusy, ErrClosed);
 //   - a deadline or cancellation that is not the worker's own shutdown
 //     (context.DeadlineExceeded, context.Canceled, inference.ErrCanceled);
@@ -36,7 +39,7 @@ func IsOutage(err error) bool {
 	}
 	for _, target := range []error{
 		pool.ErrQueueFull, pool.ErrClosed, pool.ErrLoadFailed,
-		inference.ErrClosed, inference.ErrCanceled,
+		inference.ErrClosed, inference.ErrCanceled, inference.ErrOutOfMemory,
 		models.ErrDownload, models.ErrOffline, models.ErrBusy, models.ErrClosed,
 		context.Canceled, context.DeadlineExceeded,
 	} {

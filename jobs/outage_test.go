@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mlserve/mlserve/inference"
 	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/internal/testenv"
 	"github.com/mlserve/mlserve/models"
@@ -124,5 +127,30 @@ func TestInferenceOutageDoesNotBurnAttempts(t *testing.T) {
 	// that its one attempt made it dead).
 	if st := w.Stats(); st.Retried+st.Dead != 1 || st.Done != int64(len(f.images)) {
 		t.Fatalf("worker stats %+v", st)
+	}
+}
+
+// TestIsOutage: failures of the machine (a full queue, a device out of
+// memory, a database that went away) are outages; an image that does not
+// decode or that the model rejects is the item's.
+func TestIsOutage(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("embed: %w", pool.ErrQueueFull), true},
+		{fmt.Errorf("load: %w", pool.ErrLoadFailed), true},
+		{fmt.Errorf("embed: %w", &inference.DeviceError{Op: "run", Device: "CUDA:0", Err: inference.ErrOutOfMemory}), true},
+		{&inference.DeviceError{Op: "run", Device: "CUDA:0", Err: inference.ErrDevice}, false},
+		{fmt.Errorf("run: %w", inference.ErrOutOfMemory), true},
+		{context.DeadlineExceeded, true},
+		{fmt.Errorf("photo.jpg: %w", imaging.ErrDecode), false},
+		{fmt.Errorf("run: %w", inference.ErrInput), false},
+		{errors.New("something else"), false},
+		{nil, false},
+	} {
+		if got := IsOutage(c.err); got != c.want {
+			t.Errorf("IsOutage(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }
