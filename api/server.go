@@ -299,13 +299,13 @@ func (s *Server) ready(c *fiber.Ctx) error {
 		body["busy"] = st.Busy
 		body["queued"] = st.Waiting
 		body["maxQueue"] = st.MaxQueue
-		var loaded []fiber.Map
+		loaded := []fiber.Map{} // [] rather than null when none is loaded
 		for _, l := range s.opts.Health.Loaded() {
 			loaded = append(loaded, readyModel(l))
 		}
 		body["models"] = loaded
 		if r, ok := s.opts.Health.(deviceReporter); ok {
-			var devs []fiber.Map
+			devs := []fiber.Map{}
 			for _, d := range r.Devices() {
 				devs = append(devs, readyDevice(d))
 			}
