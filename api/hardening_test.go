@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -291,7 +292,7 @@ func TestIdleConnections(t *testing.T) {
 			_, err := io.Copy(io.Discard, c)
 			mu.Lock()
 			defer mu.Unlock()
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
 				stillOpen++
 				return
 			}
@@ -392,7 +393,7 @@ func TestDeclaredBodyNotAllocated(t *testing.T) {
 	for i, c := range conns {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		b, err := io.ReadAll(c)
-		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("client %d still waiting 5 s after the read timeout", i)
 		}
 		if len(b) > 0 && !strings.HasPrefix(string(b), "HTTP/1.1 408") {

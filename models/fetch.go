@@ -261,7 +261,7 @@ func (s *Store) stream(ctx context.Context, file *os.File, f *remoteFile, sum *d
 	defer stall.Stop()
 	// Report a stall as a stall, not as the canceled context it causes.
 	stalled := func(err error) error {
-		if ctx.Err() == nil && context.Cause(actx) == errStalled {
+		if ctx.Err() == nil && errors.Is(context.Cause(actx), errStalled) {
 			return fmt.Errorf("%s: %w", f.URL, errStalled)
 		}
 		return err

@@ -229,7 +229,7 @@ func (b *bench) run(ctx context.Context) error {
 			return err
 		}
 		if r := b.send(ctx, body, ctype); r.err != nil || r.code != http.StatusOK {
-			return fmt.Errorf("loading the CLIP model: status %d, %v", r.code, r.err)
+			return fmt.Errorf("loading the CLIP model: status %d, %v", r.code, r.err) //nolint:errorlint // r.err is nil for an answer other than 200 (%w would print %!w(<nil>)); the message is for the operator
 		}
 	}
 	// Warm-up: the model loads, the arena grows.
@@ -240,7 +240,7 @@ func (b *bench) run(ctx context.Context) error {
 	for j := range warm {
 		i := j % len(b.bodies)
 		if r := b.send(ctx, b.bodies[i], b.ctypes[i]); r.err != nil || r.code != http.StatusOK {
-			return fmt.Errorf("warm-up request failed: status %d, %v %s", r.code, r.err, r.body)
+			return fmt.Errorf("warm-up request failed: status %d, %v %s", r.code, r.err, r.body) //nolint:errorlint // r.err is nil for an answer other than 200 (%w would print %!w(<nil>)); the message is for the operator
 		}
 	}
 	var faces int
@@ -603,7 +603,7 @@ func (b *bench) findMinScore(ctx context.Context, n int) (float64, error) {
 		}
 		r := b.send(ctx, body, ctype)
 		if r.err != nil || r.code != http.StatusOK {
-			return 0, fmt.Errorf("face detection: status %d, %v %s", r.code, r.err, r.body)
+			return 0, fmt.Errorf("face detection: status %d, %v %s", r.code, r.err, r.body) //nolint:errorlint // r.err is nil for an answer other than 200 (%w would print %!w(<nil>)); the message is for the operator
 		}
 		i := bytes.Index(r.body, []byte(`"scores":[`))
 		if i < 0 {
