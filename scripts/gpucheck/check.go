@@ -230,10 +230,10 @@ func check(ctx context.Context, o checkOptions, log io.Writer) (*summary, error)
 				note("budget spent: %s at concurrency %d skipped", task, c)
 				continue
 			}
-			args := []string{"bench", "-url", dev.url, "-task", task, "-clip-model", clipModel, "-face-model", faceModel,
-				"-concurrency", strconv.Itoa(c), "-duration", dur.String()}
+			args := []string{"bench", "--url", dev.url, "--task", task, "--clip-model", clipModel, "--face-model", faceModel,
+				"--concurrency", strconv.Itoa(c), "--duration", dur.String()}
 			if task == "faces" {
-				args = append(args, "-image", faceFile, "-face-min-score", "0.5")
+				args = append(args, "--image", faceFile, "--face-min-score", "0.5")
 			}
 			out, err := exec.CommandContext(ctx, o.MLServe, args...).CombinedOutput()
 			b, perr := parseBench(string(out))
