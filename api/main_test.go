@@ -79,16 +79,19 @@ func startChild(t *testing.T, kind string) (*exec.Cmd, <-chan error, int) {
 	exited := make(chan error, 1)
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
-		cmd.Process.Kill()
+		_ = cmd.Process.Kill()
 		t.Fatalf("child: %v", err)
 	}
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case err := <-exited:
+			if err != nil {
+				t.Logf("child: %v", err)
+			}
 		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
+			_ = cmd.Process.Kill()
 		}
 	})
 	port, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "port ")))

@@ -275,7 +275,7 @@ func TestBinaryPullServePs(t *testing.T) {
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("serve, killed: %v", <-exited)
 		}
 		if t.Failed() {
 			t.Logf("serve's log:\n%s", serveLog.String())
@@ -325,7 +325,10 @@ func TestBinaryPullServePs(t *testing.T) {
 	}
 	_ = cmd.Process.Signal(os.Interrupt)
 	select {
-	case <-exited:
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("serve after SIGINT: %v", err)
+		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not stop on SIGINT")
 	}

@@ -146,8 +146,8 @@ func startServeChild(t *testing.T, env ...string) (string, *exec.Cmd, <-chan err
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
+			_ = cmd.Process.Kill()
+			t.Logf("serve, killed: %v", <-exited)
 		}
 		if t.Failed() {
 			t.Logf("child's log:\n%s", stderr.String())
@@ -162,9 +162,9 @@ func predictForm(t *testing.T, img []byte) (*bytes.Buffer, string) {
 	t.Helper()
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
-	w.WriteField("entries", `{"clip":{"visual":{"modelName":"ViT-B-32__openai"}}}`)
+	_ = w.WriteField("entries", `{"clip":{"visual":{"modelName":"ViT-B-32__openai"}}}`)
 	p, _ := w.CreateFormFile("image", "blob")
-	p.Write(img)
+	_, _ = p.Write(img)
 	w.Close()
 	return &buf, w.FormDataContentType()
 }
@@ -218,7 +218,7 @@ func TestServeSIGTERMDrains(t *testing.T) {
 		if err != nil {
 			return 0, nil, err
 		}
-		io.Copy(io.Discard, resp.Body)
+		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		return resp.StatusCode, resp.Header, nil
 	}
@@ -388,7 +388,9 @@ func getSearch(t *testing.T, base, q, key string) (int, searchResult, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	var r searchResult
-	json.Unmarshal(b, &r)
+	if err := json.Unmarshal(b, &r); err != nil && resp.StatusCode == http.StatusOK {
+		t.Fatalf("GET /search: %v: %s", err, b)
+	}
 	return resp.StatusCode, r, string(b)
 }
 
@@ -431,8 +433,8 @@ func TestServeSearch(t *testing.T) {
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
 	p, _ := w.CreateFormFile("image", "blob")
-	p.Write(img)
-	w.WriteField("limit", "2")
+	_, _ = p.Write(img)
+	_ = w.WriteField("limit", "2")
 	w.Close()
 	resp, err := http.Post(base+"/search", w.FormDataContentType(), &buf)
 	if err != nil {
@@ -440,7 +442,9 @@ func TestServeSearch(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	json.Unmarshal(b, &r)
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("POST /search: %d %s", resp.StatusCode, b)
+	}
 	if resp.StatusCode != 200 || len(r.Results) != 2 || r.Results[0].Path != filepath.Base(photos[3]) || r.Results[0].Distance > 1e-4 {
 		t.Fatalf("POST /search: %d %s", resp.StatusCode, b)
 	}
@@ -562,8 +566,8 @@ func TestServeWithoutDatabase(t *testing.T) {
 					return
 				}
 				defer up.Close()
-				go func() { io.Copy(up, c); up.Close() }()
-				io.Copy(c, up)
+				go func() { _, _ = io.Copy(up, c); up.Close() }()
+				_, _ = io.Copy(c, up)
 			})
 		}
 	})
