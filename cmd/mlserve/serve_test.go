@@ -25,6 +25,7 @@ import (
 	"github.com/mlserve/mlserve/config"
 	"github.com/mlserve/mlserve/internal/testenv"
 	"github.com/mlserve/mlserve/modelgen"
+	"go.uber.org/goleak"
 )
 
 // Some tests run `mlserve serve` in a child process: this test binary,
@@ -46,11 +47,20 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(run([]string{"serve"}, os.Stdout, os.Stderr))
 	}
-	code := m.Run()
-	if binaryRoot != "" {
-		_ = os.RemoveAll(binaryRoot)
-	}
-	os.Exit(code)
+	goleak.VerifyTestMain(m,
+		// fasthttp refreshes its Date header on a goroutine that runs for
+		// the life of the process, from the first server started.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+		// After a shutdown, fasthttp's idle-worker cleaner notices the stop
+		// only when its sleep of MaxIdleWorkerDuration (10 s) ends. A server
+		// left running still shows: its accept loop stays.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+		goleak.Cleanup(func(code int) {
+			if binaryRoot != "" {
+				_ = os.RemoveAll(binaryRoot)
+			}
+			os.Exit(code)
+		}))
 }
 
 func freePort(t *testing.T) int {
