@@ -67,12 +67,18 @@ func vitB32Cache(b *testing.B) (cache, model string) {
 	}
 	cache = b.TempDir()
 	vis := filepath.Join(cache, "clip", "ViT-B-32__openai", "visual")
-	os.MkdirAll(vis, 0o755)
+	if err := os.MkdirAll(vis, 0o755); err != nil {
+		b.Fatal(err)
+	}
 	if err := os.Symlink(model, filepath.Join(vis, "model.onnx")); err != nil {
 		b.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(vis, "preprocess_cfg.json"), []byte(`{"size":[224,224],"mode":"RGB","mean":[0.48145466,0.4578275,0.40821073],"std":[0.26862954,0.26130258,0.27577711],"interpolation":"bicubic","resize_mode":"shortest","fill_color":0}`), 0o644)
-	os.WriteFile(filepath.Join(cache, "clip", "ViT-B-32__openai", "config.json"), []byte(`{"embed_dim":512}`), 0o644)
+	if err := os.WriteFile(filepath.Join(vis, "preprocess_cfg.json"), []byte(`{"size":[224,224],"mode":"RGB","mean":[0.48145466,0.4578275,0.40821073],"std":[0.26862954,0.26130258,0.27577711],"interpolation":"bicubic","resize_mode":"shortest","fill_color":0}`), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cache, "clip", "ViT-B-32__openai", "config.json"), []byte(`{"embed_dim":512}`), 0o644); err != nil {
+		b.Fatal(err)
+	}
 	return cache, model
 }
 
@@ -93,7 +99,9 @@ func BenchmarkPredictVisual(b *testing.B) {
 		}
 		defer s.Close()
 		x := inference.F32(make([]float32, 3*224*224), 1, 3, 224, 224)
-		s.Run(context.Background(), x)
+		if _, err := s.Run(context.Background(), x); err != nil {
+			b.Fatal(err)
+		}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			if _, err := s.Run(context.Background(), x); err != nil {
@@ -127,7 +135,7 @@ func BenchmarkPredictVisual(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			io.Copy(io.Discard, resp.Body)
+			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != 200 {
 				b.Fatalf("status %d", resp.StatusCode)
@@ -151,12 +159,12 @@ func benchForm(b *testing.B, entries string, img []byte) ([]byte, string) {
 	b.Helper()
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
-	w.WriteField("entries", entries)
+	_ = w.WriteField("entries", entries)
 	h := textproto.MIMEHeader{}
 	h.Set("Content-Disposition", `form-data; name="image"; filename="blob"`)
 	h.Set("Content-Type", "application/octet-stream")
 	p, _ := w.CreatePart(h)
-	p.Write(img)
+	_, _ = p.Write(img)
 	w.Close()
 	return buf.Bytes(), w.FormDataContentType()
 }

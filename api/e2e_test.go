@@ -197,10 +197,10 @@ func immichRequest(t testing.TB, url, entries string, img []byte, text *string) 
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.Write(img)
+		_, _ = p.Write(img)
 	}
 	if text != nil {
-		w.WriteField("text", *text)
+		_ = w.WriteField("text", *text)
 	}
 	w.Close()
 	resp, err := http.Post(url+"/predict", w.FormDataContentType(), &buf)
@@ -227,6 +227,15 @@ func decodeBody(t testing.TB, resp *http.Response) map[string]json.RawMessage {
 	return m
 }
 
+// immichJSON sends an Immich request and decodes its answer, which must be
+// a 200.
+func immichJSON(t testing.TB, url, entries string, img []byte, text *string) map[string]json.RawMessage {
+	t.Helper()
+	resp := immichRequest(t, url, entries, img, text)
+	defer resp.Body.Close()
+	return decodeBody(t, resp)
+}
+
 // embeddingString reads Immich's embedding: a JSON string of a JSON array.
 func embeddingString(t testing.TB, raw json.RawMessage) []float32 {
 	t.Helper()
@@ -247,7 +256,9 @@ func embeddingString(t testing.TB, raw json.RawMessage) []float32 {
 func runGraph(t testing.TB, model []byte, in ...inference.Tensor) []float32 {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "m.onnx")
-	os.WriteFile(p, model, 0o644)
+	if err := os.WriteFile(p, model, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	s, err := testenv.Runtime(t).NewSession(p, inference.SessionOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +317,7 @@ func TestImmichServerCLIP(t *testing.T) {
 
 	// Textual: the ids fed to the graph are OpenAI CLIP's for the query.
 	q := "a photo of a cat"
-	body = decodeBody(t, immichRequest(t, st.url, `{"clip":{"textual":{"modelName":"ViT-B-32__openai","options":{"language":"en"}}}}`, nil, &q))
+	body = immichJSON(t, st.url, `{"clip":{"textual":{"modelName":"ViT-B-32__openai","options":{"language":"en"}}}}`, nil, &q)
 	if _, ok := body["imageWidth"]; ok {
 		t.Error("text response has image dimensions")
 	}
@@ -328,7 +339,7 @@ func TestImmichServerCLIP(t *testing.T) {
 	}
 	// A second request is served from memory: no new hub traffic.
 	before := st.hub.Total()
-	decodeBody(t, immichRequest(t, st.url, `{"clip":{"visual":{"modelName":"ViT-B-32__openai"}}}`, img, nil))
+	immichJSON(t, st.url, `{"clip":{"visual":{"modelName":"ViT-B-32__openai"}}}`, img, nil)
 	if after := st.hub.Total(); after != before {
 		t.Errorf("hub requests went from %d to %d for a loaded model", before, after)
 	}

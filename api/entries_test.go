@@ -136,7 +136,9 @@ func normalize(es []pool.Entry) []pool.Entry {
 		}
 		for k, v := range e.Options {
 			var x any
-			json.Unmarshal(v, &x)
+			if json.Unmarshal(v, &x) != nil {
+				continue // not JSON: compared as sent
+			}
 			c, _ := json.Marshal(x)
 			e.Options[k] = c
 		}

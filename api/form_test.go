@@ -15,7 +15,7 @@ import (
 func formBody(parts ...[3]string) []byte {
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
-	w.SetBoundary("B")
+	_ = w.SetBoundary("B")
 	for _, p := range parts {
 		h := textproto.MIMEHeader{}
 		if p[1] != "" {
@@ -24,7 +24,7 @@ func formBody(parts ...[3]string) []byte {
 			h.Set("Content-Disposition", `form-data; name="`+p[0]+`"`)
 		}
 		pw, _ := w.CreatePart(h)
-		io.WriteString(pw, p[2])
+		_, _ = io.WriteString(pw, p[2])
 	}
 	w.Close()
 	return buf.Bytes()
@@ -153,7 +153,7 @@ func FuzzReadForm(f *testing.F) {
 		if werr != nil {
 			return
 		}
-		defer want.RemoveAll()
+		defer func() { _ = want.RemoveAll() }()
 		if err != nil {
 			if !errors.Is(err, errFieldTooLarge) && !errors.Is(err, errTooManyParts) {
 				t.Fatalf("ReadForm accepts the body, readForm says %v", err)

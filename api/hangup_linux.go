@@ -25,7 +25,7 @@ func (c *conn) watchHangup(gone func()) (stop func()) {
 		return func() {}
 	}
 	// The poller honours the read deadline; the body's is not ours to keep.
-	if c.Conn.SetReadDeadline(time.Time{}) != nil {
+	if c.Conn.SetReadDeadline(time.Time{}) != nil { //nolint:staticcheck // QF1008: the raw connection, named as in every other call of this wrapper (which overrides Close)
 		return func() {}
 	}
 	done := make(chan struct{})
@@ -56,7 +56,7 @@ func (c *conn) watchHangup(gone func()) (stop func()) {
 	return func() {
 		// A deadline in the past wakes the poller; fasthttp sets the next
 		// request's deadline before it reads again.
-		_ = c.Conn.SetReadDeadline(aLongTimeAgo)
+		_ = c.Conn.SetReadDeadline(aLongTimeAgo) //nolint:staticcheck // QF1008: the raw connection, named as in every other call of this wrapper (which overrides Close)
 		<-done
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -173,12 +174,12 @@ func immichBody(t testing.TB, entries string, img []byte) ([]byte, string) {
 	t.Helper()
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
-	w.WriteField("entries", entries)
+	_ = w.WriteField("entries", entries)
 	h := textproto.MIMEHeader{}
 	h.Set("Content-Disposition", `form-data; name="image"; filename="blob"`)
 	h.Set("Content-Type", "application/octet-stream")
 	p, _ := w.CreatePart(h)
-	p.Write(img)
+	_, _ = p.Write(img)
 	w.Close()
 	return buf.Bytes(), w.FormDataContentType()
 }
@@ -206,7 +207,7 @@ func rawRequest(t testing.TB, addr, head string, body []byte) net.Conn {
 
 func readReply(t testing.TB, c net.Conn, timeout time.Duration) (*http.Response, string) {
 	t.Helper()
-	c.SetReadDeadline(time.Now().Add(timeout))
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatalf("reading the answer: %v", err)
@@ -243,7 +244,7 @@ func ping(t testing.TB, url string) time.Duration {
 	if err != nil {
 		t.Fatalf("/ping: %v", err)
 	}
-	io.Copy(io.Discard, resp.Body)
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("/ping: %d", resp.StatusCode)
@@ -287,11 +288,11 @@ func TestIdleConnections(t *testing.T) {
 	stillOpen := 0
 	for _, c := range conns {
 		wg.Go(func() {
-			c.SetReadDeadline(opened.Add(readTimeout + 5*time.Second))
+			_ = c.SetReadDeadline(opened.Add(readTimeout + 5*time.Second))
 			_, err := io.Copy(io.Discard, c)
 			mu.Lock()
 			defer mu.Unlock()
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
 				stillOpen++
 				return
 			}
@@ -313,9 +314,10 @@ func TestIdleConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.Copy(io.Discard, resp.Body)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
 	idleFrom := time.Now()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("kept-alive connection: %v, want the server to close it", err)
 	}
@@ -345,7 +347,7 @@ func TestSlowHeaders(t *testing.T) {
 			}
 		}
 	}()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	b, _ := io.ReadAll(c)
 	t.Logf("cut off after %v: %.30q", time.Since(start).Round(time.Millisecond), b)
 	if d := time.Since(start); d > within(2500*time.Millisecond) {
@@ -390,9 +392,9 @@ func TestDeclaredBodyNotAllocated(t *testing.T) {
 	}
 	// Each is answered (408, or a closed connection) at the read timeout.
 	for i, c := range conns {
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		b, err := io.ReadAll(c)
-		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("client %d still waiting 5 s after the read timeout", i)
 		}
 		if len(b) > 0 && !strings.HasPrefix(string(b), "HTTP/1.1 408") {
@@ -424,7 +426,7 @@ func chunkedUpload(t testing.TB, addr string) (status int, written int64) {
 			n += 64 << 10
 		}
 	}()
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatalf("no answer to an endless upload: %v", err)
@@ -558,7 +560,7 @@ func TestAdmissionBeforeBody(t *testing.T) {
 	for range 20 {
 		start := time.Now()
 		c := rawRequest(t, st.addr, head, bytes.Repeat([]byte("-"), 8<<10))
-		resp, b := readReply(t, c, 5*time.Second)
+		resp, b := readReply(t, c, 5*time.Second) //nolint:bodyclose // readReply has read and closed the body
 		d := time.Since(start)
 		c.Close()
 		worst = max(worst, d)
@@ -592,7 +594,7 @@ func TestFieldCaps(t *testing.T) {
 			} else {
 				pw, _ = w.CreateFormField(p.name)
 			}
-			pw.Write(p.data)
+			_, _ = pw.Write(p.data)
 		}
 		w.Close()
 		return buf.Bytes(), w.FormDataContentType()
@@ -732,7 +734,7 @@ func load(t *testing.T, url string, clients int, d time.Duration, honour bool, b
 					mu.Unlock()
 					continue
 				}
-				io.Copy(io.Discard, resp.Body)
+				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				took := time.Since(start)
 				mu.Lock()
@@ -765,7 +767,7 @@ func load(t *testing.T, url string, clients int, d time.Duration, honour bool, b
 			t.Errorf("/ping: %v", err)
 			break
 		}
-		io.Copy(io.Discard, resp.Body)
+		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		r.pings = append(r.pings, time.Since(start))
 		time.Sleep(20 * time.Millisecond)
@@ -793,11 +795,10 @@ func TestOverloadSheds(t *testing.T) {
 	st := startHard(t, hardOptions{slow: true, workers: pool.WorkersOptions{Workers: 2, Queue: 64}})
 	img, _ := os.ReadFile(loadGolden(t, "in/photo_28.jpg").Input)
 	body, ct := immichBody(t, visualEntries, img)
-	start := time.Now()
 	if r := post(t, st.url, ct, body); r.code != 200 { // loads the model
 		t.Fatalf("%d %s", r.code, r.raw)
 	}
-	start = time.Now()
+	start := time.Now()
 	if r := post(t, st.url, ct, body); r.code != 200 {
 		t.Fatalf("%d %s", r.code, r.raw)
 	}

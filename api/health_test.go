@@ -19,7 +19,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	repo, _, _ := clipRepo(t, g)
 	st := startStack(t, map[string]map[string][]byte{"immich-app/ViT-B-32__openai": repo}, pool.ServiceOptions{})
 	img, _ := os.ReadFile(g.Input)
-	decodeBody(t, immichRequest(t, st.url, `{"clip":{"visual":{"modelName":"ViT-B-32__openai"}}}`, img, nil))
+	immichJSON(t, st.url, `{"clip":{"visual":{"modelName":"ViT-B-32__openai"}}}`, img, nil)
 	immichRequest(t, st.url, `{"clip":{"visual":{"modelName":"nope"}}}`, img, nil).Body.Close()
 
 	get := func(path string) (int, string) {
@@ -42,7 +42,9 @@ func TestHealthAndMetrics(t *testing.T) {
 		Status string
 		Models []struct{ Task, Type, Model, Provider string }
 	}
-	json.Unmarshal([]byte(body), &ready)
+	if err := json.Unmarshal([]byte(body), &ready); err != nil {
+		t.Fatal(err)
+	}
 	if ready.Status != "ready" || len(ready.Models) != 1 || ready.Models[0].Provider != "CPU" || ready.Models[0].Model != "ViT-B-32__openai" {
 		t.Fatalf("ready body %s", body)
 	}

@@ -196,7 +196,7 @@ func (c *conn) lingerClose() {
 			return
 		}
 	}
-	if c.Conn.SetReadDeadline(time.Now().Add(lingerTime)) != nil {
+	if c.Conn.SetReadDeadline(time.Now().Add(lingerTime)) != nil { //nolint:staticcheck // QF1008: the raw connection, named as in every other call of this wrapper (which overrides Close)
 		return
 	}
 	_, _ = io.CopyN(io.Discard, c.Conn, lingerBytes)

@@ -120,14 +120,18 @@ func TestImmichServerFaces(t *testing.T) {
 		}
 	}
 	var w, h int
-	json.Unmarshal(body["imageWidth"], &w)
-	json.Unmarshal(body["imageHeight"], &h)
+	if err := json.Unmarshal(body["imageWidth"], &w); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(body["imageHeight"], &h); err != nil {
+		t.Fatal(err)
+	}
 	if w != 1920 && h != 1920 {
 		t.Errorf("image %d×%d", w, h)
 	}
 
 	// Detection alone returns the detector's output.
-	body = decodeBody(t, immichRequest(t, st.url, `{"facial-recognition":{"detection":{"modelName":"buffalo_l","options":{"minScore":0.7}}}}`, img, nil))
+	body = immichJSON(t, st.url, `{"facial-recognition":{"detection":{"modelName":"buffalo_l","options":{"minScore":0.7}}}}`, img, nil)
 	var det struct {
 		Boxes     [][4]float64
 		Scores    []float64
@@ -141,7 +145,7 @@ func TestImmichServerFaces(t *testing.T) {
 	}
 
 	// No face: an empty list, no recognition run.
-	body = decodeBody(t, immichRequest(t, st.url, entries, pngBytes(t, 320, 240), nil))
+	body = immichJSON(t, st.url, entries, pngBytes(t, 320, 240), nil)
 	if string(body["facial-recognition"]) != "[]" {
 		t.Fatalf("no-face image gave %s", body["facial-recognition"])
 	}
@@ -171,7 +175,7 @@ func TestImmichServerFacesSixPhotos(t *testing.T) {
 			t.Fatal(err)
 		}
 		var faces []wireFace
-		if err := json.Unmarshal(decodeBody(t, immichRequest(t, st.url, entries, img, nil))["facial-recognition"], &faces); err != nil {
+		if err := json.Unmarshal(immichJSON(t, st.url, entries, img, nil)["facial-recognition"], &faces); err != nil {
 			t.Fatal(err)
 		}
 		want := truth.Faces[name]
@@ -242,7 +246,7 @@ func TestImmichServerOCR(t *testing.T) {
 
 	img := renderLines(t, 900, 260, []string{"Immich machine learning", "Drop-in replacement 2026"}, 40)
 	entries := `{"ocr":{"detection":{"modelName":"PP-OCRv5_mobile","options":{"minScore":0.5,"maxResolution":736}},"recognition":{"modelName":"PP-OCRv5_mobile","options":{"minScore":0.8}}}}`
-	body := decodeBody(t, immichRequest(t, st.url, entries, img, nil))
+	body := immichJSON(t, st.url, entries, img, nil)
 	if st.hub.Total() != 0 {
 		t.Errorf("%d hub requests for cached models", st.hub.Total())
 	}
@@ -278,7 +282,7 @@ func TestImmichServerOCR(t *testing.T) {
 		}
 	}
 	// An image under 32 px gives the empty result.
-	body = decodeBody(t, immichRequest(t, st.url, entries, pngBytes(t, 31, 200), nil))
+	body = immichJSON(t, st.url, entries, pngBytes(t, 31, 200), nil)
 	if string(body["ocr"]) != `{"box":[],"boxScore":[],"text":[],"textScore":[]}` {
 		t.Errorf("small image: %s", body["ocr"])
 	}

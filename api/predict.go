@@ -21,7 +21,7 @@ type Predictor interface {
 }
 
 // errInvalidFormat is Immich's answer to entries it cannot parse.
-var errInvalidFormat = errors.New("Invalid request format.")
+var errInvalidFormat = errors.New("Invalid request format.") //nolint:staticcheck // ST1005: Immich's exact message, sent to its clients as is
 
 // ParseEntries reads Immich's entries JSON: an object of task → object of
 // type → {"modelName": string, "options": object}. Entries keep the order

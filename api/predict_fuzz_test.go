@@ -78,7 +78,9 @@ func FuzzPredict(f *testing.F) {
 			t.Fatalf("status %d, body not JSON: %q", resp.StatusCode, b)
 		}
 		var d struct{ Detail any }
-		json.Unmarshal(b, &d)
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatalf("status %d, body not a JSON object: %q", resp.StatusCode, b)
+		}
 		msg, _ := d.Detail.(string)
 		switch resp.StatusCode {
 		case 500:

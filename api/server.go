@@ -402,7 +402,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	cancel()
 	l.closeConns()
-	<-errc
+	if err := <-errc; err != nil {
+		s.logger.Debug("shutdown: listener", "err", err)
+	}
 	s.logger.Info("shutdown complete", "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }

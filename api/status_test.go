@@ -64,16 +64,16 @@ func form(t testing.TB, fields map[string]string, img []byte) ([]byte, string) {
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
 	if e, ok := fields["entries"]; ok {
-		w.WriteField("entries", e)
+		_ = w.WriteField("entries", e)
 	}
 	for k, v := range fields {
 		if k != "entries" {
-			w.WriteField(k, v)
+			_ = w.WriteField(k, v)
 		}
 	}
 	if img != nil {
 		p, _ := w.CreateFormFile("image", "blob")
-		p.Write(img)
+		_, _ = p.Write(img)
 	}
 	w.Close()
 	return buf.Bytes(), w.FormDataContentType()
@@ -142,7 +142,9 @@ func TestStatusCodes(t *testing.T) {
 	t.Run("zero-size image", func(t *testing.T) {
 		// A PNG header claiming 0×100 pixels.
 		var buf bytes.Buffer
-		png.Encode(&buf, image.NewRGBA(image.Rect(0, 0, 1, 100)))
+		if err := png.Encode(&buf, image.NewRGBA(image.Rect(0, 0, 1, 100))); err != nil {
+			t.Fatal(err)
+		}
 		b := buf.Bytes()
 		copy(b[16:20], []byte{0, 0, 0, 0}) // width 0 in IHDR
 		body, ct := form(t, map[string]string{"entries": visual}, b)
@@ -212,7 +214,7 @@ func TestOverloadAnswers503(t *testing.T) {
 	img, _ := os.ReadFile(g.Input)
 	entries := `{"clip":{"visual":{"modelName":"ViT-B-32__openai"}}}`
 	// Load the model first so that the slow part is inference.
-	decodeBody(t, immichRequest(t, st.url, entries, img, nil))
+	immichJSON(t, st.url, entries, img, nil)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -221,7 +223,7 @@ func TestOverloadAnswers503(t *testing.T) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				resp := immichRequest(t, st.url, entries, img, nil)
-				io.Copy(io.Discard, resp.Body)
+				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
 		})

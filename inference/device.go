@@ -136,7 +136,7 @@ func cgroupValue(file string) (int64, bool) {
 			path = rest
 		}
 	}
-	v, err := os.ReadFile("/sys/fs/cgroup" + path + "/" + file)
+	v, err := os.ReadFile("/sys/fs/cgroup" + path + "/" + file) //nolint:gosec // G703: the path comes from /proc/self/cgroup (the kernel), not from a user
 	if err != nil {
 		return 0, false
 	}

@@ -57,7 +57,7 @@ func TestRunConfigEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ro.Destroy()
+	defer func() { _ = ro.Destroy() }()
 	if _, ok := rt.api.runConfig(ro, shrinkKey); ok {
 		t.Fatal("entry set before AddRunConfigEntry")
 	}

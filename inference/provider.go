@@ -293,7 +293,7 @@ func (r *Runtime) appendProvider(so *ort.SessionOptions, d *Device, cacheDir str
 		if err != nil {
 			return err
 		}
-		defer to.Destroy()
+		defer func() { _ = to.Destroy() }()
 		if err := to.Update(r.tensorRTProviderOptions(d.id, cacheDir)); err != nil {
 			return err
 		}
@@ -313,7 +313,7 @@ func appendCUDA(so *ort.SessionOptions, opts map[string]string) error {
 	if err != nil {
 		return err
 	}
-	defer co.Destroy()
+	defer func() { _ = co.Destroy() }()
 	if err := co.Update(opts); err != nil {
 		return err
 	}

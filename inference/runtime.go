@@ -428,7 +428,7 @@ func (r *Runtime) probe(d *Device) error {
 	if err != nil {
 		return err
 	}
-	defer so.Destroy()
+	defer func() { _ = so.Destroy() }()
 	s, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{"x"}, []string{"y"}, so)
 	if err != nil {
 		return err

@@ -217,7 +217,7 @@ func (r *Runtime) open(d *Device, path string, info *onnx.Info, cacheDir string,
 		if err != nil {
 			return nil, err
 		}
-		defer so.Destroy()
+		defer func() { _ = so.Destroy() }()
 		s, err := ort.NewDynamicAdvancedSession(path, info.InputNames(), info.OutputNames(), so)
 		if err != nil {
 			return nil, err

@@ -12,6 +12,7 @@ import (
 	"github.com/mlserve/mlserve/inference"
 	"github.com/mlserve/mlserve/internal/testenv"
 	"github.com/mlserve/mlserve/modelgen"
+	"go.uber.org/goleak"
 )
 
 // childEnv makes this test binary, started again, run one model and exit
@@ -23,7 +24,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(runChild())
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // runChild starts a runtime, builds a session, runs it and closes

@@ -113,7 +113,7 @@ func Walk(ctx context.Context, roots []string, opts WalkOptions, fn func(File) e
 			info, err := os.Stat(path) // follows a link to a file
 			if err != nil {
 				st.Errors++
-				return nil
+				return nil //nolint:nilerr // counted in st.Errors; the walk goes on with the next file
 			}
 			if !info.Mode().IsRegular() {
 				return nil

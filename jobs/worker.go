@@ -327,7 +327,7 @@ func (w *Worker) readLoop(ctx, work context.Context, ready chan<- *batch, failed
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return nil //nolint:nilerr // the read failed because the context ended: the worker stops without an error
 			}
 			if down.IsZero() {
 				down = start
@@ -400,7 +400,7 @@ type batch struct {
 	slots []*slot
 	// ctx ends with the worker's work context, or when the batch is
 	// abandoned.
-	ctx    context.Context
+	ctx    context.Context //nolint:containedctx // the batch outlives the call that read it: its stages run on other goroutines and stop together with it
 	cancel context.CancelFunc
 	// decoded closes when every image is decoded (or failed), done when
 	// every item is computed.
@@ -716,7 +716,7 @@ func (w *Worker) write(ctx context.Context, slots []*slot) (bool, error) {
 		return true, nil
 	}
 	if ctx.Err() != nil {
-		return false, nil
+		return false, nil //nolint:nilerr // the context ended: nothing is settled and the batch is redelivered
 	}
 	if errors.Is(err, ErrOutage) {
 		return false, err
@@ -725,7 +725,7 @@ func (w *Worker) write(ctx context.Context, slots []*slot) (bool, error) {
 	for _, s := range ok {
 		err := w.retry.do(ctx, "write result", ServiceDatabase, func(ctx context.Context) error { return w.sink.Write(ctx, results([]*slot{s})) }, w.opts.IsTransient)
 		if ctx.Err() != nil {
-			return false, nil // some may be stored; redelivery rewrites them
+			return false, nil //nolint:nilerr // the context ended: some may be stored; redelivery rewrites them
 		}
 		if errors.Is(err, ErrOutage) {
 			return false, err
@@ -762,7 +762,7 @@ func (w *Worker) record(ctx context.Context, slots []*slot) error {
 		return nil
 	}
 	if ctx.Err() != nil {
-		return nil
+		return nil //nolint:nilerr // the context ended: the failures are recorded when the files are retried
 	}
 	return err
 }

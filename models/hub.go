@@ -90,7 +90,7 @@ func (s *Store) repoSnapshot(ctx context.Context, repo string) (commit string, f
 		return commit, files, nil
 	}
 	var se *statusError
-	if !(errors.As(err, &se) && se.Code == http.StatusNotFound && se.ErrorCode == "") {
+	if !errors.As(err, &se) || se.Code != http.StatusNotFound || se.ErrorCode != "" {
 		return "", nil, fmt.Errorf("repo %s tree at %s: %w", repo, commit, err)
 	}
 	// The endpoint has no tree API (a 404 without the hub's X-Error-Code):

@@ -178,7 +178,7 @@ func (s *Store) describe(task Task, folder string) CachedModel {
 	sort.Slice(m.Types, func(i, j int) bool { return m.Types[i] < m.Types[j] })
 	_ = filepath.WalkDir(m.Path, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
-			return nil
+			return nil //nolint:nilerr // an entry that cannot be read adds nothing to the size; the listing goes on
 		}
 		if d.Name() == ManifestFile && filepath.Dir(p) == m.Path {
 			m.Manifest = true

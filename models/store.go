@@ -133,7 +133,7 @@ type Store struct {
 	writing map[string]int
 	closed  bool
 	// ctx is the parent of every download; Close cancels it.
-	ctx    context.Context
+	ctx    context.Context //nolint:containedctx // the Store's lifetime: downloads run on goroutines no caller owns, and Close cancels them all
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // download goroutines
 }

@@ -399,7 +399,7 @@ func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []b
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return fmt.Errorf("%w: %v", ErrInvalid, protowire.ParseError(n))
+			return fmt.Errorf("%w: %w", ErrInvalid, protowire.ParseError(n))
 		}
 		b = b[n:]
 		var v []byte
@@ -419,7 +419,7 @@ func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, v []b
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
 		if n < 0 {
-			return fmt.Errorf("%w: %v", ErrInvalid, protowire.ParseError(n))
+			return fmt.Errorf("%w: %w", ErrInvalid, protowire.ParseError(n))
 		}
 		b = b[n:]
 		if err := fn(num, typ, v, u); err != nil {

@@ -79,7 +79,7 @@ type batcher[In, Out any] struct {
 
 // item is one request's share of a batch.
 type item[In, Out any] struct {
-	ctx  context.Context
+	ctx  context.Context //nolint:containedctx // the requester's context travels with its queued item so that the batcher drops items whose caller left
 	in   In
 	rows int
 	key  int

@@ -246,7 +246,9 @@ func TestBatcherWait(t *testing.T) {
 		if _, err := b.await(ctx, it); err != nil {
 			t.Fatal(err)
 		}
-		b.await(ctx, it2)
+		if _, err := b.await(ctx, it2); err != nil {
+			t.Fatal(err)
+		}
 		if took := time.Since(start); took != 10*time.Millisecond {
 			t.Fatalf("the batch ran after %v, want the 10ms wait", took)
 		}
@@ -256,7 +258,9 @@ func TestBatcherWait(t *testing.T) {
 		start = time.Now()
 		its := submitAll(t, b, ctx, 1, 3, 4, 5)
 		for _, it := range its {
-			b.await(ctx, it)
+			if _, err := b.await(ctx, it); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if took := time.Since(start); took != 0 {
 			t.Fatalf("a full batch waited %v", took)

@@ -73,14 +73,18 @@ func benchCache(b testing.TB, faces bool) string {
 			b.Fatal(err)
 		}
 		p := filepath.Join(cache, rel)
-		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			b.Fatal(err)
+		}
 		if err := os.Symlink(src, p); err != nil {
 			b.Fatal(err)
 		}
 	}
 	link("vit-b-32-visual.onnx", modelgen.ViTB32Visual().Model, "clip/ViT-B-32__openai/visual/model.onnx")
-	os.WriteFile(filepath.Join(cache, "clip/ViT-B-32__openai/visual/preprocess_cfg.json"),
-		[]byte(`{"size":[224,224],"mean":[0.48145466,0.4578275,0.40821073],"std":[0.26862954,0.26130258,0.27577711]}`), 0o644)
+	if err := os.WriteFile(filepath.Join(cache, "clip/ViT-B-32__openai/visual/preprocess_cfg.json"),
+		[]byte(`{"size":[224,224],"mean":[0.48145466,0.4578275,0.40821073],"std":[0.26862954,0.26130258,0.27577711]}`), 0o644); err != nil {
+		b.Fatal(err)
+	}
 	if faces {
 		link("scrfd-10g.onnx", modelgen.SCRFD10G{}.Model, "facial-recognition/buffalo_l/detection/model.onnx")
 		link("arcface-r50.onnx", modelgen.ArcFaceR50{}.Model, "facial-recognition/buffalo_l/recognition/model.onnx")
@@ -157,7 +161,9 @@ func BenchmarkBareVisual(b *testing.B) {
 	for _, n := range []int{1, 8} {
 		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
 			x := inference.F32(make([]float32, n*3*224*224), int64(n), 3, 224, 224)
-			sess.Run(context.Background(), x)
+			if _, err := sess.Run(context.Background(), x); err != nil {
+				b.Fatal(err)
+			}
 			b.ResetTimer()
 			start := time.Now()
 			for range b.N {

@@ -468,7 +468,7 @@ func TestWorkersRefuseWhenQueueFull(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		w2 := NewWorkers(WorkersOptions{Workers: 1, Queue: 1})
 		hold := make(chan struct{})
-		wg.Go(func() { w2.Do(context.Background(), func(context.Context) error { <-hold; return nil }) })
+		wg.Go(func() { _, _ = w2.Do(context.Background(), func(context.Context) error { <-hold; return nil }) })
 		synctest.Wait()
 		errc := make(chan error)
 		go func() { _, err := w2.Do(ctx, func(context.Context) error { return nil }); errc <- err }()

@@ -24,7 +24,7 @@ import (
 // Errors of a prediction request. The API maps them to status codes.
 var (
 	// ErrNoInput: neither an image nor a text was sent.
-	ErrNoInput = errors.New("Either image or text must be provided")
+	ErrNoInput = errors.New("Either image or text must be provided") //nolint:staticcheck // ST1005: Immich's exact message, sent to its clients as is
 	// ErrBadEntries: the entries name a task or type that does not exist,
 	// or an option of the wrong kind.
 	ErrBadEntries = errors.New("invalid entries")

@@ -55,12 +55,22 @@ func TestCorruptModelIsFetchedAgain(t *testing.T) {
 	hub.AddRepo("immich-app/ViT-B-32__openai", visualRepo())
 	cache := t.TempDir()
 	dir := filepath.Join(cache, "clip", "ViT-B-32__openai")
-	os.MkdirAll(filepath.Join(dir, "visual"), 0o755)
-	os.WriteFile(filepath.Join(dir, "visual", "model.onnx"), []byte("half a model"), 0o644)
-	os.WriteFile(filepath.Join(dir, "visual", "preprocess_cfg.json"), visualRepo()["visual/preprocess_cfg.json"], 0o644)
+	if err := os.MkdirAll(filepath.Join(dir, "visual"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "visual", "model.onnx"), []byte("half a model"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "visual", "preprocess_cfg.json"), visualRepo()["visual/preprocess_cfg.json"], 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// Something next to the model folder that must survive the clearing.
-	os.MkdirAll(filepath.Join(cache, "clip", "other"), 0o755)
-	os.WriteFile(filepath.Join(cache, "clip", "other", "keep"), []byte("x"), 0o644)
+	if err := os.MkdirAll(filepath.Join(cache, "clip", "other"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cache, "clip", "other", "keep"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	svc := newService(t, hub, cache, pool.ServiceOptions{})
 	res, err := svc.Predict(context.Background(), &pool.Request{Entries: visualEntry, Image: jpeg(t)})

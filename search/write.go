@@ -196,14 +196,14 @@ func lastByPath(rs []Result) []Result {
 }
 
 type faceCols struct {
-	replace                 []string // paths whose faces are replaced
-	paths, models           []string
-	widths, heights         []int32
-	x1, y1, x2, y2, score   []float32
-	landmarks               []*string // real[] literals; nil is NULL
-	embeddings              []pgvector.Vector
-	badEmbedding, badLength int
-	badPath                 string
+	replace               []string // paths whose faces are replaced
+	paths, models         []string
+	widths, heights       []int32
+	x1, y1, x2, y2, score []float32
+	landmarks             []*string // real[] literals; nil is NULL
+	embeddings            []pgvector.Vector
+	badLength             int
+	badPath               string
 }
 
 func faceColumns(rs []Result) faceCols {

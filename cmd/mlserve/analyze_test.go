@@ -33,7 +33,9 @@ func TestCLIIndexFacesAndText(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	writeTextPNG(t, filepath.Join(dir, "note.png"), "Meet at the lighthouse")
 
@@ -90,7 +92,9 @@ func installAnalysisModels(t *testing.T) {
 		"models/ppocr/ch_PP-OCRv4_rec_infer.onnx": "recognition/model.onnx",
 		"models/ppocr/ppocr_keys_v1.txt":          "recognition/ppocr_keys_v1.txt",
 	} {
-		os.MkdirAll(filepath.Dir(filepath.Join(ocrDir, dst)), 0o755)
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(ocrDir, dst)), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.Symlink(testenv.TestData(t, src), filepath.Join(ocrDir, dst)); err != nil {
 			t.Fatal(err)
 		}

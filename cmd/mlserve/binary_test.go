@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -59,7 +60,7 @@ func builtBinary(t *testing.T) string {
 		cmd := exec.Command("go", "build", "-ldflags", "-X github.com/mlserve/mlserve/config.Version=test-build", "-o", binaryPath, ".")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			binaryErr = fmt.Errorf("go build: %v\n%s", err, out)
+			binaryErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	if binaryErr != nil {
@@ -99,7 +100,7 @@ func runBinary(t *testing.T, env []string, args ...string) binResult {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	r := binResult{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 		r.code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatalf("mlserve %s: %v", strings.Join(args, " "), err)
@@ -274,7 +275,7 @@ func TestBinaryPullServePs(t *testing.T) {
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("serve, killed: %v", <-exited)
 		}
 		if t.Failed() {
 			t.Logf("serve's log:\n%s", serveLog.String())
@@ -324,7 +325,10 @@ func TestBinaryPullServePs(t *testing.T) {
 	}
 	_ = cmd.Process.Signal(os.Interrupt)
 	select {
-	case <-exited:
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("serve after SIGINT: %v", err)
+		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not stop on SIGINT")
 	}

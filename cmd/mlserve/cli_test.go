@@ -83,7 +83,9 @@ func TestFlagsAnywhere(t *testing.T) {
 		if got.limit != tc.limit || got.text != tc.text {
 			t.Errorf("%v: limit %d text %q, want %d %q", tc.args, got.limit, got.text, tc.limit, tc.text)
 		}
-		search.Flags().Set("limit", "20")
+		if err := search.Flags().Set("limit", "20"); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

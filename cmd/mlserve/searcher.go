@@ -105,7 +105,7 @@ func (b *searchBackend) run(ctx context.Context) error {
 			return nil
 		}
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // the context ended: a shutdown, not a failure to report
 		}
 		b.mu.Lock()
 		b.err = err

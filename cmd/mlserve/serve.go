@@ -272,7 +272,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	backend.serveLibrary(&opts)
 	srv := api.New(opts, logger)
 
-	ln, err := net.Listen("tcp", cfg.Addr())
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", cfg.Addr())
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/mlserve/mlserve/config"
 	"github.com/mlserve/mlserve/internal/testenv"
 	"github.com/mlserve/mlserve/modelgen"
+	"go.uber.org/goleak"
 )
 
 // Some tests run `mlserve serve` in a child process: this test binary,
@@ -46,11 +47,20 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(run([]string{"serve"}, os.Stdout, os.Stderr))
 	}
-	code := m.Run()
-	if binaryRoot != "" {
-		_ = os.RemoveAll(binaryRoot)
-	}
-	os.Exit(code)
+	goleak.VerifyTestMain(m,
+		// fasthttp refreshes its Date header on a goroutine that runs for
+		// the life of the process, from the first server started.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+		// After a shutdown, fasthttp's idle-worker cleaner notices the stop
+		// only when its sleep of MaxIdleWorkerDuration (10 s) ends. A server
+		// left running still shows: its accept loop stays.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+		goleak.Cleanup(func(code int) {
+			if binaryRoot != "" {
+				_ = os.RemoveAll(binaryRoot)
+			}
+			os.Exit(code)
+		}))
 }
 
 func freePort(t *testing.T) int {
@@ -146,8 +156,8 @@ func startServeChild(t *testing.T, env ...string) (string, *exec.Cmd, <-chan err
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
+			_ = cmd.Process.Kill()
+			t.Logf("serve, killed: %v", <-exited)
 		}
 		if t.Failed() {
 			t.Logf("child's log:\n%s", stderr.String())
@@ -162,9 +172,9 @@ func predictForm(t *testing.T, img []byte) (*bytes.Buffer, string) {
 	t.Helper()
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
-	w.WriteField("entries", `{"clip":{"visual":{"modelName":"ViT-B-32__openai"}}}`)
+	_ = w.WriteField("entries", `{"clip":{"visual":{"modelName":"ViT-B-32__openai"}}}`)
 	p, _ := w.CreateFormFile("image", "blob")
-	p.Write(img)
+	_, _ = p.Write(img)
 	w.Close()
 	return &buf, w.FormDataContentType()
 }
@@ -218,7 +228,7 @@ func TestServeSIGTERMDrains(t *testing.T) {
 		if err != nil {
 			return 0, nil, err
 		}
-		io.Copy(io.Discard, resp.Body)
+		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		return resp.StatusCode, resp.Header, nil
 	}
@@ -388,7 +398,9 @@ func getSearch(t *testing.T, base, q, key string) (int, searchResult, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	var r searchResult
-	json.Unmarshal(b, &r)
+	if err := json.Unmarshal(b, &r); err != nil && resp.StatusCode == http.StatusOK {
+		t.Fatalf("GET /search: %v: %s", err, b)
+	}
 	return resp.StatusCode, r, string(b)
 }
 
@@ -431,8 +443,8 @@ func TestServeSearch(t *testing.T) {
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
 	p, _ := w.CreateFormFile("image", "blob")
-	p.Write(img)
-	w.WriteField("limit", "2")
+	_, _ = p.Write(img)
+	_ = w.WriteField("limit", "2")
 	w.Close()
 	resp, err := http.Post(base+"/search", w.FormDataContentType(), &buf)
 	if err != nil {
@@ -440,7 +452,9 @@ func TestServeSearch(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	json.Unmarshal(b, &r)
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("POST /search: %d %s", resp.StatusCode, b)
+	}
 	if resp.StatusCode != 200 || len(r.Results) != 2 || r.Results[0].Path != filepath.Base(photos[3]) || r.Results[0].Distance > 1e-4 {
 		t.Fatalf("POST /search: %d %s", resp.StatusCode, b)
 	}
@@ -562,8 +576,8 @@ func TestServeWithoutDatabase(t *testing.T) {
 					return
 				}
 				defer up.Close()
-				go func() { io.Copy(up, c); up.Close() }()
-				io.Copy(c, up)
+				go func() { _, _ = io.Copy(up, c); up.Close() }()
+				_, _ = io.Copy(c, up)
 			})
 		}
 	})

@@ -105,7 +105,7 @@ func LoadTextual(dir string, sessions Sessions, opts TextualOptions, logger *slo
 	}
 	pad, err := textualPadToken(tokCfg.PadToken)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrTokenizer, filepath.Join(textual, "tokenizer_config.json"), err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrTokenizer, filepath.Join(textual, "tokenizer_config.json"), err)
 	}
 	tok, err := tokenizer.Load(filepath.Join(textual, "tokenizer.json"))
 	if err != nil {
@@ -426,7 +426,7 @@ func textualReadJSON(path string, v any) error {
 		return fmt.Errorf("%w: %w", ErrTokenizer, err)
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrTokenizer, path, err)
+		return fmt.Errorf("%w: %s: %w", ErrTokenizer, path, err)
 	}
 	return nil
 }

@@ -21,7 +21,7 @@ type bmpDecoder struct {
 	bpp, comp int
 	pal       [256][3]byte // RGB
 	layout    [3]int       // byte offsets of R, G, B in a 32-bit pixel
-	r16, g16  uint         // 16-bit: shifts of red and green
+	r16       uint         // 16-bit: shift of red (green's is always 5)
 	gBits     uint         // 16-bit: 5 or 6 bits of green
 	off       int          // pixel data
 }
@@ -345,7 +345,7 @@ func (d *bmpDecoder) readRLE(im *Image) error {
 			i += size
 			lineEnded = false
 		case code == 0: // end of line
-			if !(lineEnded && x == 0) {
+			if !lineEnded || x != 0 {
 				fill(d.w - x)
 			}
 			lineEnded = false

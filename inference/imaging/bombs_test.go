@@ -49,7 +49,7 @@ func bombPNG(w, h int, headerOnly bool) []byte {
 	zw, _ := zlib.NewWriterLevel(&z, zlib.BestCompression)
 	row := make([]byte, 1+3*w)
 	for y := 0; y < h && !headerOnly; y++ {
-		zw.Write(row)
+		_, _ = zw.Write(row)
 	}
 	zw.Close()
 	b = pngChunk(b, "IDAT", z.Bytes())
@@ -257,7 +257,7 @@ func bombTIFFStrip(w, h, bps, raw int) []byte {
 	if raw >= 0 {
 		var z bytes.Buffer
 		zw, _ := zlib.NewWriterLevel(&z, zlib.BestCompression)
-		zw.Write(make([]byte, raw))
+		_, _ = zw.Write(make([]byte, raw))
 		zw.Close()
 		strip = z.Bytes()
 	}
@@ -328,7 +328,7 @@ func procStatus(t testing.TB, key string) int64 {
 // peakDecode decodes data and reports how long it took and how far the
 // resident set rose above where it was (the kernel's high-water mark,
 // reset first).
-func peakDecode(t testing.TB, data []byte, o DecodeOptions) (*Image, error, time.Duration, int64) {
+func peakDecode(t testing.TB, data []byte, o DecodeOptions) (*Image, time.Duration, int64, error) {
 	t.Helper()
 	runtime.GC()
 	debug.FreeOSMemory()
@@ -339,7 +339,7 @@ func peakDecode(t testing.TB, data []byte, o DecodeOptions) (*Image, error, time
 	start := time.Now()
 	im, err := DecodeWith(data, o)
 	took := time.Since(start)
-	return im, err, took, procStatus(t, "VmHWM") - base
+	return im, took, procStatus(t, "VmHWM") - base, err
 }
 
 // TestDecodeBombsRefusedFromHeader: files whose header asks for more than
@@ -369,7 +369,7 @@ func TestDecodeBombsRefusedFromHeader(t *testing.T) {
 		{"bmp rle8 10000²", bombBMP(10000, 10000)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			im, err, took, grew := peakDecode(t, c.data, DecodeOptions{})
+			im, took, grew, err := peakDecode(t, c.data, DecodeOptions{})
 			if err == nil {
 				t.Fatalf("decoded %d×%d", im.W, im.H)
 			}
@@ -421,7 +421,7 @@ func TestDecodeBudget(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			im, err, took, grew := peakDecode(t, c.data, o)
+			im, took, grew, err := peakDecode(t, c.data, o)
 			t.Logf("%d bytes, %d×%d: estimate %d MB, peak RSS +%d MB, %v, err %v", len(c.data), h.W, h.H, h.DecodeBytes()/1e6, grew/1e6, took, err)
 			if !c.fits {
 				if !errors.Is(err, ErrTooLarge) {
@@ -512,7 +512,7 @@ func BenchmarkDecodeAtCap(b *testing.B) {
 			var peak int64
 			var decoding time.Duration
 			for b.Loop() {
-				_, err, took, grew := peakDecode(b, data, DecodeOptions{})
+				_, took, grew, err := peakDecode(b, data, DecodeOptions{})
 				if err != nil {
 					b.Fatal(err)
 				}

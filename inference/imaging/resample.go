@@ -237,7 +237,9 @@ func (r *Resampler) ResizeRegion(dst, im *Image, w, h int, rect image.Rectangle,
 	boxW, boxH := im.Extent()
 	needH, needV := w != im.W || boxW != float64(im.W), h != im.H || boxH != float64(im.H)
 
-	src, srcStride, srcX0, srcY0 := im.Pix, im.W*3, in.Min.X, in.Min.Y
+	// Where the vertical pass reads: set by the branches below.
+	src, srcStride := im.Pix, im.W*3
+	var srcX0, srcY0 int
 	if needV {
 		r.v.compute(im.H, boxH, h, in.Min.Y, in.Max.Y, f)
 	}

@@ -353,7 +353,7 @@ func (t *tiffInfo) block(data, buf []byte, rs *tiffReaders, off, n, blkW, blkH i
 			err = errors.New("PackBits: decompressed data too large")
 		}
 	}
-	if err != nil && err != io.EOF {
+	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
 	block := buf[:got]

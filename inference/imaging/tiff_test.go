@@ -217,7 +217,7 @@ func makeTIFF(s tiffSpec, seed uint64) []byte {
 			case 8:
 				var z bytes.Buffer
 				zw := zlib.NewWriter(&z)
-				zw.Write(raw)
+				_, _ = zw.Write(raw)
 				zw.Close()
 				raw = z.Bytes()
 			case 32773:

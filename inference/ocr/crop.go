@@ -131,15 +131,15 @@ func bicubicRGB(im *imaging.Image, xin, yin float64, dst []byte) {
 			return cubic(float64(r[xs[0]+b]), float64(r[xs[1]+b]), float64(r[xs[2]+b]), float64(r[xs[3]+b]), dx)
 		}
 		v1 := line(row(max(0, min(y, im.H-1))))
-		v2, v3, v4 := v1, v1, v1
+		v2 := v1
 		if y+1 >= 0 && y+1 < im.H {
 			v2 = line(row(y + 1))
 		}
-		v3 = v2
+		v3 := v2
 		if y+2 >= 0 && y+2 < im.H {
 			v3 = line(row(y + 2))
 		}
-		v4 = v3
+		v4 := v3
 		if y+3 >= 0 && y+3 < im.H {
 			v4 = line(row(y + 3))
 		}

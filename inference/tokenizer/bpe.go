@@ -92,7 +92,7 @@ type bpeJSON struct {
 func parseBPE(raw json.RawMessage) (*bpe, error) {
 	var v bpeJSON
 	if err := json.Unmarshal(raw, &v); err != nil {
-		return nil, fmt.Errorf("%w: BPE model: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: BPE model: %w", ErrInvalid, err)
 	}
 	if v.Vocab == nil {
 		return nil, fmt.Errorf("%w: BPE model without vocab", ErrInvalid)
@@ -136,7 +136,7 @@ func parseBPE(raw json.RawMessage) (*bpe, error) {
 	for rank, r := range v.Merges {
 		a, b, err := parseMerge(r)
 		if err != nil {
-			return nil, fmt.Errorf("%w: merge %d: %v", ErrInvalid, rank+1, err)
+			return nil, fmt.Errorf("%w: merge %d: %w", ErrInvalid, rank+1, err)
 		}
 		ia, ok1 := v.Vocab[a]
 		ib, ok2 := v.Vocab[b]

@@ -3,6 +3,8 @@ package tokenizer_test
 import (
 	"os"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 var tempDirs []string
@@ -18,9 +20,10 @@ func mkdirTemp() (string, error) {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	for _, d := range tempDirs {
-		os.RemoveAll(d)
-	}
-	os.Exit(code)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		for _, d := range tempDirs {
+			os.RemoveAll(d)
+		}
+		os.Exit(code)
+	}))
 }

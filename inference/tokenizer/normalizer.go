@@ -54,7 +54,7 @@ func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 		Type string `json:"type"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
-		return nil, fmt.Errorf("%w: normalizer: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: normalizer: %w", ErrInvalid, err)
 	}
 	switch head.Type {
 	case "Sequence":
@@ -62,7 +62,7 @@ func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 			Normalizers []json.RawMessage `json:"normalizers"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: Sequence normalizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: Sequence normalizer: %w", ErrInvalid, err)
 		}
 		var seq normalizerSeq
 		for _, r := range v.Normalizers {
@@ -93,7 +93,7 @@ func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 			Right bool `json:"strip_right"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: Strip normalizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: Strip normalizer: %w", ErrInvalid, err)
 		}
 		return normalizerFunc(func(s string) string {
 			if v.Left {
@@ -109,7 +109,7 @@ func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 			Prepend string `json:"prepend"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: Prepend normalizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: Prepend normalizer: %w", ErrInvalid, err)
 		}
 		// NormalizedString::prepend does nothing to an empty string.
 		return normalizerFunc(func(s string) string {
@@ -124,7 +124,7 @@ func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 			Content string      `json:"content"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: Replace normalizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: Replace normalizer: %w", ErrInvalid, err)
 		}
 		m, err := v.Pattern.compile()
 		if err != nil {
@@ -134,7 +134,7 @@ func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 	case "BertNormalizer":
 		v := bertNormalizer{CleanText: true, HandleChinese: true, Lowercase: true}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: BertNormalizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: BertNormalizer: %w", ErrInvalid, err)
 		}
 		return v, nil
 	case "Precompiled":
@@ -142,7 +142,7 @@ func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 			Charsmap *string `json:"precompiled_charsmap"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: Precompiled normalizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: Precompiled normalizer: %w", ErrInvalid, err)
 		}
 		if v.Charsmap == nil || *v.Charsmap == "" {
 			// Some converters write an empty charsmap for "identity".

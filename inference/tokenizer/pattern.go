@@ -62,7 +62,7 @@ func compilePattern(pat string) (*matcher, error) {
 	}
 	re, err := regexp.Compile(b.String())
 	if err != nil {
-		return nil, fmt.Errorf("%w: pattern %q: %v", ErrUnsupported, pat, err)
+		return nil, fmt.Errorf("%w: pattern %q: %w", ErrUnsupported, pat, err)
 	}
 	m.re = re
 	if m.idiom {

@@ -22,7 +22,7 @@ type precompiled struct {
 func parsePrecompiled(b64 string) (*precompiled, error) {
 	raw, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
-		return nil, fmt.Errorf("%w: precompiled_charsmap: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: precompiled_charsmap: %w", ErrInvalid, err)
 	}
 	return decodeCharsmap(raw)
 }

@@ -190,7 +190,7 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 		Type string `json:"type"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
-		return nil, fmt.Errorf("%w: pre_tokenizer: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: pre_tokenizer: %w", ErrInvalid, err)
 	}
 	switch head.Type {
 	case "Sequence":
@@ -198,7 +198,7 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 			PreTokenizers []json.RawMessage `json:"pretokenizers"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: Sequence pre_tokenizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: Sequence pre_tokenizer: %w", ErrInvalid, err)
 		}
 		var seq preTokenizerSeq
 		for _, r := range v.PreTokenizers {
@@ -218,7 +218,7 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 			Invert   bool        `json:"invert"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: Split pre_tokenizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: Split pre_tokenizer: %w", ErrInvalid, err)
 		}
 		m, err := v.Pattern.compile()
 		if err != nil {
@@ -235,7 +235,7 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 			UseRegex       bool `json:"use_regex"`
 		}{AddPrefixSpace: true, UseRegex: true}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: ByteLevel pre_tokenizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: ByteLevel pre_tokenizer: %w", ErrInvalid, err)
 		}
 		return byteLevel{addPrefixSpace: v.AddPrefixSpace, useRegex: v.UseRegex}, nil
 	case "Metaspace":
@@ -246,7 +246,7 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 			Split          *bool   `json:"split"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: Metaspace pre_tokenizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: Metaspace pre_tokenizer: %w", ErrInvalid, err)
 		}
 		if utf8.RuneCountInString(v.Replacement) != 1 {
 			return nil, fmt.Errorf("%w: Metaspace replacement %q is not one character", ErrInvalid, v.Replacement)
@@ -284,7 +284,7 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 			Behavior string `json:"behavior"`
 		}{Behavior: "Isolated"}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: Punctuation pre_tokenizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: Punctuation pre_tokenizer: %w", ErrInvalid, err)
 		}
 		b, err := parseBehavior(v.Behavior)
 		if err != nil {
@@ -296,7 +296,7 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 			Individual bool `json:"individual_digits"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: Digits pre_tokenizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: Digits pre_tokenizer: %w", ErrInvalid, err)
 		}
 		b := splitContiguous
 		if v.Individual {
@@ -308,7 +308,7 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 			Delimiter string `json:"delimiter"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: CharDelimiterSplit pre_tokenizer: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: CharDelimiterSplit pre_tokenizer: %w", ErrInvalid, err)
 		}
 		if utf8.RuneCountInString(v.Delimiter) != 1 {
 			return nil, fmt.Errorf("%w: CharDelimiterSplit delimiter %q", ErrInvalid, v.Delimiter)

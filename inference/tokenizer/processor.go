@@ -93,7 +93,7 @@ func parseProcessor(raw json.RawMessage) (processor, error) {
 		Type string `json:"type"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
-		return nil, fmt.Errorf("%w: post_processor: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: post_processor: %w", ErrInvalid, err)
 	}
 	switch head.Type {
 	case "RobertaProcessing", "BertProcessing":
@@ -102,7 +102,7 @@ func parseProcessor(raw json.RawMessage) (processor, error) {
 			Cls [2]json.RawMessage `json:"cls"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, head.Type, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, head.Type, err)
 		}
 		var p wrapProcessor
 		for _, f := range []struct {
@@ -111,10 +111,10 @@ func parseProcessor(raw json.RawMessage) (processor, error) {
 			id  *int32
 		}{{v.Cls, &p.clsTok, &p.cls}, {v.Sep, &p.sepTok, &p.sep}} {
 			if err := json.Unmarshal(f.raw[0], f.tok); err != nil {
-				return nil, fmt.Errorf("%w: %s token: %v", ErrInvalid, head.Type, err)
+				return nil, fmt.Errorf("%w: %s token: %w", ErrInvalid, head.Type, err)
 			}
 			if err := json.Unmarshal(f.raw[1], f.id); err != nil {
-				return nil, fmt.Errorf("%w: %s id: %v", ErrInvalid, head.Type, err)
+				return nil, fmt.Errorf("%w: %s id: %w", ErrInvalid, head.Type, err)
 			}
 		}
 		return p, nil
@@ -134,7 +134,7 @@ func parseProcessor(raw json.RawMessage) (processor, error) {
 			} `json:"special_tokens"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: TemplateProcessing: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: TemplateProcessing: %w", ErrInvalid, err)
 		}
 		var p templateProcessor
 		for _, it := range v.Single {
@@ -163,7 +163,7 @@ func parseProcessor(raw json.RawMessage) (processor, error) {
 			Processors []json.RawMessage `json:"processors"`
 		}
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("%w: Sequence post_processor: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: Sequence post_processor: %w", ErrInvalid, err)
 		}
 		var q seqProcessor
 		for _, r := range v.Processors {

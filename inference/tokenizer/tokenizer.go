@@ -91,7 +91,7 @@ type addedTokenJSON struct {
 func Parse(data []byte) (*Tokenizer, error) {
 	var f fileJSON
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	t := &Tokenizer{}
 	var err error
@@ -147,7 +147,7 @@ func parseModel(raw json.RawMessage) (model, error) {
 		Merges json.RawMessage `json:"merges"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
-		return nil, fmt.Errorf("%w: model: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: model: %w", ErrInvalid, err)
 	}
 	typ := head.Type
 	if typ == "" {

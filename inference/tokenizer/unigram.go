@@ -36,7 +36,7 @@ func parseUnigram(raw json.RawMessage) (*unigram, error) {
 		ByteFallback bool                 `json:"byte_fallback"`
 	}
 	if err := json.Unmarshal(raw, &v); err != nil {
-		return nil, fmt.Errorf("%w: Unigram model: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: Unigram model: %w", ErrInvalid, err)
 	}
 	m := &unigram{
 		pieces:       make([]string, len(v.Vocab)),
@@ -48,10 +48,10 @@ func parseUnigram(raw json.RawMessage) (*unigram, error) {
 	}
 	for i, e := range v.Vocab {
 		if err := json.Unmarshal(e[0], &m.pieces[i]); err != nil {
-			return nil, fmt.Errorf("%w: Unigram piece %d: %v", ErrInvalid, i, err)
+			return nil, fmt.Errorf("%w: Unigram piece %d: %w", ErrInvalid, i, err)
 		}
 		if err := json.Unmarshal(e[1], &m.scores[i]); err != nil {
-			return nil, fmt.Errorf("%w: Unigram score %d: %v", ErrInvalid, i, err)
+			return nil, fmt.Errorf("%w: Unigram score %d: %w", ErrInvalid, i, err)
 		}
 		m.ids[m.pieces[i]] = int32(i)
 		if m.scores[i] < m.minScore {
@@ -238,7 +238,7 @@ func parseWordPiece(raw json.RawMessage) (*wordPiece, error) {
 		MaxChars int              `json:"max_input_chars_per_word"`
 	}{Unk: "[UNK]", Prefix: "##", MaxChars: 100}
 	if err := json.Unmarshal(raw, &v); err != nil {
-		return nil, fmt.Errorf("%w: WordPiece model: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: WordPiece model: %w", ErrInvalid, err)
 	}
 	if v.Vocab == nil {
 		return nil, fmt.Errorf("%w: WordPiece model without vocab", ErrInvalid)

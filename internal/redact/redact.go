@@ -15,7 +15,6 @@ package redact
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/url"
 	"regexp"
@@ -174,10 +173,7 @@ func (r *Redactor) Error(err error) error {
 	if err == nil {
 		return nil
 	}
-	var masked *redacted
-	if errors.As(err, &masked) && masked.err == err {
-		return err
-	}
+	// An error masked before has a clean message, so it comes back as is.
 	msg := err.Error()
 	if clean := r.String(msg); clean != msg {
 		return &redacted{msg: clean, err: err}

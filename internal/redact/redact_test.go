@@ -72,10 +72,10 @@ func TestError(t *testing.T) {
 	if !errors.Is(got, fs.ErrNotExist) || !errors.Is(got, cause) {
 		t.Fatalf("masked error lost its causes: %v", got)
 	}
-	if r.Error(got) != got {
+	if r.Error(got) != got { //nolint:errorlint // identity: the same error value must come back
 		t.Error("masking twice wrapped twice")
 	}
-	if r.Error(cause) != cause {
+	if r.Error(cause) != cause { //nolint:errorlint // identity: the same error value must come back
 		t.Error("an error with nothing to mask was wrapped")
 	}
 	if r.Error(nil) != nil || Error(nil) != nil {

@@ -31,6 +31,7 @@
 package hubtest
 
 import (
+	"context"
 	"crypto/sha1" //nolint:gosec // git blob ids
 	"crypto/sha256"
 	"encoding/hex"
@@ -146,7 +147,7 @@ func New(t testing.TB, opts Options) *Server {
 	})
 	u, _ := url.Parse(s.cdn.URL)
 	if _, port, err := net.SplitHostPort(u.Host); err == nil {
-		if addrs, err := net.LookupHost("localhost"); err == nil && slices.Contains(addrs, "127.0.0.1") {
+		if addrs, err := net.DefaultResolver.LookupHost(context.Background(), "localhost"); err == nil && slices.Contains(addrs, "127.0.0.1") {
 			u.Host = net.JoinHostPort("localhost", port)
 		}
 	}
@@ -272,19 +273,19 @@ func (s *Server) hit(key string) *Fault {
 	s.counts[key]++
 	s.total++
 	q := s.faults[key]
-	for len(q) > 0 {
-		f := q[0]
-		if f.Times == 0 {
-			return f
-		}
-		f.Times--
-		if f.Times == 0 {
-			q = q[1:]
-		}
-		s.faults[key] = q
+	if len(q) == 0 {
+		return nil
+	}
+	f := q[0]
+	if f.Times == 0 {
 		return f
 	}
-	return nil
+	f.Times--
+	if f.Times == 0 {
+		q = q[1:]
+	}
+	s.faults[key] = q
+	return f
 }
 
 // segments splits the escaped path into unescaped segments, so "%2F" in a

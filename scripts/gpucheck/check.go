@@ -292,8 +292,8 @@ func collect(url string, imgs [][]byte, texts []string, faceImg []byte) (*output
 	o := &outputs{providers: map[string]string{}}
 	for _, im := range imgs {
 		r, err := predict(url, clipVisualEntries(), im, "")
-		if err != nil || r.Status != 200 {
-			return nil, fmt.Errorf("clip visual: status %d, %v: %s", r.Status, err, trunc(string(r.Body), 300))
+		if err := replyErr(r, err); err != nil {
+			return nil, fmt.Errorf("clip visual: %w", err)
 		}
 		v, err := embedding(r.Body)
 		if err != nil {
@@ -304,8 +304,8 @@ func collect(url string, imgs [][]byte, texts []string, faceImg []byte) (*output
 	}
 	for _, t := range texts {
 		r, err := predict(url, clipTextualEntries(), nil, t)
-		if err != nil || r.Status != 200 {
-			return nil, fmt.Errorf("clip textual: status %d, %v: %s", r.Status, err, trunc(string(r.Body), 300))
+		if err := replyErr(r, err); err != nil {
+			return nil, fmt.Errorf("clip textual: %w", err)
 		}
 		v, err := embedding(r.Body)
 		if err != nil {
@@ -315,8 +315,8 @@ func collect(url string, imgs [][]byte, texts []string, faceImg []byte) (*output
 		o.providers["clip_textual"] = r.Provider
 	}
 	r, err := predict(url, faceEntries(0.5), faceImg, "")
-	if err != nil || r.Status != 200 {
-		return nil, fmt.Errorf("faces: status %d, %v: %s", r.Status, err, trunc(string(r.Body), 300))
+	if err := replyErr(r, err); err != nil {
+		return nil, fmt.Errorf("faces: %w", err)
 	}
 	fs, err := faces(r.Body)
 	if err != nil {

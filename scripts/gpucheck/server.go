@@ -52,7 +52,7 @@ func startServer(ctx context.Context, bin, cache, providers string, port int, lo
 		select {
 		case err := <-s.done:
 			s.done <- err
-			return nil, fmt.Errorf("mlserve serve (%s) exited: %v; log: %s", providers, err, tail(logPath, 2000))
+			return nil, fmt.Errorf("mlserve serve (%s) exited: %v; log: %s", providers, err, tail(logPath, 2000)) //nolint:errorlint // err is nil when serve exited 0, and %w would print %!w(<nil>)
 		case <-ctx.Done():
 			s.stop()
 			return nil, ctx.Err()
@@ -124,6 +124,18 @@ func predict(url, entries string, img []byte, text string) (reply, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	return reply{Status: resp.StatusCode, Provider: resp.Header.Get("X-Mlserve-Provider"), Body: body}, err
+}
+
+// replyErr is err, or an error with the status and the start of the body
+// of an answer other than 200.
+func replyErr(r reply, err error) error {
+	if err != nil {
+		return err
+	}
+	if r.Status != http.StatusOK {
+		return fmt.Errorf("status %d: %s", r.Status, trunc(string(r.Body), 300))
+	}
+	return nil
 }
 
 func clipVisualEntries() string {
