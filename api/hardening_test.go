@@ -634,7 +634,8 @@ func TestFieldCaps(t *testing.T) {
 
 // TestHangUpCancelsWork: 100 clients send a request and hang up. The
 // service notices each hang-up and cancels the work: queued requests
-// leave the queue, the running one is stopped, and most never run.
+// leave the queue, the running one is stopped, and (at most a batch's
+// worth aside) none runs after its client left.
 func TestHangUpCancelsWork(t *testing.T) {
 	st := startHard(t, hardOptions{slow: true, workers: pool.WorkersOptions{Workers: 1, Queue: 128}})
 	img, _ := os.ReadFile(loadGolden(t, "in/photo_28.jpg").Input)
@@ -662,6 +663,10 @@ func TestHangUpCancelsWork(t *testing.T) {
 	for metric(t, st.reg, "mlserve_http_inflight_body_bytes", nil) < 50*float64(len(body)) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
+	// What ran while the bodies were still being read is the machine's
+	// speed (one worker, under -race and a busy machine many may); what
+	// counts is what runs after the clients left.
+	atHangUp := runs()
 	for _, c := range conns {
 		c.Close()
 	}
@@ -671,11 +676,11 @@ func TestHangUpCancelsWork(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	ran := runs() - before
+	ran, after := runs()-before, runs()-atHangUp
 	gone := metric(t, st.reg, "mlserve_http_client_hangups_total", nil)
-	t.Logf("100 clients hung up: %v inferences completed, %v hang-ups seen, all gone after %v (one request takes %v)", ran, gone, time.Since(start).Round(time.Millisecond), one.Round(time.Millisecond))
-	if ran > 10 {
-		t.Errorf("%v of 100 abandoned requests ran to completion", ran)
+	t.Logf("100 clients hung up: %v inferences completed (%v after the hang-up), %v hang-ups seen, all gone after %v (one request takes %v)", ran, after, gone, time.Since(start).Round(time.Millisecond), one.Round(time.Millisecond))
+	if after > 10 {
+		t.Errorf("%v of the abandoned requests ran to completion after their clients left", after)
 	}
 	if gone < 90 {
 		t.Errorf("only %v hang-ups noticed", gone)
