@@ -346,6 +346,9 @@ func (pr Progress) String() string {
 // already indexed are skipped).
 var ErrRunLost = errors.New("queue lost the run's state")
 
+// watchPoll is how often Watch asks the queue whether the run is done.
+const watchPoll = 50 * time.Millisecond
+
 // Watch reports progress every interval until the producer has finished
 // and every item of the run is done or failed, ctx ends, the queue loses
 // the run, or the queue has been unreachable for longer than the outage
@@ -360,7 +363,12 @@ func (p *Producer) Watch(ctx context.Context, every time.Duration, report func(P
 	var window []sample
 	var last Progress
 	var down time.Time // when the current outage began
-	t := time.NewTicker(every)
+	// The queue is asked often enough that the end of a run is seen at
+	// once (a run that ends between two reports must not wait for the
+	// next); report is called every `every`, and at the end.
+	poll := min(every, watchPoll)
+	var reported time.Time
+	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
 		finding := p.state.Load() != 2
@@ -376,7 +384,10 @@ func (p *Producer) Watch(ctx context.Context, every time.Duration, report func(P
 			if lasted := time.Since(down); p.opts.OutageDeadline >= 0 && lasted+every > p.opts.OutageDeadline {
 				return last, &OutageError{Service: ServiceQueue, For: lasted, Err: fmt.Errorf("read progress: %w", err)}
 			}
-			p.logger.Warn("cannot read progress", "err", err, "unavailable_for", time.Since(down).Round(time.Second))
+			if time.Since(reported) >= every {
+				p.logger.Warn("cannot read progress", "err", err, "unavailable_for", time.Since(down).Round(time.Second))
+				reported = time.Now()
+			}
 		} else {
 			down = time.Time{}
 			if !c.Known && !finding && p.queued.Load() > 0 {
@@ -397,10 +408,12 @@ func (p *Producer) Watch(ctx context.Context, every time.Duration, report func(P
 				pr.ETA = time.Duration(float64(c.Total-finished) / pr.Rate * float64(time.Second))
 			}
 			last = pr
-			if report != nil {
+			done := !finding && finished >= c.Total
+			if report != nil && (done || now.Sub(reported) >= every) {
 				report(pr)
+				reported = now
 			}
-			if !finding && finished >= c.Total {
+			if done {
 				return pr, nil
 			}
 		}

@@ -30,7 +30,10 @@ type indexOptions struct {
 	deferIdx  bool
 	interval  time.Duration
 	heicFiles bool
-	roots     []string
+	// retryFailed queues files whose failure is recorded although they
+	// did not change.
+	retryFailed bool
+	roots       []string
 	// progress is told of the run's progress (a bar on a terminal).
 	progress Reporter
 }
@@ -93,6 +96,7 @@ terminal the progress is a bar; otherwise a line every --progress.`,
 	f.StringVar(&o.queue, "queue", "", "Redis queue name (default derived from the schema and model)")
 	f.BoolVar(&o.deferIdx, "defer-index", false, "build the HNSW index after loading instead of while loading (faster for a first bulk load)")
 	f.DurationVar(&o.interval, "progress", 2*time.Second, "how often a progress line is printed when stderr is not a terminal")
+	f.BoolVar(&o.retryFailed, "retry-failed", false, "queue again the files that failed before, even if they did not change")
 	f.BoolVar(&o.heicFiles, "heic", false, "also pick .heic/.heif files (only if this build's decoder reads them)")
 	return cmd
 }
@@ -182,7 +186,7 @@ func runIndex(ctx context.Context, o indexOptions, stdout io.Writer, cfg *config
 		Open: open, Immich: db.immich, Roots: o.roots, Force: o.force, Model: db.model,
 		Redis: rc, Queue: jobs.RedisOptions{Name: o.queue}, NoWait: o.noWait,
 		FaceModel: tasks.faces, OCRModel: tasks.ocr, Analysis: tasks.analysis(),
-		Prune: true, BatchSize: o.batch, Workers: o.workers, Walk: jobs.WalkOptions{HEIC: o.heicFiles},
+		Prune: true, RetryFailed: o.retryFailed, BatchSize: o.batch, Workers: o.workers, Walk: jobs.WalkOptions{HEIC: o.heicFiles},
 		Paths: paths, CreateIndexes: o.deferIdx,
 		ProgressEvery: every, Progress: report,
 	}

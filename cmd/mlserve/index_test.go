@@ -213,3 +213,30 @@ func TestCLIUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestCLIIndexRetryFailed: a file that does not decode fails the run
+// (exit 1, its path listed); a second run leaves it alone while it is
+// unchanged and says so; --retry-failed tries it again.
+func TestCLIIndexRetryFailed(t *testing.T) {
+	cliEnv(t, "")
+	schema := cliSchema(t)
+	dir, _ := cliPhotos(t, 2)
+	bad := filepath.Join(dir, "broken.jpg")
+	if err := os.WriteFile(bad, []byte("not a JPEG"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	index := func(extra ...string) (int, string) {
+		var out, errb bytes.Buffer
+		code := run(append([]string{"index", "--schema", schema, dir}, extra...), &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	if code, out := index(); code != 1 || !strings.Contains(out, "failed: "+bad) || !strings.Contains(out, "indexed 2 of 3 images (1 failed)") {
+		t.Fatalf("first run: exit %d\n%s", code, out)
+	}
+	if code, out := index(); code != 0 || !strings.Contains(out, "1 skipped as failed before") {
+		t.Fatalf("second run: exit %d\n%s", code, out)
+	}
+	if code, out := index("--retry-failed"); code != 1 || !strings.Contains(out, "failed: "+bad) {
+		t.Fatalf("--retry-failed: exit %d\n%s", code, out)
+	}
+}
