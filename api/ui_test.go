@@ -225,6 +225,11 @@ func FuzzLibraryRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// A request line cannot hold whitespace in its target (it would
+		// be another request line): httptest refuses to build one.
+		if strings.ContainsAny(u.String(), " \t\r\n") {
+			return
+		}
 		req := httptest.NewRequest(method, u.String(), bytes.NewReader([]byte(body)))
 		req.Header.Set("Content-Length", strconv.Itoa(len(body)))
 		if method != "GET" {
