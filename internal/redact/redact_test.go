@@ -139,6 +139,9 @@ func FuzzString(f *testing.F) {
 			len(pass) < MinSecretLen || !ok(pass, none) || !ok(rest, none) || !ok(prefix, func(c rune) bool { return unicode.IsLetter(c) || unicode.IsDigit(c) }) {
 			return
 		}
+		if strings.Contains(Mask, pass) {
+			return // a password made of the mask's letters shows in the mask itself
+		}
 		u := prefix + scheme + "://" + user + ":" + pass + "@" + rest
 		if got := String(u); strings.Contains(got, ":"+pass+"@") {
 			t.Fatalf("String(%q) = %q", u, got)
