@@ -128,21 +128,11 @@ func (s *Service) EmbedText(ctx context.Context, model, text, language string) (
 // facial-recognition request with detection and recognition does.
 func (s *Service) Faces(ctx context.Context, model string, img *imaging.Image, minScore float32) ([]Face, error) {
 	defer s.busy()()
-	det, release, err := s.acquireModel(ctx, "facial-recognition", "detection", model)
+	ctx, det, rec, x, done, err := s.acquirePipeline(ctx, "facial-recognition", model)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
-	rec, release2, err := s.acquireModel(ctx, "facial-recognition", "recognition", model)
-	if err != nil {
-		return nil, err
-	}
-	defer release2()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var t Timings
-	x := s.newExec(&t, PriorityBackground)
-	defer x.done()
+	defer done()
 	d, err := detectFaces(ctx, x, det, img, minScore)
 	if err != nil {
 		return nil, err
@@ -154,26 +144,42 @@ func (s *Service) Faces(ctx context.Context, model string, img *imaging.Image, m
 // detection and recognition does.
 func (s *Service) Text(ctx context.Context, model string, img *imaging.Image, o ocr.DetectOptions, minScore float32) (*OCRResult, error) {
 	defer s.busy()()
-	det, release, err := s.acquireModel(ctx, "ocr", "detection", model)
+	ctx, det, rec, x, done, err := s.acquirePipeline(ctx, "ocr", model)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
-	rec, release2, err := s.acquireModel(ctx, "ocr", "recognition", model)
-	if err != nil {
-		return nil, err
-	}
-	defer release2()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var t Timings
-	x := s.newExec(&t, PriorityBackground)
-	defer x.done()
+	defer done()
 	d, err := detectText(ctx, x, det, img, o)
 	if err != nil {
 		return nil, err
 	}
 	return recognizeText(ctx, x, rec, img, d, minScore)
+}
+
+// acquirePipeline acquires the detector and the recogniser of a task's
+// model and an executor at background priority, for one image run through
+// both; done releases all of them.
+// The returned context ends with done, so that work still queued for the
+// image is dropped when the caller returns early.
+func (s *Service) acquirePipeline(ctx context.Context, task, model string) (_ context.Context, det, rec *loaded, x *exec, done func(), err error) {
+	det, releaseDet, err := s.acquireModel(ctx, task, "detection", model)
+	if err != nil {
+		return nil, nil, nil, nil, nil, err
+	}
+	rec, releaseRec, err := s.acquireModel(ctx, task, "recognition", model)
+	if err != nil {
+		releaseDet()
+		return nil, nil, nil, nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var t Timings
+	x = s.newExec(&t, PriorityBackground)
+	return ctx, det, rec, x, func() {
+		x.done()
+		cancel()
+		releaseRec()
+		releaseDet()
+	}, nil
 }
 
 // acquireModel resolves and acquires the model of task/typ; release it

@@ -47,12 +47,28 @@ func modelNames(args []string) error {
 	if len(args) == 0 {
 		return usagef("name at least one model (mlserve models pull --help lists where to find names)")
 	}
+	return knownModels(args)
+}
+
+// knownModels refuses (as a usage error) a name that is not in the
+// catalogue.
+func knownModels(args []string) error {
 	for _, n := range args {
 		if _, err := models.Find(n); err != nil {
 			return usageError{err}
 		}
 	}
 	return nil
+}
+
+// openModelStore is the model cache of the configuration, for the models
+// commands that only read or remove (no download observer).
+func (a *app) openModelStore() (*models.Store, error) {
+	cfg, logger, err := a.setup(true)
+	if err != nil {
+		return nil, err
+	}
+	return newStore(cfg, nil, logger)
 }
 
 func (a *app) modelsPullCommand() *cobra.Command {
@@ -195,11 +211,7 @@ the models it has loaded, and downloads them again when it next loads them.`,
 			if err := modelNames(args); err != nil {
 				return err
 			}
-			cfg, logger, err := a.setup(true)
-			if err != nil {
-				return err
-			}
-			store, err := newStore(cfg, nil, logger)
+			store, err := a.openModelStore()
 			if err != nil {
 				return err
 			}
@@ -231,16 +243,10 @@ one). Exits 1 if any file is missing or differs, or if a folder has no record
 to check against (pull it again to record one).`,
 		ValidArgsFunction: completeModelNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			for _, n := range args {
-				if _, err := models.Find(n); err != nil {
-					return usageError{err}
-				}
-			}
-			cfg, logger, err := a.setup(true)
-			if err != nil {
+			if err := knownModels(args); err != nil {
 				return err
 			}
-			store, err := newStore(cfg, nil, logger)
+			store, err := a.openModelStore()
 			if err != nil {
 				return err
 			}
