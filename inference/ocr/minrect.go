@@ -1,8 +1,14 @@
 package ocr
 
+// The flags match third_party/gocv/cgo.go: OpenCV's core and imgproc by
+// name, not `pkg-config opencv4`, whose .pc file ships only with
+// libopencv-dev (every module); setup.sh installs the two -dev packages.
+// With -tags customenv, CGO_CPPFLAGS and CGO_LDFLAGS say where OpenCV is.
+
 /*
-#cgo !windows pkg-config: opencv4
+#cgo !customenv CPPFLAGS: -I/usr/include/opencv4
 #cgo CXXFLAGS: --std=c++11
+#cgo !customenv LDFLAGS: -lopencv_imgproc -lopencv_core
 #include <stdlib.h>
 #include "minrect.h"
 */
