@@ -184,12 +184,21 @@ func (s *Server) predictError(c *fiber.Ctx, err error) error {
 	if code == fiber.StatusServiceUnavailable {
 		c.Set(fiber.HeaderRetryAfter, retryAfter)
 	}
-	if code >= 500 {
+	switch {
+	case overloaded(err):
+		s.shed.note(msg)
+	case code >= 500:
 		s.logger.Error("predict failed", "status", code, "err", err)
-	} else {
+	default:
 		s.logger.Debug("predict refused", "status", code, "err", err)
 	}
 	return c.Status(code).JSON(detail{msg})
+}
+
+// overloaded tells the refusals that are the service shedding load, by
+// design and many a second, from failures worth a log line each.
+func overloaded(err error) bool {
+	return errors.Is(err, pool.ErrQueueFull) || errors.Is(err, errBudget) || errors.Is(err, pool.ErrClosed)
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -139,6 +139,7 @@ type Server struct {
 	keyHash   []byte // SHA-256 of the API key; nil without one
 	thumbs    *thumbnails
 	web       map[string]webFile
+	shed      *shedLog
 
 	// base is the parent of every request's context; it ends when the
 	// shutdown drain runs out of time.
@@ -179,7 +180,8 @@ func New(opts Options, logger *slog.Logger) *Server {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{opts: opts, logger: logger, predictor: opts.Predictor, adm: opts.Admission,
-		budget: &byteBudget{max: opts.MaxInflightBytes}, thumbs: newThumbnails(opts.Decode, opts.ThumbCacheBytes)}
+		budget: &byteBudget{max: opts.MaxInflightBytes}, thumbs: newThumbnails(opts.Decode, opts.ThumbCacheBytes),
+		shed: newShedLog(logger)}
 	if s.adm == nil {
 		s.adm = pool.NewAdmission(pool.AdmissionOptions{})
 	}

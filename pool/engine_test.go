@@ -15,6 +15,7 @@ import (
 	"github.com/mlserve/mlserve/inference"
 	"github.com/mlserve/mlserve/inference/face"
 	"github.com/mlserve/mlserve/inference/imaging"
+	"github.com/mlserve/mlserve/inference/imaging/imagingtest"
 	"github.com/mlserve/mlserve/internal/testenv"
 	"github.com/mlserve/mlserve/modelgen"
 	"github.com/mlserve/mlserve/models"
@@ -571,4 +572,70 @@ func TestCPURunsFitTheCores(t *testing.T) {
 	if n := inference.DefaultIntraOpThreads(cores); n*defaultCPURuns(threadsOf(n)) > cores {
 		t.Errorf("default: %d threads × %d runs on %d cores", n, defaultCPURuns(threadsOf(n)), cores)
 	}
+}
+
+// TestQueuedRequestsDropDecodedImages: a CLIP request waiting for its
+// batch holds its tensor, not the decoded photo, so that a full queue of
+// preview-size photos does not hold a decoded image each (9 MB at 1440p,
+// 96 MB at the pixel cap).
+func TestQueuedRequestsDropDecodedImages(t *testing.T) {
+	s := engineService(t, engineCache(t), ServiceOptions{Batch: BatchOptions{Queue: 64}, Workers: WorkersOptions{Workers: 2, Queue: 64}})
+	const w, h, n = 2400, 1600, 8 // 11.5 MB decoded each
+	pix := make([]byte, w*h*3)
+	for i := range pix {
+		pix[i] = byte(i * 7 % 251)
+	}
+	jpg, err := imagingtest.JPEG(pix, w, h, 3, 80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pix = nil
+	req := &Request{Image: jpg, Entries: []Entry{{Task: "clip", Type: "visual", ModelName: "ViT-B-32__openai"}}}
+	bg := context.Background()
+	if _, err := s.Predict(bg, req); err != nil { // loads the model
+		t.Fatal(err)
+	}
+	key := Key{"clip", "visual", "ViT-B-32__openai"}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	slot := s.devices.slot("CPU")
+	for range cap(slot) {
+		slot <- struct{}{}
+	}
+	errc := make(chan error, n)
+	for range n {
+		go func() { _, err := s.Predict(bg, req); errc <- err }()
+	}
+	// The runner holds the first item while it waits for the device.
+	deadline := time.Now().Add(time.Minute)
+	for batchStats(s, key).Queued < n-1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d requests queued", batchStats(s, key).Queued, n)
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("a request ended while the device was held: %v", err)
+		default:
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	held := int64(heap()) - int64(before)
+	for range cap(slot) {
+		<-slot
+	}
+	for range n {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if limit := int64(w * h * 3); held > limit {
+		t.Fatalf("%d queued requests hold %d MiB of heap (a decoded photo is %d MiB)", n, held>>20, limit>>20)
+	}
+	t.Logf("%d queued requests hold %d KiB of heap", n, held>>10)
 }

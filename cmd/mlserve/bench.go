@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,6 +63,7 @@ type benchFlags struct {
 	quiet                     bool
 	warmup                    int
 	threads                   bool
+	retryAfter                bool
 	preprocess                string
 	detModel, recModel, vitGr string // generated graphs (in-process)
 }
@@ -125,6 +128,7 @@ names a model cache.`,
 	fs.BoolVar(&f.quiet, "quiet", true, "in-process: keep the server's log quiet")
 	fs.IntVar(&f.warmup, "warmup", 0, "warm-up requests before measuring (0: one per photo)")
 	fs.StringVar(&f.preprocess, "preprocess", "", "in-process: exact or fast (default: MLSERVE_PREPROCESS, else exact); run once with each to compare")
+	fs.BoolVar(&f.retryAfter, "retry-after", false, "on a 503, a client waits what Retry-After says (jittered 0.5–1.5×) before its next request, as Immich's job queue backs off; without it, it sends again at once")
 	fs.BoolVar(&f.threads, "threads", false, "in-process: only compare, on the bare graphs, one run on every core with one run per core (A/B/A), per batch size")
 	return cmd
 }
@@ -300,6 +304,11 @@ func (b *bench) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+	}
+	b.printf("\nrefusals and health during each level (client-side times; /ping every 20 ms%s):\n", map[bool]string{true: "; clients honour Retry-After", false: "; clients send again at once after a 503"}[f.retryAfter])
+	b.printf("%5s %6s %8s %8s %8s | %5s %8s %8s %8s\n", "conc", "503s", "p50", "p99", "max", "pings", "p50", "p99", "max")
+	for _, l := range levels {
+		b.printf("%s\n", l.health())
 	}
 	b.summary(levels, base != nil)
 	if b.svc != nil && f.task == "faces" {
@@ -642,6 +651,8 @@ type result struct {
 	err    error
 	body   []byte
 	timing map[string]float64
+	// retryAfter is the answer's Retry-After in seconds, 0 without one.
+	retryAfter time.Duration
 }
 
 func (b *bench) send(ctx context.Context, body []byte, ctype string) result {
@@ -658,8 +669,30 @@ func (b *bench) send(ctx context.Context, body []byte, ctype string) result {
 	data, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	r := result{took: time.Since(start), code: resp.StatusCode, err: err, body: data}
+	if s, e := strconv.Atoi(resp.Header.Get("Retry-After")); e == nil && s > 0 {
+		r.retryAfter = time.Duration(s) * time.Second
+	}
 	r.timing = parseServerTiming(resp.Header.Get("Server-Timing"))
 	return r
+}
+
+// ping times one GET /ping.
+func (b *bench) ping(ctx context.Context, c *http.Client) (time.Duration, error) {
+	start := time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.url+"/ping", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return time.Since(start), err
 }
 
 // parseServerTiming reads "name;dur=1.5, other;dur=2" into a map.
@@ -686,7 +719,10 @@ type levelResult struct {
 	conc              int
 	ok, refused, errs int
 	wall              time.Duration
-	lat               []time.Duration
+	lat               []time.Duration // answers 200, sorted
+	refusals          []time.Duration // answers 503, sorted
+	pings             []time.Duration // GET /ping every 20 ms during the level, sorted
+	pingErrs          int
 	stages            map[string]float64 // sums
 	batchRows         float64            // mean rows per batch (in-process)
 	bareTput          float64
@@ -695,11 +731,25 @@ type levelResult struct {
 
 func (l levelResult) tput() float64 { return float64(l.ok) / l.wall.Seconds() }
 
-func (l levelResult) pct(p float64) time.Duration {
-	if len(l.lat) == 0 {
+func (l levelResult) pct(p float64) time.Duration { return percentile(l.lat, p) }
+
+// percentile of sorted durations (nearest rank), 0 for none.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
 		return 0
 	}
-	return l.lat[min(len(l.lat)-1, int(math.Ceil(p*float64(len(l.lat))))-1)]
+	return sorted[max(0, min(len(sorted)-1, int(math.Ceil(p*float64(len(sorted))))-1))]
+}
+
+// health is the level's line on refusals and /ping, client-side times.
+func (l levelResult) health() string {
+	s := fmt.Sprintf("%5d %6d %8s %8s %8s | %5d %8s %8s %8s", l.conc,
+		len(l.refusals), ms(percentile(l.refusals, .5)), ms(percentile(l.refusals, .99)), ms(percentile(l.refusals, 1)),
+		len(l.pings), ms(percentile(l.pings, .5)), ms(percentile(l.pings, .99)), ms(percentile(l.pings, 1)))
+	if l.pingErrs > 0 {
+		s += fmt.Sprintf("  (%d /ping failed)", l.pingErrs)
+	}
+	return s
 }
 
 func (l levelResult) stage(name string) float64 {
@@ -740,6 +790,31 @@ func (b *bench) level(ctx context.Context, c int) levelResult {
 	deadline := time.Now().Add(b.f.duration)
 	start := time.Now()
 	var wg sync.WaitGroup
+	done := make(chan struct{})
+	pinged := make(chan struct{})
+	go func() { // a health check beside the load, as Immich's every 2 s, but often
+		defer close(pinged)
+		pinger := &http.Client{Timeout: 10 * time.Second}
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			took, err := b.ping(ctx, pinger)
+			mu.Lock()
+			if err != nil {
+				lr.pingErrs++
+			} else {
+				lr.pings = append(lr.pings, took)
+			}
+			mu.Unlock()
+		}
+	}()
 	for w := range c {
 		wg.Go(func() {
 			for i := w; ctx.Err() == nil; i += c {
@@ -762,6 +837,7 @@ func (b *bench) level(ctx context.Context, c int) levelResult {
 					lr.errs++
 				case r.code == http.StatusServiceUnavailable:
 					lr.refused++
+					lr.refusals = append(lr.refusals, r.took)
 				case r.code != http.StatusOK:
 					lr.errs++
 				default:
@@ -772,12 +848,28 @@ func (b *bench) level(ctx context.Context, c int) levelResult {
 					}
 				}
 				mu.Unlock()
+				if r.code == http.StatusServiceUnavailable && b.f.retryAfter && r.retryAfter > 0 {
+					// Independent clients (Immich's job retries) do not all
+					// come back at the same instant.
+					wait := r.retryAfter/2 + rand.N(r.retryAfter)
+					if b.f.requests == 0 {
+						wait = min(wait, time.Until(deadline))
+					}
+					select {
+					case <-time.After(wait):
+					case <-ctx.Done():
+					}
+				}
 			}
 		})
 	}
 	wg.Wait()
 	lr.wall = time.Since(start)
-	sort.Slice(lr.lat, func(i, j int) bool { return lr.lat[i] < lr.lat[j] })
+	close(done)
+	<-pinged
+	for _, d := range [][]time.Duration{lr.lat, lr.refusals, lr.pings} {
+		slices.Sort(d)
+	}
 	if b.svc != nil {
 		var batches, rows int64
 		for _, a := range b.svc.BatchStats() {
@@ -805,10 +897,16 @@ func (b *bench) summary(levels []levelResult, withBare bool) {
 		errs += l.errs + l.refused
 	}
 	b.printf("errors and 503s over the sweep: %d\n", errs)
-	for _, l := range levels {
+	var eight *levelResult
+	for i, l := range levels {
 		if l.conc == 8 && l.pct(.5) > 0 {
+			eight = &levels[i]
 			b.printf("p99/p50 at concurrency 8: %.2f (target ≤ 2)\n", float64(l.pct(.99))/float64(l.pct(.5)))
 		}
+	}
+	if top := levels[len(levels)-1]; eight != nil && top.conc > 8 && eight.tput() > 0 {
+		b.printf("overload, concurrency %d: %.2f img/s = %.2f× concurrency 8; 503 p99 %s, /ping p99 %s\n",
+			top.conc, top.tput(), top.tput()/eight.tput(), ms(percentile(top.refusals, .99)), ms(percentile(top.pings, .99)))
 	}
 	if !withBare {
 		return
