@@ -589,7 +589,6 @@ func TestQueuedRequestsDropDecodedImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pix = nil
 	req := &Request{Image: jpg, Entries: []Entry{{Task: "clip", Type: "visual", ModelName: "ViT-B-32__openai"}}}
 	bg := context.Background()
 	if _, err := s.Predict(bg, req); err != nil { // loads the model

@@ -851,7 +851,7 @@ func (b *bench) level(ctx context.Context, c int) levelResult {
 				if r.code == http.StatusServiceUnavailable && b.f.retryAfter && r.retryAfter > 0 {
 					// Independent clients (Immich's job retries) do not all
 					// come back at the same instant.
-					wait := r.retryAfter/2 + rand.N(r.retryAfter)
+					wait := r.retryAfter/2 + rand.N(r.retryAfter) //nolint:gosec // G404: jitter for a load generator, not a secret
 					if b.f.requests == 0 {
 						wait = min(wait, time.Until(deadline))
 					}
