@@ -304,7 +304,10 @@ type DeviceObserver interface {
 // model cache, CPU worker pool and inference engine. It is safe for
 // concurrent use.
 type Service struct {
-	opts     ServiceOptions
+	opts ServiceOptions
+	// pixels recycles the decoded photos of requests (nil when the
+	// decoder is the caller's).
+	pixels   *imaging.Buffers
 	store    Store
 	sessions Sessions
 	logger   *slog.Logger
@@ -333,13 +336,19 @@ type input struct {
 	// request waiting for its batch does not hold a decoded photo (9 MB
 	// at preview size, 96 MB at the pixel cap) across the wait.
 	keepImage bool
+	// pixels, when set, takes the pixels of a dropped image back for the
+	// next decode (img was decoded by the service and nothing else holds
+	// it).
+	pixels *imaging.Buffers
 }
 
 // dropImage lets the decoded image go when no later entry reads it.
 func (in *input) dropImage() {
-	if !in.keepImage {
-		in.img = nil
+	if in.keepImage || in.img == nil {
+		return
 	}
+	in.pixels.Put(in.img)
+	in.img = nil
 }
 
 // handler knows how to load and run one task/type.
@@ -397,10 +406,17 @@ func NewService(opts ServiceOptions, store Store, sessions Sessions, logger *slo
 	if opts.Preprocess != PreprocessExact && opts.Preprocess != PreprocessFast {
 		return nil, fmt.Errorf("pool: unknown preprocess mode %q", opts.Preprocess)
 	}
+	// The service's own decoder recycles the pixels of the photos that
+	// requests are done with (a decoder passed in may keep its images).
+	var bufs *imaging.Buffers
 	if opts.Decode == nil {
-		opts.Decode = NewDecoder(opts.DecodeLimits, opts.Preprocess)
+		bufs = new(imaging.Buffers)
+		limits := opts.DecodeLimits
+		limits.Buffers = bufs
+		opts.Decode = NewDecoder(limits, opts.Preprocess)
 	}
 	s := &Service{
+		pixels:   bufs,
 		opts:     opts,
 		store:    store,
 		sessions: sessions,
@@ -695,7 +711,7 @@ func (s *Service) Predict(ctx context.Context, req *Request) (*Response, error) 
 	if err := x.cpu(ctx, &res.Timings.Decode); err != nil {
 		return nil, err
 	}
-	in := &input{text: req.Text}
+	in := &input{text: req.Text, pixels: s.pixels}
 	if hasImage {
 		// The decoder may scale down only if every model allows it.
 		minSide := 0

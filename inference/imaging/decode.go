@@ -49,6 +49,9 @@ type DecodeOptions struct {
 	// full size the header gives; MaxBytes to the decoding at the scale
 	// chosen. DecodeWith ignores it.
 	MinSide int
+	// Buffers, if set, recycles pixel buffers given back with its Put
+	// (JPEGs, whose decoder writes every byte of its output).
+	Buffers *Buffers
 }
 
 func (o DecodeOptions) limits() (maxPixels, maxBytes int64) {
@@ -170,7 +173,7 @@ func DecodeScaled(data []byte, o DecodeOptions) (*Image, Header, error) {
 	var im *Image
 	switch h.Format {
 	case JPEG:
-		im, err = decodeJPEG(data, h, scale, maxBytes)
+		im, err = decodeJPEG(data, h, scale, maxBytes, o.Buffers)
 	case GIF:
 		im, err = decodeGIF(data, h)
 	default:

@@ -142,6 +142,12 @@ static int mlserve_decode_jpeg(const unsigned char *data, unsigned long len, int
 		if (jpeg_read_scanlines(&cinfo, rows, n) == 0)
 			break; // suspended: cannot happen with a memory source
 	}
+	if (cinfo.output_scanline < cinfo.output_height) {
+		// Rows left unwritten would show a recycled buffer's old pixels.
+		snprintf(msg, msglen, "decoder stopped at row %u of %u", cinfo.output_scanline, cinfo.output_height);
+		jpeg_destroy_decompress(&cinfo);
+		return MLSERVE_JPEG_FAILED;
+	}
 	// PIL finishes decompression too, which reads up to the EOI marker: a
 	// file that ends before it is truncated (reported by mlserve_jpeg_emit).
 	jpeg_finish_decompress(&cinfo);
@@ -180,13 +186,13 @@ const (
 // Adobe-inverted ("CMYK;I") whether or not the file has an Adobe marker,
 // then applies cmyk2rgb. OpenCV divides by 256 where PIL divides by 255 and
 // is off by one on most pixels.
-func decodeJPEG(data []byte, h Header, scale int, maxBytes int64) (*Image, error) {
+func decodeJPEG(data []byte, h Header, scale int, maxBytes int64, bufs *Buffers) (*Image, error) {
 	channels := 3
 	if h.jpegComponents == 4 {
 		channels = 4
 	}
 	ow, oh := jpegScaled(h.W, h.H, scale)
-	buf := make([]byte, ow*oh*channels)
+	buf := bufs.get(ow * oh * channels) // libjpeg writes every byte, or fails
 	libjpeg := maxBytes - int64(len(buf))
 	if channels == 4 {
 		libjpeg -= int64(ow * oh * 3)
@@ -195,16 +201,21 @@ func decodeJPEG(data []byte, h Header, scale int, maxBytes int64) (*Image, error
 	rc := C.mlserve_decode_jpeg((*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)), C.int(h.W), C.int(h.H),
 		C.int(channels), C.int(scale), C.int(ow), C.int(oh), (*C.uchar)(unsafe.Pointer(&buf[0])), C.long(max(libjpeg, 1)),
 		C.int(jpegMaxScans), C.double(jpegMaxPasses), &msg[0], C.int(len(msg)))
+	var err error
 	switch rc {
 	case 0:
 	case C.MLSERVE_JPEG_TRUNCATED:
-		return nil, fmt.Errorf("%w: %w: jpeg: %s", ErrDecode, ErrTruncated, C.GoString(&msg[0]))
+		err = fmt.Errorf("%w: %w: jpeg: %s", ErrDecode, ErrTruncated, C.GoString(&msg[0]))
 	case C.MLSERVE_JPEG_SCANS:
-		return nil, fmt.Errorf("%w: %w: jpeg: %s", ErrDecode, ErrTooLarge, C.GoString(&msg[0]))
+		err = fmt.Errorf("%w: %w: jpeg: %s", ErrDecode, ErrTooLarge, C.GoString(&msg[0]))
 	case C.MLSERVE_JPEG_TOO_LARGE:
-		return nil, fmt.Errorf("%w: %w: jpeg: decoding needs more than the %d MB limit", ErrDecode, ErrTooLarge, maxBytes/1e6)
+		err = fmt.Errorf("%w: %w: jpeg: decoding needs more than the %d MB limit", ErrDecode, ErrTooLarge, maxBytes/1e6)
 	default:
-		return nil, fmt.Errorf("%w: jpeg: %s", ErrDecode, C.GoString(&msg[0]))
+		err = fmt.Errorf("%w: jpeg: %s", ErrDecode, C.GoString(&msg[0]))
+	}
+	if err != nil {
+		bufs.put(buf)
+		return nil, err
 	}
 	var im *Image
 	if channels == 3 {
@@ -212,6 +223,7 @@ func decodeJPEG(data []byte, h Header, scale int, maxBytes int64) (*Image, error
 	} else {
 		im = New(ow, oh)
 		cmykToRGB(im.Pix, buf)
+		bufs.put(buf)
 	}
 	if scale < 8 {
 		im.Eighths, im.FullW, im.FullH = scale, h.W, h.H
