@@ -67,6 +67,10 @@ type Config struct {
 	IntraOpThreads int
 	// Arena enables ONNX Runtime's CPU memory arena.
 	Arena bool
+	// InferenceNice is the nice value of the threads that run models
+	// (MLSERVE_INFERENCE_NICE), so that answering HTTP (health checks,
+	// refusals) and preparing the next images come first on busy cores.
+	InferenceNice int
 	// WorkerTimeout bounds one request's work (MACHINE_LEARNING_WORKER_TIMEOUT).
 	WorkerTimeout time.Duration
 	// KeepAlive is the HTTP keep-alive idle timeout.
@@ -509,6 +513,10 @@ func load(lookup LookupFunc) (*Config, error) {
 	c.InterOpThreads = p.integer("MACHINE_LEARNING_MODEL_INTER_OP_THREADS", 0, 0, "ONNX Runtime inter-op threads (0: 1 on CPU)")
 	c.IntraOpThreads = p.integer("MACHINE_LEARNING_MODEL_INTRA_OP_THREADS", 0, 0, "ONNX Runtime intra-op threads per run (0: every core up to 8; runs at once = cores ÷ this)")
 	c.Arena = p.boolean("MACHINE_LEARNING_MODEL_ARENA", true, "ONNX Runtime CPU memory arena")
+	c.InferenceNice = p.integer("MLSERVE_INFERENCE_NICE", 10, 0, "nice value (0-19) of the threads that run models: the HTTP side (health checks, 503s) and decoding keep their priority on busy cores (0: no change)")
+	if c.InferenceNice > 19 {
+		p.fail("MLSERVE_INFERENCE_NICE", strconv.Itoa(c.InferenceNice), "must be 0 to 19")
+	}
 	c.WorkerTimeout = p.seconds("MACHINE_LEARNING_WORKER_TIMEOUT", 300, "upper bound on one request's work, in seconds")
 	c.KeepAlive = p.seconds("MACHINE_LEARNING_HTTP_KEEPALIVE_TIMEOUT_S", 2, "HTTP keep-alive idle timeout, in seconds")
 	c.Workers = p.integer("MACHINE_LEARNING_WORKERS", 1, 1, "accepted for compatibility: one process serves all requests")

@@ -3,9 +3,14 @@ package inference
 /*
 #cgo LDFLAGS: -ldl
 #include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 // onnxruntime_go v1.27 does not wrap OrtApi::AddRunConfigEntry, which the
 // arena shrinkage run option needs. The OrtApi struct is a table of
@@ -17,6 +22,9 @@ enum {
 	mls_GetErrorMessage = 2,
 	mls_ReleaseStatus = 93,
 	mls_AddRunConfigEntry = 165,
+	mls_SessionOptionsSetCustomCreateThreadFn = 196,
+	mls_SessionOptionsSetCustomThreadCreationOptions = 197,
+	mls_SessionOptionsSetCustomJoinThreadFn = 198,
 	mls_GetRunConfigEntry = 373, // since API 23 (ONNX Runtime 1.23)
 };
 
@@ -52,6 +60,56 @@ static char* mls_add_run_config(const void* api, void* ro, const char* key, cons
 	return msg;
 }
 
+// mls_nice_self lowers the calling thread's scheduling priority to nice
+// (Linux priorities are per thread); it returns errno or 0.
+static int mls_nice_self(int nice) {
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) != 0) return errno;
+	return 0;
+}
+
+// ONNX Runtime's intra-op pool threads, made by mls_create_thread: plain
+// pthreads that lower their own priority to the nice value passed as the
+// creation options before they run ONNX Runtime's worker loop.
+typedef struct { void (*fn)(void*); void* param; int nice; } mls_thread_start;
+
+static void* mls_thread_main(void* arg) {
+	mls_thread_start s = *(mls_thread_start*)arg;
+	free(arg);
+	(void)mls_nice_self(s.nice); // best effort: a thread that cannot is still a worker
+	s.fn(s.param);
+	return NULL;
+}
+
+static const void* mls_create_thread(void* options, void (*fn)(void*), void* param) {
+	mls_thread_start* s = malloc(sizeof *s);
+	pthread_t* t = malloc(sizeof *t);
+	if (s == NULL || t == NULL) { free(s); free(t); return NULL; } // ONNX Runtime fails the session
+	s->fn = fn; s->param = param; s->nice = (int)(intptr_t)options;
+	if (pthread_create(t, NULL, mls_thread_main, s) != 0) { free(s); free(t); return NULL; }
+	return t;
+}
+
+static void mls_join_thread(const void* handle) {
+	pthread_t* t = (pthread_t*)handle;
+	pthread_join(*t, NULL);
+	free(t);
+}
+
+typedef void* (*mls_set_ptr_fn)(void*, void*);
+
+// mls_set_thread_fns makes the session's pool threads with
+// mls_create_thread at the given nice value; a malloc'd message on failure.
+static char* mls_set_thread_fns(const void* api, void* so, int nice) {
+	void* const* t = (void* const*)api;
+	void* st = ((mls_set_ptr_fn)t[mls_SessionOptionsSetCustomCreateThreadFn])(so, (void*)mls_create_thread);
+	if (st == NULL) st = ((mls_set_ptr_fn)t[mls_SessionOptionsSetCustomThreadCreationOptions])(so, (void*)(intptr_t)nice);
+	if (st == NULL) st = ((mls_set_ptr_fn)t[mls_SessionOptionsSetCustomJoinThreadFn])(so, (void*)mls_join_thread);
+	if (st == NULL) return NULL;
+	char* msg = strdup(((mls_msg_fn)t[mls_GetErrorMessage])(st));
+	((mls_release_fn)t[mls_ReleaseStatus])(st);
+	return msg;
+}
+
 static const char* mls_get_run_config(const void* api, void* ro, const char* key) {
 	void* const* t = (void* const*)api;
 	return ((mls_get_fn)t[mls_GetRunConfigEntry])(ro, key);
@@ -62,6 +120,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"unsafe"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -121,4 +180,34 @@ func (a ortAPI) runConfig(ro *ort.RunOptions, key string) (string, bool) {
 		return "", false
 	}
 	return C.GoString(v), true
+}
+
+// sessionOptionsPtr is the OrtSessionOptions* inside onnxruntime_go's
+// SessionOptions, whose only field it is (v1.27).
+func sessionOptionsPtr(so *ort.SessionOptions) unsafe.Pointer {
+	return *(*unsafe.Pointer)(unsafe.Pointer(so))
+}
+
+// setThreadNice makes the session's intra-op pool threads run at the given
+// nice value (SessionOptionsSetCustomCreateThreadFn and its two partners).
+func (a ortAPI) setThreadNice(so *ort.SessionOptions, nice int) error {
+	if a.p == nil {
+		return errors.New("the OrtApi table is not loaded")
+	}
+	if msg := C.mls_set_thread_fns(a.p, sessionOptionsPtr(so), C.int(nice)); msg != nil {
+		defer C.free(unsafe.Pointer(msg))
+		return fmt.Errorf("custom thread creation: %s", C.GoString(msg))
+	}
+	return nil
+}
+
+// NiceThread lowers the scheduling priority of the calling OS thread to
+// nice (Linux keeps priorities per thread). The caller must hold the thread
+// (runtime.LockOSThread) and never give it back: raising the priority again
+// needs privileges, so the thread has to end with its goroutine.
+func NiceThread(nice int) error {
+	if e := C.mls_nice_self(C.int(nice)); e != 0 {
+		return fmt.Errorf("setpriority %d: %w", nice, syscall.Errno(e))
+	}
+	return nil
 }

@@ -21,3 +21,10 @@ func (ortAPI) addRunConfig(*ort.RunOptions, string, string) error {
 }
 
 func (ortAPI) runConfig(*ort.RunOptions, string) (string, bool) { return "", false }
+
+func (ortAPI) setThreadNice(*ort.SessionOptions, int) error {
+	return errors.New("thread priorities need Linux")
+}
+
+// NiceThread is a no-op where thread priorities are not per thread.
+func NiceThread(int) error { return nil }

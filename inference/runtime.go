@@ -135,6 +135,9 @@ type Options struct {
 	// DisableArena turns off ONNX Runtime's CPU memory arena, so memory
 	// freed by a run goes back to the allocator at once.
 	DisableArena bool
+	// ThreadNice > 0 starts the sessions' intra-op pool threads at that
+	// nice value (Linux; see NiceThread for the thread that calls Run).
+	ThreadNice int
 	// OpenVINOPrecision is FP32 (default) or FP16.
 	OpenVINOPrecision string
 	// Verbose lets ONNX Runtime print its own warnings to stderr; otherwise
@@ -665,6 +668,9 @@ func (r *Runtime) newOptions(p string, intraOverride int) (*ort.SessionOptions, 
 	if !r.opts.Spin {
 		err = errors.Join(err, so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"),
 			so.AddSessionConfigEntry("session.inter_op.allow_spinning", "0"))
+	}
+	if r.opts.ThreadNice > 0 {
+		err = errors.Join(err, r.api.setThreadNice(so, r.opts.ThreadNice))
 	}
 	if r.opts.DisableArena {
 		err = errors.Join(err, so.SetCpuMemArena(false))

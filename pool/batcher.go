@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mlserve/mlserve/inference"
 )
 
 // batchOptions configure one batcher.
@@ -28,6 +31,9 @@ type batchOptions struct {
 	// onSubmit, if set, is told after each submission whether a full
 	// batch now waits beyond those running (the lanes do not keep up).
 	onSubmit func(backlog bool)
+	// nice > 0 runs the runners on threads of their own at that nice
+	// value.
+	nice int
 }
 
 // runFunc runs one batch: the items' inputs in order and their total
@@ -257,6 +263,14 @@ func (b *batcher[In, Out]) stats() BatchStats {
 // runner takes batches off the queue until the batcher closes or its
 // lane is dropped.
 func (b *batcher[In, Out]) runner(l *lane, run runFunc[In, Out]) {
+	if b.opts.nice > 0 {
+		// The thread that calls Run works with the session's pool
+		// threads, which start at the same nice value. Its priority
+		// cannot be raised again without privileges, so it stays locked
+		// and ends with this goroutine.
+		runtime.LockOSThread()
+		_ = inference.NiceThread(b.opts.nice)
+	}
 	for {
 		first, seen, ok := b.next(l.stop)
 		if !ok {

@@ -86,6 +86,7 @@ func startBatcher[In, Out any](s *Service, m *loaded, maxRows int, newRun func(M
 		maxWait:  s.opts.Batch.Wait,
 		maxQueue: s.opts.Batch.Queue,
 		onSubmit: m.noteBacklog,
+		nice:     s.opts.Batch.Nice,
 	}, nil)
 	m.batch = b
 	m.eng = &batchEngine[In, Out]{m: m, b: b, newRun: newRun}

@@ -202,6 +202,10 @@ type BatchOptions struct {
 	// the device is free, with whatever queued while it was busy
 	// (continuous batching): a lone request never waits.
 	Wait time.Duration
+	// Nice > 0 runs each batcher's runs on threads of their own at that
+	// nice value (MLSERVE_INFERENCE_NICE), below the HTTP side and the
+	// decoding, which then keep answering quickly on saturated cores.
+	Nice int
 	// Queue caps the items (an image, a text, a chunk of faces or lines)
 	// waiting per model; more are refused with ErrQueueFull (0: 256).
 	Queue int

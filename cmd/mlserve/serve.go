@@ -104,6 +104,7 @@ func newRuntime(cfg *config.Config, logger *slog.Logger) (*inference.Runtime, er
 		IntraOpThreads:    cfg.IntraOpThreads,
 		InterOpThreads:    cfg.InterOpThreads,
 		DisableArena:      !cfg.Arena,
+		ThreadNice:        cfg.InferenceNice,
 		OpenVINOPrecision: cfg.OpenVINOPrecision,
 		Verbose:           cfg.LogLevel <= slog.LevelDebug,
 		AllowCPUFallback:  cfg.AllowCPUFallback,
@@ -183,7 +184,7 @@ func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, lo
 	return pool.NewService(pool.ServiceOptions{
 		Cache:        pool.CacheOptions{TTL: cfg.ModelTTL, MaxLoaded: cfg.MaxLoadedModels},
 		Workers:      pool.WorkersOptions{Workers: cfg.RequestThreads, Queue: cfg.MaxQueue},
-		Batch:        pool.BatchOptions{Max: cfg.BatchMax, Wait: cfg.BatchWait},
+		Batch:        pool.BatchOptions{Max: cfg.BatchMax, Wait: cfg.BatchWait, Nice: cfg.InferenceNice},
 		MaxBatchFace: cfg.MaxBatchFace,
 		MaxBatchOCR:  cfg.MaxBatchOCR,
 		Metrics:      obs,
