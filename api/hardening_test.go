@@ -682,8 +682,10 @@ func TestHangUpCancelsWork(t *testing.T) {
 	if after > 10 {
 		t.Errorf("%v of the abandoned requests ran to completion after their clients left", after)
 	}
-	if gone < 90 {
-		t.Errorf("only %v hang-ups noticed", gone)
+	// A request that completed before its client left is no hang-up:
+	// of the others, at most 10 may go unnoticed (as many as may run).
+	if gone+ran < 90 {
+		t.Errorf("only %v hang-ups noticed, with %v requests completed", gone, ran)
 	}
 }
 
