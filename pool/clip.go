@@ -33,7 +33,7 @@ func (s *Service) clipHandlers() []*handler {
 					return nil, err
 				}
 				t := v.PreprocessParallel(in.img, nil, x.spareCores())
-				in.dropImage()
+				s.dropImage(in)
 				embs, err := embedImages(ctx, x, m, [][]float32{t})
 				if err != nil {
 					return nil, err

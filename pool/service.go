@@ -340,18 +340,16 @@ type input struct {
 	// request waiting for its batch does not hold a decoded photo (9 MB
 	// at preview size, 96 MB at the pixel cap) across the wait.
 	keepImage bool
-	// pixels, when set, takes the pixels of a dropped image back for the
-	// next decode (img was decoded by the service and nothing else holds
-	// it).
-	pixels *imaging.Buffers
 }
 
-// dropImage lets the decoded image go when no later entry reads it.
-func (in *input) dropImage() {
+// dropImage lets a request's decoded image go when no later entry reads
+// it; its pixels serve the next decode (s.pixels is nil when the decoder
+// is the caller's, which may keep its images).
+func (s *Service) dropImage(in *input) {
 	if in.keepImage || in.img == nil {
 		return
 	}
-	in.pixels.Put(in.img)
+	s.pixels.Put(in.img)
 	in.img = nil
 }
 
@@ -715,7 +713,7 @@ func (s *Service) Predict(ctx context.Context, req *Request) (*Response, error) 
 	if err := x.cpu(ctx, &res.Timings.Decode); err != nil {
 		return nil, err
 	}
-	in := &input{text: req.Text, pixels: s.pixels}
+	in := &input{text: req.Text}
 	if hasImage {
 		// The decoder may scale down only if every model allows it.
 		minSide := 0

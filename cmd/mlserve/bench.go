@@ -305,7 +305,11 @@ func (b *bench) run(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	b.printf("\nrefusals and health during each level (client-side times; /ping every 20 ms%s):\n", map[bool]string{true: "; clients honour Retry-After", false: "; clients send again at once after a 503"}[f.retryAfter])
+	retry := "clients send again at once after a 503"
+	if f.retryAfter {
+		retry = "clients honour Retry-After"
+	}
+	b.printf("\nrefusals and health during each level (client-side times; /ping every 20 ms; %s):\n", retry)
 	b.printf("%5s %6s %8s %8s %8s | %5s %8s %8s %8s\n", "conc", "503s", "p50", "p99", "max", "pings", "p50", "p99", "max")
 	for _, l := range levels {
 		b.printf("%s\n", l.health())
@@ -651,7 +655,7 @@ type result struct {
 	err    error
 	body   []byte
 	timing map[string]float64
-	// retryAfter is the answer's Retry-After in seconds, 0 without one.
+	// retryAfter is the answer's Retry-After, 0 without one.
 	retryAfter time.Duration
 }
 
