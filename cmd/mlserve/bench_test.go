@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mlserve/mlserve/internal/testenv"
 )
@@ -65,5 +66,30 @@ func TestParseServerTiming(t *testing.T) {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v", k, got[k], v)
 		}
+	}
+}
+
+// TestBenchHealthSplitsTheConnectStorm: the refusal line gives the whole
+// level's percentiles, those of refusals sent after the connect storm,
+// and the server's part (headers written to first byte) apart.
+func TestBenchHealthSplitsTheConnectStorm(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	l := levelResult{
+		conc:             128,
+		refusals:         ms(1, 2, 3, 120),
+		refusalsSteady:   ms(1, 2, 3),
+		refusalsAnswered: ms(1, 1, 2, 40),
+		pings:            ms(1, 5),
+	}
+	got := strings.Fields(l.health())
+	want := strings.Fields("128 4 2.0ms 120.0ms 120.0ms | 3.0ms 3.0ms | 40.0ms | 2 1.0ms 5.0ms 5.0ms")
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("health line\n got %q\nwant %q", got, want)
 	}
 }
