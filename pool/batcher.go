@@ -22,6 +22,12 @@ type batchOptions struct {
 	// before its batch runs; 0 runs at once (continuous batching: a batch
 	// takes whatever queued while the device was busy).
 	maxWait time.Duration
+	// gather is how long, on a lane whose device is the CPU, the oldest
+	// item may wait for items that requests are preparing now (expect):
+	// the cores that would run the batch are the ones preparing them, so
+	// running without them only shares the cores and makes two smaller
+	// batches of one larger. 0 turns it off.
+	gather time.Duration
 	// maxQueue caps the items waiting; more are refused with
 	// ErrQueueFull.
 	maxQueue int
@@ -58,6 +64,12 @@ type lane struct {
 	wg    sync.WaitGroup
 }
 
+// onCPU tells whether the lane's runs happen on the CPU now (a lane that
+// does not tell runs on the CPU).
+func (l *lane) onCPU() bool {
+	return l.where == nil || l.where().Device == inference.CPU
+}
+
 // batcher coalesces the work of concurrent requests for one loaded model
 // into batches. Items (one request's rows: an image, a text, a chunk of
 // face crops or text lines) queue in arrival order; a runner takes the
@@ -76,9 +88,12 @@ type batcher[In, Out any] struct {
 	mu      sync.Mutex
 	queue   []*item[In, Out]
 	closed  bool
-	changed chan struct{} // closed and replaced when the queue changes
+	changed chan struct{} // closed and replaced when the queue (or coming) changes
 	done    chan struct{} // closed by close
-	wg      sync.WaitGroup
+	// coming counts the requests preparing an item for this batcher
+	// (between expect and their submit or arrive).
+	coming atomic.Int64
+	wg     sync.WaitGroup
 
 	batches, rows, items atomic.Int64
 }
@@ -171,24 +186,48 @@ func (b *batcher[In, Out]) backlogLocked() bool {
 	return rows >= b.opts.maxRows
 }
 
+// expect tells the batcher that a request is preparing an item for it:
+// on the CPU a runner gathers it into the batch it is forming (gather).
+// The request's enqueue(…, true) or arrive ends the expectation.
+func (b *batcher[In, Out]) expect() { b.coming.Add(1) }
+
+// arrive ends an expectation without an item (the request failed or had
+// nothing to submit).
+func (b *batcher[In, Out]) arrive() {
+	b.mu.Lock()
+	b.coming.Add(-1)
+	b.broadcast()
+	b.mu.Unlock()
+}
+
 // submit queues rows of work. It refuses with ErrQueueFull when the queue
 // is full and with ErrClosed after close.
 func (b *batcher[In, Out]) submit(ctx context.Context, in In, rows, key int) (*item[In, Out], error) {
-	if rows < 1 || rows > b.opts.maxRows {
-		return nil, fmt.Errorf("pool: %s: an item of %d rows for batches of at most %d", b.opts.name, rows, b.opts.maxRows)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	it := &item[In, Out]{ctx: ctx, in: in, rows: rows, key: key, enq: time.Now(), done: make(chan struct{})}
+	return b.enqueue(ctx, in, rows, key, false)
+}
+
+// enqueue is submit; expected ends the request's expectation (expect)
+// with the same step that queues its item, so that no runner sees the
+// one without the other. The expectation ends even when the item is
+// refused.
+func (b *batcher[In, Out]) enqueue(ctx context.Context, in In, rows, key int, expected bool) (*item[In, Out], error) {
+	it, err := b.check(ctx, in, rows, key)
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil, ErrClosed
+	if expected {
+		b.coming.Add(-1)
 	}
-	if n := len(b.queue); n >= b.opts.maxQueue {
+	if err == nil && b.closed {
+		err = ErrClosed
+	}
+	if n := len(b.queue); err == nil && n >= b.opts.maxQueue {
+		err = fmt.Errorf("%w (%s: %d items waiting)", ErrQueueFull, b.opts.name, n)
+	}
+	if err != nil {
+		if expected {
+			b.broadcast() // a runner may be gathering for it
+		}
 		b.mu.Unlock()
-		return nil, fmt.Errorf("%w (%s: %d items waiting)", ErrQueueFull, b.opts.name, n)
+		return nil, err
 	}
 	b.queue = append(b.queue, it)
 	b.broadcast()
@@ -198,6 +237,17 @@ func (b *batcher[In, Out]) submit(ctx context.Context, in In, rows, key int) (*i
 		b.opts.onSubmit(backlog)
 	}
 	return it, nil
+}
+
+// check makes the item of a submission, or says why there is none.
+func (b *batcher[In, Out]) check(ctx context.Context, in In, rows, key int) (*item[In, Out], error) {
+	if rows < 1 || rows > b.opts.maxRows {
+		return nil, fmt.Errorf("pool: %s: an item of %d rows for batches of at most %d", b.opts.name, rows, b.opts.maxRows)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return &item[In, Out]{ctx: ctx, in: in, rows: rows, key: key, enq: time.Now(), done: make(chan struct{})}, nil
 }
 
 // broadcast wakes every runner waiting for the queue to change (under mu).
@@ -271,12 +321,13 @@ func (b *batcher[In, Out]) runner(l *lane, run runFunc[In, Out]) {
 		runtime.LockOSThread()
 		_ = inference.NiceThread(b.opts.nice)
 	}
+	var last runEnd
 	for {
 		first, seen, ok := b.next(l.stop)
 		if !ok {
 			return
 		}
-		ready := b.fill(first, l.stop)
+		ready := b.fill(first, l, last)
 		slot := l.slot()
 		select {
 		case slot <- struct{}{}:
@@ -290,7 +341,9 @@ func (b *batcher[In, Out]) runner(l *lane, run runFunc[In, Out]) {
 			<-slot
 			continue
 		}
+		start := time.Now()
 		b.runBatch(l, run, slot, batch, seen, ready)
+		last = runEnd{at: time.Now(), took: time.Since(start)}
 	}
 }
 
@@ -330,13 +383,46 @@ func (b *batcher[In, Out]) dropLeft() {
 	b.queue = kept
 }
 
-// fill waits, when maxWait is set, until first's batch is full or first
-// has waited maxWait, and returns when that was.
-func (b *batcher[In, Out]) fill(first *item[In, Out], stop <-chan struct{}) time.Time {
-	if b.opts.maxWait <= 0 {
+// runEnd is when a runner's last batch ended and how long it ran.
+type runEnd struct {
+	at   time.Time
+	took time.Duration
+}
+
+// lingerShare is the part of its last run's time that a CPU runner
+// waits after the run for requests to start preparing items (gather):
+// the requests whose outputs it just delivered usually send their next
+// at once, and without the pause a batch would leave with whatever
+// queued during the run, which, once concurrent requests fall out of
+// step, splits them into smaller batches for good.
+const lingerShare = 20
+
+// fill waits until first's batch is full, or as long as the options
+// say it may wait for more: up to maxWait after first was queued, and
+// on a CPU lane with gather set, up to gather after first could have run
+// while requests are preparing items for the batcher, and at least a
+// twentieth of the last run's time after that run (lingerShare). It returns when the
+// waiting ended.
+func (b *batcher[In, Out]) fill(first *item[In, Out], l *lane, last runEnd) time.Time {
+	gather := time.Duration(0)
+	if l.onCPU() {
+		gather = b.opts.gather
+	}
+	if b.opts.maxWait <= 0 && gather <= 0 {
 		return time.Now()
 	}
-	deadline := first.enq.Add(b.opts.maxWait)
+	// The gather time counts from when first could have run: its
+	// enqueueing, or the end of the run it queued behind.
+	could := first.enq
+	if last.at.After(could) {
+		could = last.at
+	}
+	waitUntil, gatherUntil := first.enq.Add(b.opts.maxWait), could.Add(gather)
+	if gather > 0 && !last.at.IsZero() {
+		if linger := last.at.Add(min(last.took/lingerShare, gather)); linger.After(waitUntil) {
+			waitUntil = linger
+		}
+	}
 	for {
 		b.mu.Lock()
 		rows := 0
@@ -346,17 +432,29 @@ func (b *batcher[In, Out]) fill(first *item[In, Out], stop <-chan struct{}) time
 			}
 		}
 		changed := b.changed
+		coming := b.coming.Load()
 		b.mu.Unlock()
-		left := time.Until(deadline)
-		if rows >= b.opts.maxRows || left <= 0 || first.state.Load() != itemQueued {
-			return time.Now()
+		now := time.Now()
+		if rows >= b.opts.maxRows || first.state.Load() != itemQueued {
+			return now
 		}
-		t := time.NewTimer(left)
+		until := waitUntil
+		if coming > 0 && gatherUntil.After(until) {
+			until = gatherUntil
+		}
+		if !now.Before(until) {
+			return now
+		}
+		t := time.NewTimer(until.Sub(now))
 		select {
 		case <-changed:
 		case <-t.C:
 		case <-b.done:
-		case <-stop:
+			t.Stop()
+			return time.Now()
+		case <-l.stop:
+			t.Stop()
+			return time.Now()
 		}
 		t.Stop()
 	}

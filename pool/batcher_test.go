@@ -18,6 +18,7 @@ type fakeModel struct {
 	gate    chan struct{} // nil: runs at once
 	ctxs    []context.Context
 	panicOn int
+	took    time.Duration // each run's (fake) time
 }
 
 func (f *fakeModel) newRun() func(ctx context.Context, ins []int, rows int) ([]int, error) {
@@ -27,6 +28,7 @@ func (f *fakeModel) newRun() func(ctx context.Context, ins []int, rows int) ([]i
 		f.ctxs = append(f.ctxs, ctx)
 		gate := f.gate
 		f.mu.Unlock()
+		time.Sleep(f.took)
 		if gate != nil {
 			select {
 			case <-gate:
@@ -268,6 +270,165 @@ func TestBatcherWait(t *testing.T) {
 		if got := f.got(); !slices.EqualFunc(got, [][]int{{1, 2}, {3, 4, 5}}, slices.Equal) {
 			t.Fatalf("batches %v", got)
 		}
+	})
+}
+
+// TestBatcherGather: on the CPU, a batch about to run waits for the items
+// that requests announced (expect), until they arrive, give up, fill the
+// batch, or the gather time ends; a lone item, and a lane on another
+// device, never wait.
+func TestBatcherGather(t *testing.T) {
+	const gather = 50 * time.Millisecond
+	newGathering := func(f *fakeModel, device string) *batcher[int, int] {
+		b := newBatcher[int, int](batchOptions{name: "test", maxRows: 3, gather: gather}, nil)
+		slot := make(chan struct{}, 1)
+		b.addLane(1, func() chan struct{} { return slot }, func() Where { return Where{Provider: "p", Device: device} }, nil, f.newRun)
+		return b
+	}
+	awaitAll := func(t *testing.T, b *batcher[int, int], its ...*item[int, int]) {
+		t.Helper()
+		for _, it := range its {
+			if _, err := b.await(context.Background(), it); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx := context.Background()
+	t.Run("arrivals", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := &fakeModel{}
+			b := newGathering(f, "CPU")
+			defer b.close()
+			start := time.Now()
+			lone := submitAll(t, b, ctx, 1, 1)
+			awaitAll(t, b, lone...)
+			if took := time.Since(start); took != 0 {
+				t.Fatalf("a lone item waited %v", took)
+			}
+			b.expect()
+			b.expect()
+			start = time.Now()
+			first := submitAll(t, b, ctx, 1, 2)[0]
+			time.Sleep(5 * time.Millisecond)
+			second, err := b.enqueue(ctx, 3, 1, 0, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+			third, err := b.enqueue(ctx, 4, 1, 0, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			awaitAll(t, b, first, second, third)
+			if took := time.Since(start); took != 10*time.Millisecond {
+				t.Fatalf("the batch ran after %v, want 10ms: when the last expected item came", took)
+			}
+			if first.wait != 10*time.Millisecond || third.wait != 0 {
+				t.Fatalf("waits %v, %v", first.wait, third.wait)
+			}
+			if b.coming.Load() != 0 {
+				t.Fatalf("%d still expected", b.coming.Load())
+			}
+			if got := f.got(); !slices.EqualFunc(got, [][]int{{1}, {2, 3, 4}}, slices.Equal) {
+				t.Fatalf("batches %v", got)
+			}
+		})
+	})
+	t.Run("gives up", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := &fakeModel{}
+			b := newGathering(f, "CPU")
+			defer b.close()
+			b.expect()
+			start := time.Now()
+			it := submitAll(t, b, ctx, 1, 1)[0]
+			time.Sleep(3 * time.Millisecond)
+			b.arrive() // the request failed before it had an item
+			awaitAll(t, b, it)
+			if took := time.Since(start); took != 3*time.Millisecond {
+				t.Fatalf("ran after %v, want 3ms", took)
+			}
+		})
+	})
+	t.Run("bounded", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := &fakeModel{}
+			b := newGathering(f, "CPU")
+			defer b.close()
+			b.expect()
+			defer b.arrive()
+			start := time.Now()
+			it := submitAll(t, b, ctx, 1, 1)[0]
+			awaitAll(t, b, it)
+			if took := time.Since(start); took != gather {
+				t.Fatalf("ran after %v, want the gather time %v", took, gather)
+			}
+			start = time.Now()
+			its := submitAll(t, b, ctx, 1, 2, 3, 4)
+			awaitAll(t, b, its...)
+			if took := time.Since(start); took != 0 {
+				t.Fatalf("a full batch waited %v", took)
+			}
+		})
+	})
+	t.Run("refused", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newGathering(&fakeModel{}, "CPU")
+			defer b.close()
+			b.expect()
+			if _, err := b.enqueue(ctx, 1, 9, 0, true); err == nil {
+				t.Fatal("an item of 9 rows for batches of 3 was queued")
+			}
+			if b.coming.Load() != 0 {
+				t.Fatal("a refused item is still expected")
+			}
+		})
+	})
+	t.Run("accelerator", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := &fakeModel{}
+			b := newGathering(f, "CUDA:0")
+			defer b.close()
+			b.expect()
+			defer b.arrive()
+			start := time.Now()
+			awaitAll(t, b, submitAll(t, b, ctx, 1, 1)...)
+			if took := time.Since(start); took != 0 {
+				t.Fatalf("a batch on an accelerator waited %v for the CPU's work", took)
+			}
+		})
+	})
+	t.Run("linger", func(t *testing.T) {
+		// After a 100ms run, the runner waits 100ms/lingerShare for the
+		// requests it answered to announce their next items.
+		synctest.Test(t, func(t *testing.T) {
+			f := &fakeModel{took: 100 * time.Millisecond}
+			b := newGathering(f, "CPU")
+			defer b.close()
+			start := time.Now()
+			a := submitAll(t, b, ctx, 1, 1)[0]
+			time.Sleep(time.Millisecond)
+			queued := submitAll(t, b, ctx, 1, 2)[0] // during the run
+			awaitAll(t, b, a)
+			go func() {
+				time.Sleep(2 * time.Millisecond)
+				b.expect()
+				time.Sleep(10 * time.Millisecond)
+				_, _ = b.enqueue(ctx, 3, 1, 0, true)
+			}()
+			awaitAll(t, b, queued)
+			if got := f.got(); !slices.EqualFunc(got, [][]int{{1}, {2, 3}}, slices.Equal) {
+				t.Fatalf("batches %v", got)
+			}
+			if took := time.Since(start); took != 212*time.Millisecond {
+				t.Fatalf("the second batch ended after %v, want 100ms + 12ms + 100ms", took)
+			}
+			start = time.Now()
+			awaitAll(t, b, submitAll(t, b, ctx, 1, 4)...)
+			if took := time.Since(start); took != 105*time.Millisecond {
+				t.Fatalf("the third batch took %v, want 5ms of lingering + 100ms", took)
+			}
+		})
 	})
 }
 

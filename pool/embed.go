@@ -57,13 +57,14 @@ func (s *Service) EmbedImages(ctx context.Context, model string, imgs []*imaging
 				if i >= len(imgs) || ctx.Err() != nil {
 					return
 				}
+				x.headFor(b)
 				if errs[i] = x.cpu(ctx, &t.Preprocess); errs[i] != nil {
 					cancel()
 					return
 				}
 				in := v.Preprocess(imgs[i], nil)
 				x.yield()
-				if items[i], errs[i] = b.submit(ctx, in, 1, 0); errs[i] != nil {
+				if items[i], errs[i] = b.enqueue(ctx, in, 1, 0, x.arriving(b)); errs[i] != nil {
 					cancel()
 					return
 				}

@@ -610,9 +610,10 @@ func TestQueuedRequestsDropDecodedImages(t *testing.T) {
 	for range n {
 		go func() { _, err := s.Predict(bg, req); errc <- err }()
 	}
-	// The runner holds the first item while it waits for the device.
+	// Every item stays queued while the runner waits for the device
+	// (waiting for fewer would count a photo still being decoded).
 	deadline := time.Now().Add(time.Minute)
-	for batchStats(s, key).Queued < n-1 {
+	for batchStats(s, key).Queued < n {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d of %d requests queued", batchStats(s, key).Queued, n)
 		}
@@ -637,4 +638,38 @@ func TestQueuedRequestsDropDecodedImages(t *testing.T) {
 		t.Fatalf("%d queued requests hold %d MiB of heap (a decoded photo is %d MiB)", n, held>>20, limit>>20)
 	}
 	t.Logf("%d queued requests hold %d KiB of heap", n, held>>10)
+}
+
+// TestRequestsEndTheirExpectations: a request announces its input to
+// its first model's batcher from its decoding on (so that a CPU batch
+// forming there waits for it) and ends that expectation whether it
+// submits, fails to decode, or the model refuses its input.
+func TestRequestsEndTheirExpectations(t *testing.T) {
+	s := engineService(t, engineCache(t), ServiceOptions{})
+	good := previews(t)[0]
+	entries := []Entry{{Task: "clip", Type: "visual", ModelName: "ViT-B-32__openai"}}
+	for _, tc := range []struct {
+		name  string
+		image []byte
+		ok    bool
+	}{
+		{"embedded", good, true},
+		{"truncated", good[:len(good)/2], false},
+		{"not an image", []byte("not an image at all"), false},
+		{"embedded again", good, true},
+	} {
+		_, err := s.Predict(context.Background(), &Request{Image: tc.image, Entries: entries})
+		if (err == nil) != tc.ok {
+			t.Fatalf("%s: err %v", tc.name, err)
+		}
+		m, release, err := s.acquireModel(context.Background(), "clip", "visual", "ViT-B-32__openai")
+		if err != nil {
+			t.Fatal(err)
+		}
+		coming := m.batch.(*batcher[[]float32, []float32]).coming.Load()
+		release()
+		if coming != 0 {
+			t.Fatalf("%s: the batcher still expects %d inputs", tc.name, coming)
+		}
+	}
 }

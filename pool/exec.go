@@ -28,6 +28,41 @@ type exec struct {
 	stage *time.Duration // where the CPU time of the current stretch goes
 	// ran is where the current entry's model ran (each replica once).
 	ran []Where
+	// heading is the batcher the request is preparing an item for (see
+	// batcher.expect), nil when none.
+	heading expecter
+}
+
+// expecter is a batcher seen by the requests preparing items for it.
+type expecter interface {
+	expect()
+	arrive()
+}
+
+// headFor tells b (nil: no batcher) that the request is now preparing
+// an item for it, and the batcher it was heading for before that it is
+// not.
+func (x *exec) headFor(b expecter) {
+	if x.heading == b {
+		return
+	}
+	if x.heading != nil {
+		x.heading.arrive()
+	}
+	x.heading = b
+	if b != nil {
+		b.expect()
+	}
+}
+
+// arriving tells whether the request was heading for b, which its
+// submission to b then ends.
+func (x *exec) arriving(b expecter) bool {
+	if x.heading == nil || x.heading != b {
+		return false
+	}
+	x.heading = nil
+	return true
 }
 
 // noteRan records that a run of the current entry happened on w.
@@ -97,7 +132,10 @@ func (x *exec) yield() {
 }
 
 // done ends the request's CPU work.
-func (x *exec) done() { x.yield() }
+func (x *exec) done() {
+	x.headFor(nil)
+	x.yield()
+}
 
 // runOn is the inference.RunFunc of models that call their session in
 // the middle of their own processing (detectors), running on replica r of
@@ -155,7 +193,7 @@ func (x *exec) run(ctx context.Context, s *inference.Session, retry func(int, er
 // call, and the two then overlap).
 func submit[In, Out any](ctx context.Context, x *exec, b *batcher[In, Out], in In, rows, key int) (*item[In, Out], error) {
 	x.switchTo(nil)
-	return b.submit(ctx, in, rows, key)
+	return b.enqueue(ctx, in, rows, key, x.arriving(b))
 }
 
 // await waits for an item of a batcher, without a CPU slot, and books its

@@ -84,12 +84,20 @@ func startBatcher[In, Out any](s *Service, m *loaded, maxRows int, newRun func(M
 		name:     m.key.String(),
 		maxRows:  maxRows,
 		maxWait:  s.opts.Batch.Wait,
+		gather:   s.opts.Batch.gather(),
 		maxQueue: s.opts.Batch.Queue,
 		onSubmit: m.noteBacklog,
 		nice:     s.opts.Batch.Nice,
 	}, nil)
 	m.batch = b
 	m.eng = &batchEngine[In, Out]{m: m, b: b, newRun: newRun}
+}
+
+// expecter is the model's batcher as the requests preparing its inputs
+// see it (nil for a model without one).
+func (l *loaded) expecter() expecter {
+	e, _ := l.batch.(expecter)
+	return e
 }
 
 // Close stops the model's batcher, then closes its replicas. The cache

@@ -209,6 +209,25 @@ type BatchOptions struct {
 	// Queue caps the items (an image, a text, a chunk of faces or lines)
 	// waiting per model; more are refused with ErrQueueFull (0: 256).
 	Queue int
+	// Gather is how long a batch about to run on the CPU may wait for
+	// the inputs that other requests are preparing (decoding, resizing)
+	// for the same model (MLSERVE_BATCH_GATHER_MS): the cores that would
+	// run it are the ones preparing them, so one larger batch comes out
+	// ahead of two smaller ones that share the cores with that work. A
+	// lone request never waits. 0 means DefaultBatchGather; < 0 turns it
+	// off.
+	Gather time.Duration
+}
+
+// gather is Gather with its default applied, 0 when off.
+func (o BatchOptions) gather() time.Duration {
+	switch {
+	case o.Gather == 0:
+		return DefaultBatchGather
+	case o.Gather < 0:
+		return 0
+	}
+	return o.Gather
 }
 
 // Engine defaults, chosen by measurement on CPU (see the package
@@ -217,6 +236,10 @@ const (
 	// DefaultBatchMaxCPU is the largest CPU batch: ViT-B/32 gains nothing
 	// beyond 8 images a run.
 	DefaultBatchMaxCPU = 8
+	// DefaultBatchGather bounds the wait of a CPU batch for inputs being
+	// prepared: about the time two CPU workers take to decode and resize
+	// eight preview-size photos exactly.
+	DefaultBatchGather = 100 * time.Millisecond
 	// DefaultBatchMaxAccelerator is the largest batch on a GPU.
 	DefaultBatchMaxAccelerator = 32
 	// DefaultMaxBatchFace is the most faces of one recognition run: more
@@ -710,6 +733,9 @@ func (s *Service) Predict(ctx context.Context, req *Request) (*Response, error) 
 	defer cancel()
 	x := s.newExec(&res.Timings, PriorityRequest)
 	defer x.done()
+	// From its decoding on, the request prepares an input for its first
+	// model: a batch forming there on the CPU may wait for it.
+	x.headFor(handles[0].Model.(*loaded).expecter())
 	if err := x.cpu(ctx, &res.Timings.Decode); err != nil {
 		return nil, err
 	}
@@ -745,7 +771,9 @@ func (s *Service) Predict(ctx context.Context, req *Request) (*Response, error) 
 		in.keepImage = slices.ContainsFunc(plan[i+1:], func(q plannedEntry) bool { return q.h.needImage })
 		start := time.Now()
 		x.ran = x.ran[:0]
+		x.headFor(m.expecter())
 		out, err := p.h.run(ctx, x, m, in, dep, p.opts)
+		x.headFor(nil)
 		provider := m.Provider()
 		if len(x.ran) > 0 {
 			provider = x.ran[0].Provider

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -184,7 +185,7 @@ func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, lo
 	return pool.NewService(pool.ServiceOptions{
 		Cache:        pool.CacheOptions{TTL: cfg.ModelTTL, MaxLoaded: cfg.MaxLoadedModels},
 		Workers:      pool.WorkersOptions{Workers: cfg.RequestThreads, Queue: cfg.MaxQueue},
-		Batch:        pool.BatchOptions{Max: cfg.BatchMax, Wait: cfg.BatchWait, Nice: cfg.InferenceNice},
+		Batch:        pool.BatchOptions{Max: cfg.BatchMax, Wait: cfg.BatchWait, Gather: gatherOption(cfg.BatchGather), Nice: cfg.InferenceNice},
 		MaxBatchFace: cfg.MaxBatchFace,
 		MaxBatchOCR:  cfg.MaxBatchOCR,
 		Metrics:      obs,
@@ -333,4 +334,13 @@ func connLimit(want int, logger *slog.Logger) int {
 		return n
 	}
 	return want
+}
+
+// gatherOption is MLSERVE_BATCH_GATHER_MS as pool.BatchOptions.Gather
+// takes it: 0 there means the default, off is negative.
+func gatherOption(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
