@@ -260,7 +260,7 @@ func benchIndexPipeline(b *testing.B, mode pool.Preprocess, dir string, jpegs []
 			if bc.queue == "redis" && redisURL == "" {
 				redisURL = testenv.RedisURL(b)
 			}
-			var rate, bareRate float64
+			var rate, bareRate, batchRows float64
 			var cpu, bareCPU, dbUsed time.Duration
 			runs := 0
 			for b.Loop() {
@@ -274,6 +274,7 @@ func benchIndexPipeline(b *testing.B, mode pool.Preprocess, dir string, jpegs []
 				}
 				var sum Summary
 				var err error
+				batches0, rows0 := batchTotals(svc)
 				used, db := cpuTime(), dbCPU()
 				if bc.queue == "memory" {
 					sum, err = NewIndexer(opts, nil).Run(context.Background())
@@ -284,6 +285,8 @@ func benchIndexPipeline(b *testing.B, mode pool.Preprocess, dir string, jpegs []
 					b.Fatalf("index: %v (%+v)", err, sum)
 				}
 				used = cpuTime() - used
+				batches1, rows1 := batchTotals(svc)
+				batchRows += float64(rows1-rows0) / float64(max(1, batches1-batches0))
 				if db >= 0 && dbUsed >= 0 {
 					dbUsed += (dbCPU() - db) / time.Duration(n)
 				} else {
@@ -312,10 +315,20 @@ func benchIndexPipeline(b *testing.B, mode pool.Preprocess, dir string, jpegs []
 				b.ReportMetric(float64(dbUsed)/float64(runs)/1e6, "db-cpu-ms/img")
 			}
 			b.ReportMetric(load.Seconds(), "load-s")
+			b.ReportMetric(batchRows/float64(runs), "rows/batch")
 			b.Logf("%s: %.2f img/s after the model load; bare ONNX Runtime, batch 16, same graph and photos: %.2f img/s; ratio %.2f; CPU per image %s (bare %s: a CPU-bound ceiling of %.2f)",
 				b.Name(), rate, bareRate, rate/bareRate, cpu.Round(time.Millisecond), bareCPU.Round(time.Millisecond), float64(bareCPU)/float64(cpu))
 		})
 	}
+}
+
+// batchTotals adds up the engine's batches and their rows so far.
+func batchTotals(svc *pool.Service) (batches, rows int64) {
+	for _, st := range svc.BatchStats() {
+		batches += st.Batches
+		rows += st.Rows
+	}
+	return batches, rows
 }
 
 // runRedisIndex runs an index through a Redis queue of its own: the
