@@ -7,6 +7,7 @@ import (
 	"image"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -260,14 +261,14 @@ func benchIndexPipeline(b *testing.B, mode pool.Preprocess, dir string, jpegs []
 			if bc.queue == "redis" && redisURL == "" {
 				redisURL = testenv.RedisURL(b)
 			}
-			var rate, bareRate, batchRows float64
+			var rate, bareRate, batchRows, allocMB float64
 			var cpu, bareCPU, dbUsed time.Duration
 			runs := 0
 			for b.Loop() {
 				before, beforeCPU := bare.rate(b, 3*time.Second)
 				schema := testSchema(b)
 				opts := IndexerOptions{
-					Engine: svc, Roots: []string{dir}, Workers: bc.workers, Prune: true, Decode: decode,
+					Engine: svc, Roots: []string{dir}, Workers: bc.workers, Prune: true, Decode: decode, Recycle: svc.Recycle,
 					Open: func(ctx context.Context) (search.Index, error) {
 						return search.OpenIndex(ctx, search.IndexOptions{URL: dbURL, Schema: schema}, nil)
 					},
@@ -275,6 +276,8 @@ func benchIndexPipeline(b *testing.B, mode pool.Preprocess, dir string, jpegs []
 				var sum Summary
 				var err error
 				batches0, rows0 := batchTotals(svc)
+				var ms0, ms1 runtime.MemStats
+				runtime.ReadMemStats(&ms0)
 				used, db := cpuTime(), dbCPU()
 				if bc.queue == "memory" {
 					sum, err = NewIndexer(opts, nil).Run(context.Background())
@@ -286,6 +289,8 @@ func benchIndexPipeline(b *testing.B, mode pool.Preprocess, dir string, jpegs []
 				}
 				used = cpuTime() - used
 				batches1, rows1 := batchTotals(svc)
+				runtime.ReadMemStats(&ms1)
+				allocMB += float64(ms1.TotalAlloc-ms0.TotalAlloc) / 1e6 / float64(n)
 				batchRows += float64(rows1-rows0) / float64(max(1, batches1-batches0))
 				if db >= 0 && dbUsed >= 0 {
 					dbUsed += (dbCPU() - db) / time.Duration(n)
@@ -316,6 +321,7 @@ func benchIndexPipeline(b *testing.B, mode pool.Preprocess, dir string, jpegs []
 			}
 			b.ReportMetric(load.Seconds(), "load-s")
 			b.ReportMetric(batchRows/float64(runs), "rows/batch")
+			b.ReportMetric(allocMB/float64(runs), "alloc-MB/img")
 			b.Logf("%s: %.2f img/s after the model load; bare ONNX Runtime, batch 16, same graph and photos: %.2f img/s; ratio %.2f; CPU per image %s (bare %s: a CPU-bound ceiling of %.2f)",
 				b.Name(), rate, bareRate, rate/bareRate, cpu.Round(time.Millisecond), bareCPU.Round(time.Millisecond), float64(bareCPU)/float64(cpu))
 		})

@@ -328,3 +328,62 @@ func TestWalk(t *testing.T) {
 		t.Fatalf("callback error: %v", err)
 	}
 }
+
+// TestWorkerRecyclesImages: with WorkerOptions.Recycle, each decoded
+// image goes back once, after its models are done with it.
+func TestWorkerRecyclesImages(t *testing.T) {
+	ctx := ctxT(t)
+	v := loadVisual(t, clipDir(t, smallCLIP()))
+	store := openStore(t, testenv.DatabaseURL(t), testSchema(t))
+	if _, err := store.EnsureModel(ctx, testModel, v.Dim()); err != nil {
+		t.Fatal(err)
+	}
+	f := newFolder(t, 6)
+	var mu sync.Mutex
+	embedded := map[*imaging.Image]bool{}
+	recycled := map[*imaging.Image]int{}
+	emb := EmbedFunc(func(ctx context.Context, imgs []*imaging.Image) ([][]float32, error) {
+		mu.Lock()
+		for _, img := range imgs {
+			if recycled[img] > 0 {
+				t.Errorf("an image was embedded after it was recycled")
+			}
+			embedded[img] = true
+		}
+		mu.Unlock()
+		return v.EmbedBatch(ctx, imgs)
+	})
+	q := NewMemory(MemoryOptions{Wait: 20 * time.Millisecond})
+	p := NewProducer(q, ProducerOptions{Model: testModel}, nil)
+	w := NewWorker(q, emb, IndexSink{Index: store, Model: testModel}, WorkerOptions{
+		Model: testModel, BatchSize: 4,
+		Recycle: func(img *imaging.Image) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !embedded[img] {
+				t.Errorf("an image was recycled before it was embedded")
+			}
+			recycled[img]++
+		},
+	}, nil)
+	var wg sync.WaitGroup
+	var perr, werr error
+	wg.Go(func() {
+		defer q.Close()
+		_, perr = p.Folders(ctx, store, f.dir)
+	})
+	wg.Go(func() { werr = w.Run(ctx) })
+	wg.Wait()
+	if perr != nil || werr != nil {
+		t.Fatalf("producer %v, worker %v", perr, werr)
+	}
+	if len(recycled) != len(f.images) || len(embedded) != len(f.images) {
+		t.Fatalf("%d images recycled, %d embedded, of %d", len(recycled), len(embedded), len(f.images))
+	}
+	for _, n := range recycled {
+		if n != 1 {
+			t.Fatalf("an image was recycled %d times", n)
+		}
+	}
+	checkIndexed(t, store, v, f)
+}

@@ -77,8 +77,10 @@ type IndexerOptions struct {
 	Walk               WalkOptions
 	// Paths maps item paths to this host (Immich previews).
 	Paths search.PathMap
-	// Decode decodes images (default imaging.Decode).
-	Decode func([]byte) (*imaging.Image, error)
+	// Decode decodes images (default imaging.Decode); Recycle, if set,
+	// takes each back once its models are done (WorkerOptions.Recycle).
+	Decode  func([]byte) (*imaging.Image, error)
+	Recycle func(*imaging.Image)
 	// CreateIndexes builds the missing HNSW indexes after the run (after
 	// a bulk load with deferred indexes).
 	CreateIndexes bool
@@ -344,7 +346,7 @@ func (x *Indexer) newWorker(q Queue, s *session) *Worker {
 	opts := WorkerOptions{
 		Model: s.model, BatchSize: o.BatchSize, CPU: o.Engine.Workers(),
 		ShutdownTimeout: o.ShutdownTimeout, OutageDeadline: o.OutageDeadline,
-		Paths: o.Paths, Decode: o.Decode,
+		Paths: o.Paths, Decode: o.Decode, Recycle: o.Recycle,
 		Analyzer:  EngineAnalyzer{Engine: o.Engine, Opts: o.Analysis},
 		FaceModel: o.FaceModel, OCRModel: o.OCRModel,
 	}

@@ -368,6 +368,12 @@ type input struct {
 // dropImage lets a request's decoded image go when no later entry reads
 // it; its pixels serve the next decode (s.pixels is nil when the decoder
 // is the caller's, which may keep its images).
+// Recycle gives a decoded image's pixels back for the service's decoder
+// to reuse (Decode). The caller must be the image's only user and must
+// not read it afterwards; the bulk indexer recycles each photo once its
+// models are done with it, as /predict does.
+func (s *Service) Recycle(img *imaging.Image) { s.pixels.Put(img) }
+
 func (s *Service) dropImage(in *input) {
 	if in.keepImage || in.img == nil {
 		return

@@ -202,6 +202,7 @@ func runIndex(ctx context.Context, o indexOptions, stdout io.Writer, cfg *config
 		defer closeEngine()
 		opts.Engine = svc
 		opts.Decode = decoder(ctx, svc, clipModel(db), tasks.faces != "" || tasks.ocr != "")
+		opts.Recycle = svc.Recycle
 	}
 	sum, err := jobs.NewIndexer(opts, logger).Run(ctx)
 	if o.progress != nil {

@@ -91,7 +91,8 @@ func runWorker(ctx context.Context, o workerOptions, stdout io.Writer, cfg *conf
 		Queue:     jobs.RedisOptions{Name: o.queue, VisibilityTimeout: o.visibility, MaxAttempts: o.attempts},
 		FaceModel: tasks.faces, OCRModel: tasks.ocr, Analysis: tasks.analysis(),
 		BatchSize: o.batch, Workers: o.workers, Paths: paths, StatsEvery: o.statsEvery,
-		Decode: decoder(ctx, svc, clipModel(db), tasks.faces != "" || tasks.ocr != ""),
+		Decode:  decoder(ctx, svc, clipModel(db), tasks.faces != "" || tasks.ocr != ""),
+		Recycle: svc.Recycle,
 	}
 	start := time.Now()
 	st, err := jobs.NewIndexer(opts, logger).Work(ctx)
