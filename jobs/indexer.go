@@ -353,6 +353,12 @@ func (x *Indexer) newWorker(q Queue, s *session) *Worker {
 	if rq, ok := q.(*Redis); ok {
 		opts.Heartbeat = rq.Options().VisibilityTimeout / 3
 	}
+	if d, ok := o.Engine.(decodeAheader); ok {
+		// The model is loaded by now: this only asks where it runs.
+		if n, err := d.DecodeAhead(context.Background(), s.engine); err == nil && n > 0 {
+			opts.MaxImages = n
+		}
+	}
 	if o.worker != nil {
 		o.worker(&opts)
 	}
@@ -360,6 +366,12 @@ func (x *Indexer) newWorker(q Queue, s *session) *Worker {
 		return o.Engine.EmbedImages(ctx, s.engine, imgs)
 	})
 	return NewWorker(q, emb, IndexSink{Index: s.ix, Model: s.model}, opts, x.logger)
+}
+
+// decodeAheader is an Engine that says how far ahead of its model the
+// worker should decode (*pool.Service).
+type decodeAheader interface {
+	DecodeAhead(ctx context.Context, model string) (int, error)
 }
 
 // redisQueue opens the Redis queue for the session's index and model.

@@ -131,6 +131,8 @@ func TestIndexerFolders(t *testing.T) {
 	opts.Workers = 2
 	var reports atomic.Int32
 	opts.Progress = func(Progress) { reports.Add(1) }
+	var maxImages atomic.Int32
+	opts.worker = func(o *WorkerOptions) { maxImages.Store(int32(o.MaxImages)) }
 
 	// First run: every image, and the corrupt file fails, once.
 	sum, err := NewIndexer(opts, nil).Run(ctxT(t))
@@ -145,6 +147,10 @@ func TestIndexerFolders(t *testing.T) {
 	}
 	if reports.Load() == 0 {
 		t.Error("no progress reported")
+	}
+	// The model runs on the CPU: the worker decodes one batch ahead.
+	if n := maxImages.Load(); n != pool.DefaultBatchMaxCPU {
+		t.Errorf("the worker holds up to %d decoded photos, want the engine's CPU batch, %d", n, pool.DefaultBatchMaxCPU)
 	}
 	embedded := engine.embedded.Load()
 	if embedded != 10 {

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/mlserve/mlserve/inference"
 	"github.com/mlserve/mlserve/inference/clip"
 	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/inference/ocr"
@@ -94,6 +95,27 @@ func (s *Service) EmbedImages(ctx context.Context, model string, imgs []*imaging
 // preprocessing mode. It returns the image and the original's size.
 func (s *Service) Decode(data []byte, minSide int) (*imaging.Image, int, int, error) {
 	return s.opts.Decode(data, minSide)
+}
+
+// DecodeAhead is how many decoded photos a bulk indexer should hold at
+// once for a CLIP model's image encoder (jobs.WorkerOptions.MaxImages),
+// loading the model if needed. On the CPU it is one batch: the cores
+// that would decode photos further ahead are the ones running the model,
+// so the photos would only wait in memory and share the cores with it
+// (IndexPipeline, exact: 89-97 ms of CPU per photo with 8 against
+// 114-118 with 32, and a third of the allocations). On an accelerator it
+// is two batches: the CPU prepares the next while the device runs one.
+func (s *Service) DecodeAhead(ctx context.Context, model string) (int, error) {
+	m, release, err := s.acquireModel(ctx, "clip", "visual", model)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	dev := m.Device()
+	if gateOf(dev) == inference.CPU {
+		return s.batchMax(dev), nil
+	}
+	return 2 * s.batchMax(dev), nil
 }
 
 // VisualMinSide is the shortest image side a CLIP model's image encoder

@@ -673,3 +673,16 @@ func TestRequestsEndTheirExpectations(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeAhead: a bulk indexer decodes one batch ahead of a model on
+// the CPU (MLSERVE_BATCH_MAX when set).
+func TestDecodeAhead(t *testing.T) {
+	cache := engineCache(t)
+	for _, tc := range []struct{ max, want int }{{0, DefaultBatchMaxCPU}, {3, 3}} {
+		s := engineService(t, cache, ServiceOptions{Batch: BatchOptions{Max: tc.max}})
+		n, err := s.DecodeAhead(context.Background(), "ViT-B-32__openai")
+		if err != nil || n != tc.want {
+			t.Errorf("batch max %d: DecodeAhead %d, %v; want %d", tc.max, n, err, tc.want)
+		}
+	}
+}
