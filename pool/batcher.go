@@ -399,10 +399,10 @@ const lingerShare = 20
 
 // fill waits until first's batch is full, or as long as the options
 // say it may wait for more: up to maxWait after first was queued, and
-// on a CPU lane with gather set, up to gather after first could have run
-// while requests are preparing items for the batcher, and at least a
-// twentieth of the last run's time after that run (lingerShare). It returns when the
-// waiting ended.
+// on a CPU lane with gather set, up to gather after first could have
+// run while requests are preparing items for the batcher, and at least
+// a twentieth of the last run's time after that run (lingerShare). It
+// returns when the waiting ended.
 func (b *batcher[In, Out]) fill(first *item[In, Out], l *lane, last runEnd) time.Time {
 	gather := time.Duration(0)
 	if l.onCPU() {
