@@ -89,8 +89,9 @@ type WorkerOptions struct {
 	// together (default 16). Inference batches are the pool's.
 	BatchSize int
 	// MaxImages bounds the decoded images the worker holds at once, all
-	// its Run calls together (default 2 × BatchSize): decoding runs that
-	// far ahead of inference.
+	// its Run calls together (default 2 × BatchSize; the Indexer asks
+	// its engine, pool.Service.DecodeAhead): decoding runs that far ahead
+	// of inference.
 	MaxImages int
 	// CPU admits decoding (reading is not admitted). Nil: GOMAXPROCS slots
 	// of the worker's own.

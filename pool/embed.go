@@ -103,7 +103,7 @@ func (s *Service) Decode(data []byte, minSide int) (*imaging.Image, int, int, er
 // that would decode photos further ahead are the ones running the model,
 // so the photos would only wait in memory and share the cores with it
 // (IndexPipeline, exact: 89-97 ms of CPU per photo with 8 against
-// 114-118 with 32, and a third of the allocations). On an accelerator it
+// 114-118 with 32, and less than half the allocations). On an accelerator it
 // is two batches: the CPU prepares the next while the device runs one.
 func (s *Service) DecodeAhead(ctx context.Context, model string) (int, error) {
 	m, release, err := s.acquireModel(ctx, "clip", "visual", model)
