@@ -176,6 +176,18 @@ func testSchema(t testing.TB) string {
 	return schema
 }
 
+// visualStore loads the small CLIP model and opens a store of the test's
+// own schema with the model registered.
+func visualStore(t testing.TB) (*clip.Visual, *search.Store) {
+	t.Helper()
+	v := loadVisual(t, clipDir(t, smallCLIP()))
+	store := openStore(t, testenv.DatabaseURL(t), testSchema(t))
+	if _, err := store.EnsureModel(ctxT(t), testModel, v.Dim()); err != nil {
+		t.Fatal(err)
+	}
+	return v, store
+}
+
 func openStore(t testing.TB, url, schema string) *search.Store {
 	t.Helper()
 	s, err := search.Open(ctxT(t), search.Options{URL: url, Schema: schema}, nil)

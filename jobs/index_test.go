@@ -95,11 +95,7 @@ func checkIndexed(t *testing.T, store *search.Store, v *clip.Visual, f folder) {
 
 func TestIndexFolderInProcess(t *testing.T) {
 	ctx := ctxT(t)
-	v := loadVisual(t, clipDir(t, smallCLIP()))
-	store := openStore(t, testenv.DatabaseURL(t), testSchema(t))
-	if _, err := store.EnsureModel(ctx, testModel, v.Dim()); err != nil {
-		t.Fatal(err)
-	}
+	v, store := visualStore(t)
 	f := newFolder(t, 14)
 
 	run := func() (ProduceStats, Progress, *Memory, Stats) {
@@ -176,11 +172,7 @@ func TestIndexFolderInProcess(t *testing.T) {
 
 func TestIndexFolderRedis(t *testing.T) {
 	ctx := ctxT(t)
-	v := loadVisual(t, clipDir(t, smallCLIP()))
-	store := openStore(t, testenv.DatabaseURL(t), testSchema(t))
-	if _, err := store.EnsureModel(ctx, testModel, v.Dim()); err != nil {
-		t.Fatal(err)
-	}
+	v, store := visualStore(t)
 	f := newFolder(t, 16)
 	c := redisClient(t, testenv.RedisURL(t))
 	q := newRedisQueue(t, c, RedisOptions{MaxLen: 6, Block: 100 * time.Millisecond})
@@ -231,11 +223,7 @@ func TestIndexFolderRedis(t *testing.T) {
 
 func TestWorkerGracefulShutdown(t *testing.T) {
 	ctx := ctxT(t)
-	v := loadVisual(t, clipDir(t, smallCLIP()))
-	store := openStore(t, testenv.DatabaseURL(t), testSchema(t))
-	if _, err := store.EnsureModel(ctx, testModel, v.Dim()); err != nil {
-		t.Fatal(err)
-	}
+	v, store := visualStore(t)
 	f := newFolder(t, 6)
 	for _, tt := range []struct {
 		name     string
@@ -333,11 +321,7 @@ func TestWalk(t *testing.T) {
 // image goes back once, after its models are done with it.
 func TestWorkerRecyclesImages(t *testing.T) {
 	ctx := ctxT(t)
-	v := loadVisual(t, clipDir(t, smallCLIP()))
-	store := openStore(t, testenv.DatabaseURL(t), testSchema(t))
-	if _, err := store.EnsureModel(ctx, testModel, v.Dim()); err != nil {
-		t.Fatal(err)
-	}
+	v, store := visualStore(t)
 	f := newFolder(t, 6)
 	var mu sync.Mutex
 	embedded := map[*imaging.Image]bool{}
