@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -343,7 +344,10 @@ func (b *batcher[In, Out]) runner(l *lane, run runFunc[In, Out]) {
 		}
 		start := time.Now()
 		b.runBatch(l, run, slot, batch, seen, ready)
-		last = runEnd{at: time.Now(), took: time.Since(start)}
+		last = runEnd{at: time.Now(), took: time.Since(start), ctxs: last.ctxs[:0]}
+		for _, it := range batch {
+			last.ctxs = append(last.ctxs, it.ctx)
+		}
 	}
 }
 
@@ -383,10 +387,17 @@ func (b *batcher[In, Out]) dropLeft() {
 	b.queue = kept
 }
 
-// runEnd is when a runner's last batch ended and how long it ran.
+// runEnd is when a runner's last batch ended, how long it ran, and the
+// contexts of its items' requests.
 type runEnd struct {
 	at   time.Time
 	took time.Duration
+	ctxs []context.Context
+}
+
+// ran tells whether the last batch had an item of the request of ctx.
+func (r runEnd) ran(ctx context.Context) bool {
+	return slices.Contains(r.ctxs, ctx)
 }
 
 // lingerShare is the part of its last run's time that a CPU runner
@@ -401,8 +412,9 @@ const lingerShare = 20
 // say it may wait for more: up to maxWait after first was queued, and
 // on a CPU lane with gather set, up to gather after first could have
 // run while requests are preparing items for the batcher, and at least
-// a twentieth of the last run's time after that run (lingerShare). It
-// returns when the waiting ended.
+// a twentieth of the last run's time after that run (lingerShare)
+// unless first's request was in that run. It returns when the waiting
+// ended.
 func (b *batcher[In, Out]) fill(first *item[In, Out], l *lane, last runEnd) time.Time {
 	gather := time.Duration(0)
 	if l.onCPU() {
@@ -418,7 +430,10 @@ func (b *batcher[In, Out]) fill(first *item[In, Out], l *lane, last runEnd) time
 		could = last.at
 	}
 	waitUntil, gatherUntil := first.enq.Add(b.opts.maxWait), could.Add(gather)
-	if gather > 0 && !last.at.IsZero() {
+	// No lingering for a request that had items in the last batch and
+	// queued its next (a chunk of its faces): it is not coming back, it
+	// is here.
+	if gather > 0 && !last.at.IsZero() && !last.ran(first.ctx) {
 		if linger := last.at.Add(min(last.took/lingerShare, gather)); linger.After(waitUntil) {
 			waitUntil = linger
 		}

@@ -405,16 +405,22 @@ func TestBatcherGather(t *testing.T) {
 			f := &fakeModel{took: 100 * time.Millisecond}
 			b := newGathering(f, "CPU")
 			defer b.close()
+			// Each item is another request's.
+			request := func() context.Context {
+				c, cancel := context.WithCancel(ctx)
+				t.Cleanup(cancel)
+				return c
+			}
 			start := time.Now()
-			a := submitAll(t, b, ctx, 1, 1)[0]
+			a := submitAll(t, b, request(), 1, 1)[0]
 			time.Sleep(time.Millisecond)
-			queued := submitAll(t, b, ctx, 1, 2)[0] // during the run
+			queued := submitAll(t, b, request(), 1, 2)[0] // during the run
 			awaitAll(t, b, a)
 			go func() {
 				time.Sleep(2 * time.Millisecond)
 				b.expect()
 				time.Sleep(10 * time.Millisecond)
-				_, _ = b.enqueue(ctx, 3, 1, 0, true)
+				_, _ = b.enqueue(request(), 3, 1, 0, true)
 			}()
 			awaitAll(t, b, queued)
 			if got := f.got(); !slices.EqualFunc(got, [][]int{{1}, {2, 3}}, slices.Equal) {
@@ -424,9 +430,21 @@ func TestBatcherGather(t *testing.T) {
 				t.Fatalf("the second batch ended after %v, want 100ms + 12ms + 100ms", took)
 			}
 			start = time.Now()
-			awaitAll(t, b, submitAll(t, b, ctx, 1, 4)...)
+			awaitAll(t, b, submitAll(t, b, request(), 1, 4)...)
 			if took := time.Since(start); took != 105*time.Millisecond {
 				t.Fatalf("the third batch took %v, want 5ms of lingering + 100ms", took)
+			}
+			// A request whose next item queued while its last one ran
+			// (its next chunk) is not waited for: it is here.
+			time.Sleep(time.Second) // the lingering after the last run is over
+			req := request()
+			start = time.Now()
+			chunk1 := submitAll(t, b, req, 1, 5)[0]
+			time.Sleep(time.Millisecond)
+			chunk2 := submitAll(t, b, req, 1, 6)[0] // during chunk1's run
+			awaitAll(t, b, chunk1, chunk2)
+			if took := time.Since(start); took != 200*time.Millisecond {
+				t.Fatalf("two chunks of one request took %v, want two runs and no lingering", took)
 			}
 		})
 	})
