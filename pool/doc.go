@@ -23,7 +23,13 @@
 //     The default wait is none, "continuous batching": a batch starts as
 //     soon as the device is free and takes whatever queued while it was
 //     busy, so a lone request never waits and a loaded server runs large
-//     batches. A queue is bounded and refuses with ErrQueueFull. A request
+//     batches. On the CPU a batch also gathers (MLSERVE_BATCH_GATHER_MS):
+//     it waits for the inputs that requests are decoding and resizing for
+//     the same model, since the cores that would run it are the ones
+//     preparing them, and for a twentieth of its last run for the requests
+//     it just answered to send again. Concurrent requests then run as one
+//     batch instead of falling into smaller ones that share the cores with
+//     their preprocessing. A queue is bounded and refuses with ErrQueueFull. A request
 //     that leaves (its context ends) before its batch is formed is never
 //     run; a running batch is stopped only when every request in it has
 //     left. Models with a fixed batch run that many rows at a time
