@@ -29,11 +29,11 @@
 //     preparing them, and for a twentieth of its last run for the requests
 //     it just answered to send again. Concurrent requests then run as one
 //     batch instead of falling into smaller ones that share the cores with
-//     their preprocessing. A queue is bounded and refuses with ErrQueueFull. A request
-//     that leaves (its context ends) before its batch is formed is never
-//     run; a running batch is stopped only when every request in it has
-//     left. Models with a fixed batch run that many rows at a time
-//     (padded); detectors run one image at a time.
+//     their preprocessing. A queue is bounded and refuses with
+//     ErrQueueFull. A request that leaves (its context ends) before its
+//     batch is formed is never run; a running batch is stopped only when
+//     every request in it has left. Models with a fixed batch run that
+//     many rows at a time (padded); detectors run one image at a time.
 //   - Inference slots bound the runs in progress per device: on the CPU,
 //     runs × intra-op threads never exceed the cores (two sessions
 //     running at once on the same cores slow each other), so with the
