@@ -43,7 +43,7 @@ func (l *shedLog) note(reason string) {
 	l.pending, l.last = 0, now
 	l.mu.Unlock()
 	if first {
-		l.logger.Warn("refusing requests with 503 + Retry-After: the service is overloaded (counted in mlserve_http_rejected_total, reported here at most every 10 s)", "reason", reason)
+		l.logger.Warn("refusing requests with 503 + Retry-After: the service is overloaded (counted in mlserve_http_rejected_total, reported here at most once per period)", "reason", reason, "period", l.every.String())
 		return
 	}
 	l.logger.Warn("refusing requests with 503 + Retry-After: the service is overloaded", "refused", n, "in", since.Round(time.Second).String(), "reason", reason)

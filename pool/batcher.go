@@ -201,16 +201,11 @@ func (b *batcher[In, Out]) arrive() {
 	b.mu.Unlock()
 }
 
-// submit queues rows of work. It refuses with ErrQueueFull when the queue
-// is full and with ErrClosed after close.
-func (b *batcher[In, Out]) submit(ctx context.Context, in In, rows, key int) (*item[In, Out], error) {
-	return b.enqueue(ctx, in, rows, key, false)
-}
-
-// enqueue is submit; expected ends the request's expectation (expect)
-// with the same step that queues its item, so that no runner sees the
-// one without the other. The expectation ends even when the item is
-// refused.
+// enqueue queues rows of work. It refuses with ErrQueueFull when the
+// queue is full and with ErrClosed after close. expected ends the
+// request's expectation (expect) with the same step that queues its
+// item, so that no runner sees the one without the other; it ends even
+// when the item is refused.
 func (b *batcher[In, Out]) enqueue(ctx context.Context, in In, rows, key int, expected bool) (*item[In, Out], error) {
 	it, err := b.check(ctx, in, rows, key)
 	b.mu.Lock()

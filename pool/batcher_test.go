@@ -57,6 +57,11 @@ func newTestBatcher(f *fakeModel, slot chan struct{}, maxRows int, wait time.Dur
 	return newBatcher(batchOptions{name: "test", maxRows: maxRows, maxWait: wait, maxQueue: queue, slot: slot}, f.newRun)
 }
 
+// submit queues an item that no request announced.
+func (b *batcher[In, Out]) submit(ctx context.Context, in In, rows, key int) (*item[In, Out], error) {
+	return b.enqueue(ctx, in, rows, key, false)
+}
+
 // submitAll queues one item of rows rows per value and returns them.
 func submitAll(t *testing.T, b *batcher[int, int], ctx context.Context, rows int, vals ...int) []*item[int, int] {
 	t.Helper()

@@ -65,7 +65,7 @@ func (s *Service) EmbedImages(ctx context.Context, model string, imgs []*imaging
 				}
 				in := v.Preprocess(imgs[i], nil)
 				x.yield()
-				if items[i], errs[i] = b.enqueue(ctx, in, 1, 0, x.arriving(b)); errs[i] != nil {
+				if items[i], errs[i] = submit(ctx, x, b, in, 1, 0); errs[i] != nil {
 					cancel()
 					return
 				}
@@ -103,8 +103,9 @@ func (s *Service) Decode(data []byte, minSide int) (*imaging.Image, int, int, er
 // that would decode photos further ahead are the ones running the model,
 // so the photos would only wait in memory and share the cores with it
 // (IndexPipeline, exact: 89-97 ms of CPU per photo with 8 against
-// 114-118 with 32, and less than half the allocations). On an accelerator it
-// is two batches: the CPU prepares the next while the device runs one.
+// 114-118 with 32, and less than half the allocations). On an
+// accelerator it is two batches: the CPU prepares the next while the
+// device runs one.
 func (s *Service) DecodeAhead(ctx context.Context, model string) (int, error) {
 	m, release, err := s.acquireModel(ctx, "clip", "visual", model)
 	if err != nil {

@@ -365,20 +365,21 @@ type input struct {
 	keepImage bool
 }
 
-// dropImage lets a request's decoded image go when no later entry reads
-// it; its pixels serve the next decode (s.pixels is nil when the decoder
-// is the caller's, which may keep its images).
 // Recycle gives a decoded image's pixels back for the service's decoder
 // to reuse (Decode). The caller must be the image's only user and must
 // not read it afterwards; the bulk indexer recycles each photo once its
-// models are done with it, as /predict does.
+// models are done with it, as /predict does (dropImage). A no-op when
+// the decoder is the caller's (s.pixels is nil), which may keep its
+// images.
 func (s *Service) Recycle(img *imaging.Image) { s.pixels.Put(img) }
 
+// dropImage lets a request's decoded image go when no later entry reads
+// it; its pixels serve the next decode.
 func (s *Service) dropImage(in *input) {
 	if in.keepImage || in.img == nil {
 		return
 	}
-	s.pixels.Put(in.img)
+	s.Recycle(in.img)
 	in.img = nil
 }
 

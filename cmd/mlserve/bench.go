@@ -743,19 +743,19 @@ const stormEnd = time.Second
 
 // levelResult is one concurrency level.
 type levelResult struct {
-	conc              int
-	ok, refused, errs int
-	wall              time.Duration
-	lat               []time.Duration // answers 200, sorted
-	refusals          []time.Duration // answers 503, sorted
-	refusalsAnswered  []time.Duration // their answered times, sorted
-	refusalsSteady    []time.Duration // answers 503 to requests sent after stormEnd, sorted
-	pings             []time.Duration // GET /ping every 20 ms during the level, sorted
-	pingErrs          int
-	stages            map[string]float64 // sums
-	batchRows         float64            // mean rows per batch (in-process)
-	bareTput          float64
-	bareP50           time.Duration
+	conc             int
+	ok, errs         int
+	wall             time.Duration
+	lat              []time.Duration // answers 200, sorted
+	refusals         []time.Duration // answers 503, sorted
+	refusalsAnswered []time.Duration // their answered times, sorted
+	refusalsSteady   []time.Duration // answers 503 to requests sent after stormEnd, sorted
+	pings            []time.Duration // GET /ping every 20 ms during the level, sorted
+	pingErrs         int
+	stages           map[string]float64 // sums
+	batchRows        float64            // mean rows per batch (in-process)
+	bareTput         float64
+	bareP50          time.Duration
 }
 
 func (l levelResult) tput() float64 { return float64(l.ok) / l.wall.Seconds() }
@@ -796,7 +796,7 @@ func (l levelResult) row(withBare bool) string {
 		batch = fmt.Sprintf("%.1f", l.batchRows)
 	}
 	s := fmt.Sprintf("%5d %7.2f %8s %8s %8s %5d %5d %6s | %6.1f %6.1f %6.1f %6.1f %6.1f %6.1f",
-		l.conc, l.tput(), ms(l.pct(.5)), ms(l.pct(.95)), ms(l.pct(.99)), l.refused, l.errs, batch,
+		l.conc, l.tput(), ms(l.pct(.5)), ms(l.pct(.95)), ms(l.pct(.99)), len(l.refusals), l.errs, batch,
 		l.stage("queue"), l.stage("decode"), l.stage("preprocess"), l.stage("batch"), l.stage("infer"), l.stage("postprocess"))
 	if withBare && l.bareTput > 0 {
 		s += fmt.Sprintf(" | %8.2f %8.2f", l.tput()/l.bareTput, float64(l.pct(.5))/float64(l.bareP50))
@@ -868,7 +868,6 @@ func (b *bench) level(ctx context.Context, c int) levelResult {
 				case r.err != nil:
 					lr.errs++
 				case r.code == http.StatusServiceUnavailable:
-					lr.refused++
 					lr.refusals = append(lr.refusals, r.took)
 					lr.refusalsAnswered = append(lr.refusalsAnswered, r.answered)
 					if sentAt >= stormEnd {
@@ -930,7 +929,7 @@ func (b *bench) summary(levels []levelResult, withBare bool) {
 	b.printf("\n")
 	errs := 0
 	for _, l := range levels {
-		errs += l.errs + l.refused
+		errs += l.errs + len(l.refusals)
 	}
 	b.printf("errors and 503s over the sweep: %d\n", errs)
 	var eight *levelResult
