@@ -30,7 +30,11 @@
 //
 // [Resize] is a port of the arithmetic of Pillow's ImagingResample (fixed
 // point, separable, horizontal pass first): its output equals PIL's
-// Image.resize bit for bit for the filters it offers.
+// Image.resize bit for bit for the filters it offers. On x86-64 CPUs with
+// AVX2 both passes run as C kernels (resample_simd.c) that compute the
+// same integer sums with vector instructions, about five times faster
+// than the Go passes, which run elsewhere and are the reference the
+// kernels are tested and fuzzed against.
 package imaging
 
 import (

@@ -91,6 +91,14 @@ type axis struct {
 	start  []int32
 	n      []int32
 	k      []int32
+
+	// The AVX2 horizontal pass's form of k (simdTable), built on first
+	// use after each compute.
+	simdReady  bool
+	simdStride int // int16 per output pixel
+	simdReach  int // bytes a row's loads may read from its start
+	simdGroups []int32
+	simdCoef   []int16
 }
 
 // compute fills the table the way Pillow's precompute_coeffs and
@@ -102,6 +110,7 @@ func (a *axis) compute(in int, box float64, out, o0, o1 int, f Filter) {
 		return
 	}
 	a.in, a.box, a.out, a.o0, a.o1, a.f = in, box, out, o0, o1, f
+	a.simdReady = false
 	// Pillow receives the box as C floats: in1 - in0 is computed in single
 	// precision (exact below 2^24, as are eighths below 2^21).
 	scale := float64(float32(box)) / float64(out)
@@ -179,9 +188,13 @@ type Resampler struct {
 	// with inference it only moves CPU time around.
 	Workers int
 
+	// noSIMD runs the Go passes where the AVX2 ones would (tests).
+	noSIMD bool
+
 	h, v   axis
 	tmp    []byte     // horizontal pass output
 	packed [][]uint64 // horizontal pass input, two rows packed, per worker
+	pads   [][]byte   // AVX2 horizontal pass: a padded last row, per worker
 	acc    [][]int32  // vertical pass sums of one row, per worker
 }
 
@@ -281,22 +294,31 @@ func (r *Resampler) workers(n int) int { return max(min(r.Workers, n), 1) }
 // r.Workers goroutines when asked to, and returns when all are done.
 func (r *Resampler) runHorizontal(dst []byte, dstStride int, src []byte, srcStride, rows, width int) {
 	w := r.workers(rows)
-	for len(r.packed) < w {
-		r.packed = append(r.packed, nil)
-	}
-	for i := range w {
-		r.packed[i] = grow(r.packed[i], srcStride)
+	if r.simd() {
+		r.h.simdTable()
+		for len(r.pads) < w {
+			r.pads = append(r.pads, nil)
+		}
+		for i := range w {
+			r.pads[i] = grow(r.pads[i], r.h.simdReach)
+		}
+	} else {
+		for len(r.packed) < w {
+			r.packed = append(r.packed, nil)
+		}
+		for i := range w {
+			r.packed[i] = grow(r.packed[i], srcStride)
+		}
 	}
 	if w == 1 {
-		r.horizontal(dst, dstStride, src, srcStride, rows, width, r.packed[0])
+		r.horizontal(dst, dstStride, src, srcStride, rows, width, 0)
 		return
 	}
 	var wg sync.WaitGroup
 	for i := range w {
 		lo, hi := rows*i/w, rows*(i+1)/w
-		packed := r.packed[i]
 		wg.Go(func() {
-			r.horizontal(dst[lo*dstStride:], dstStride, src[lo*srcStride:], srcStride, hi-lo, width, packed)
+			r.horizontal(dst[lo*dstStride:], dstStride, src[lo*srcStride:], srcStride, hi-lo, width, i)
 		})
 	}
 	wg.Wait()
@@ -307,26 +329,29 @@ func (r *Resampler) runHorizontal(dst []byte, dstStride int, src []byte, srcStri
 func (r *Resampler) runVertical(dst []byte, dstStride int, src []byte, srcStride, srcY0, width int) {
 	rows := len(r.v.start)
 	w := r.workers(rows)
-	for len(r.acc) < w {
-		r.acc = append(r.acc, nil)
-	}
-	for i := range w {
-		r.acc[i] = grow(r.acc[i], width*3)
+	if !r.simd() {
+		for len(r.acc) < w {
+			r.acc = append(r.acc, nil)
+		}
+		for i := range w {
+			r.acc[i] = grow(r.acc[i], width*3)
+		}
 	}
 	if w == 1 {
-		r.vertical(dst, dstStride, src, srcStride, srcY0, width, 0, rows, r.acc[0])
+		r.vertical(dst, dstStride, src, srcStride, srcY0, width, 0, rows, 0)
 		return
 	}
 	var wg sync.WaitGroup
 	for i := range w {
-		lo, hi, acc := rows*i/w, rows*(i+1)/w, r.acc[i]
-		wg.Go(func() { r.vertical(dst, dstStride, src, srcStride, srcY0, width, lo, hi, acc) })
+		lo, hi := rows*i/w, rows*(i+1)/w
+		wg.Go(func() { r.vertical(dst, dstStride, src, srcStride, srcY0, width, lo, hi, i) })
 	}
 	wg.Wait()
 }
 
 // horizontal runs the horizontal pass over rows rows of src into dst,
-// producing width pixels per row from r.h.
+// producing width pixels per row from r.h, with the AVX2 kernel where
+// the CPU has it (horizontalSIMD), else in Go as follows.
 //
 // Rows go two at a time, packed two channels per uint64 ("SIMD within a
 // register"): lanes (R₀,G₀), (B₀,R₁), (G₁,B₁) of rows 0 and 1. One 64-bit
@@ -336,8 +361,13 @@ func (r *Resampler) runVertical(dst []byte, dstStride int, src []byte, srcStride
 // (Pillow's fixed point is chosen so that it does), so the low 32 bits of
 // the 64-bit sum are the first lane's sum and what remains, shifted, the
 // second's, whatever the carries between them.
-func (r *Resampler) horizontal(dst []byte, dstStride int, src []byte, srcStride, rows, width int, packed []uint64) {
+func (r *Resampler) horizontal(dst []byte, dstStride int, src []byte, srcStride, rows, width, worker int) {
+	if r.simd() {
+		r.horizontalSIMD(dst, dstStride, src, srcStride, rows, width, r.pads[worker])
+		return
+	}
 	a := &r.h
+	packed := r.packed[worker]
 	last := width - 1
 	x0, x1 := int(a.start[0]), int(a.start[last]+a.n[last])
 	for y := 0; y < rows; y += 2 {
@@ -391,12 +421,18 @@ func splitLanes(s uint64) (lo, hi int32) {
 	return lo, hi
 }
 
-// vertical runs the vertical pass for output rows [y0, y1) of the region:
+// vertical runs the vertical pass for output rows [y0, y1) of the region
+// (with the AVX2 kernel where the CPU has it):
 // row y sums the source rows from r.v.start[y]-srcY0 on. Rows are
 // accumulated whole, which is the same integer sum as Pillow's per-pixel
 // loop in another order.
-func (r *Resampler) vertical(dst []byte, dstStride int, src []byte, srcStride, srcY0, width, y0, y1 int, acc []int32) {
+func (r *Resampler) vertical(dst []byte, dstStride int, src []byte, srcStride, srcY0, width, y0, y1, worker int) {
+	if r.simd() {
+		r.verticalSIMD(dst, dstStride, src, srcStride, srcY0, width, y0, y1)
+		return
+	}
 	a := &r.v
+	acc := r.acc[worker]
 	n3 := width * 3
 	acc = acc[:n3]
 	for y := y0; y < y1; y++ {
