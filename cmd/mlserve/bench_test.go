@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,15 @@ func TestBench(t *testing.T) {
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("no %q in the output:\n%s", want, text)
+		}
+	}
+	// With more than one intra-op thread the baseline also runs the graph
+	// as one single-threaded run per thread at once.
+	if runtime.NumCPU() > 1 {
+		for _, want := range []string{"runs × 1 thread at once, batch  1:", "single-threaded runs at once: batch"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("no %q in the output:\n%s", want, text)
+			}
 		}
 	}
 	// One row per level: concurrency, throughput, three percentiles, no
