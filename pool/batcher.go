@@ -63,6 +63,28 @@ type lane struct {
 	retry func(attempt int, err error) (bool, error)
 	stop  chan struct{}
 	wg    sync.WaitGroup
+	// runners is how many runners the lane has; busy how many of them
+	// hold a batch (from take to the end of its run).
+	runners int
+	busy    atomic.Int32
+}
+
+// share is how many batches the work queued now may be split into, for
+// a runner about to take one: on the CPU, this runner and every other
+// runner of the lane that is not running a batch, at most as many as the
+// device has slots. When the cores have room for several runs (fewer
+// intra-op threads than cores), each takes a part of the queue instead
+// of one taking it all while the others wait: on two cores with one
+// intra-op thread, ViT-B/32 does 21.5-22.3 images a second as two runs
+// of batch 2 at once, against 11.3 as one run of batch 4. (A part whose
+// slot another model holds runs when that run ends, as the whole would
+// have.) On an accelerator one larger batch is the better use of the
+// device, and a runner takes the queue whole.
+func (l *lane) share(slot chan struct{}) int {
+	if !l.onCPU() {
+		return 1
+	}
+	return max(1, min(l.runners-int(l.busy.Load()), cap(slot)))
 }
 
 // onCPU tells whether the lane's runs happen on the CPU now (a lane that
@@ -147,7 +169,7 @@ func newBatcher[In, Out any](opts batchOptions, newRun func() runFunc[In, Out]) 
 // run on a place of the semaphore slot returns, until dropLane or close;
 // where (may be nil) tells the items where their batch ran.
 func (b *batcher[In, Out]) addLane(n int, slot func() chan struct{}, where func() Where, retry func(int, error) (bool, error), newRun func() runFunc[In, Out]) *lane {
-	l := &lane{slot: slot, where: where, retry: retry, stop: make(chan struct{})}
+	l := &lane{slot: slot, where: where, retry: retry, stop: make(chan struct{}), runners: max(1, n)}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -332,13 +354,14 @@ func (b *batcher[In, Out]) runner(l *lane, run runFunc[In, Out]) {
 		case <-l.stop:
 			return
 		}
-		batch := b.take()
+		batch := b.take(l, slot)
 		if len(batch) == 0 {
 			<-slot
 			continue
 		}
 		start := time.Now()
 		b.runBatch(l, run, slot, batch, seen, ready)
+		l.busy.Add(-1)
 		last = runEnd{at: time.Now(), took: time.Since(start), ctxs: last.ctxs[:0]}
 		for _, it := range batch {
 			last.ctxs = append(last.ctxs, it.ctx)
@@ -470,17 +493,30 @@ func (b *batcher[In, Out]) fill(first *item[In, Out], l *lane, last runEnd) time
 	}
 }
 
-// take removes the next batch from the queue: the oldest wanted item and
-// the later ones with its key that fit.
-func (b *batcher[In, Out]) take() []*item[In, Out] {
+// take removes the next batch from the queue for a runner of lane l that
+// holds a place of slot: the oldest wanted item and the later ones with
+// its key that fit, or, when the lane can run several batches at once
+// (lane.share), about its share of them. The runner counts as busy when
+// the batch is not empty.
+func (b *batcher[In, Out]) take(l *lane, slot chan struct{}) []*item[In, Out] {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.dropLeft()
+	limit := b.opts.maxRows
+	if n := l.share(slot); n > 1 && len(b.queue) > 0 {
+		queued := 0
+		for _, it := range b.queue {
+			if it.key == b.queue[0].key {
+				queued += it.rows
+			}
+		}
+		limit = min(limit, (queued+n-1)/n)
+	}
 	var batch []*item[In, Out]
 	rows, key := 0, 0
 	kept := b.queue[:0]
 	for _, it := range b.queue {
-		if (len(batch) == 0 || it.key == key && rows+it.rows <= b.opts.maxRows) && it.state.CompareAndSwap(itemQueued, itemTaken) {
+		if (len(batch) == 0 || it.key == key && rows+it.rows <= limit) && it.state.CompareAndSwap(itemQueued, itemTaken) {
 			if len(batch) == 0 {
 				key = it.key
 			}
@@ -496,6 +532,9 @@ func (b *batcher[In, Out]) take() []*item[In, Out] {
 	b.queue = kept
 	if len(b.queue) > 0 {
 		b.broadcast() // more work for another runner
+	}
+	if len(batch) > 0 {
+		l.busy.Add(1)
 	}
 	return batch
 }

@@ -494,6 +494,53 @@ func TestBatcherRunners(t *testing.T) {
 	})
 }
 
+// TestBatcherSplitsAcrossRunners: on a CPU lane with two runners and two
+// free slots, work queued while both were idle is split into two batches
+// that run at once; with one slot, or on an accelerator, it runs as one
+// batch.
+func TestBatcherSplitsAcrossRunners(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		slots  int
+		device string
+		want   [][]int
+	}{
+		{"cpu two slots", 2, "CPU", [][]int{{1, 2, 3}, {4, 5}}},
+		{"cpu one slot", 1, "CPU", [][]int{{1, 2, 3, 4, 5}}},
+		{"accelerator", 2, "FakeGPU:0", [][]int{{1, 2, 3, 4, 5}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := &fakeModel{gate: make(chan struct{})}
+				b := newBatcher[int, int](batchOptions{name: "test", maxRows: 8}, nil)
+				defer b.close()
+				slot := make(chan struct{}, c.slots)
+				b.addLane(c.slots, func() chan struct{} { return slot }, func() Where { return Where{Provider: "p", Device: c.device} }, nil, f.newRun)
+				for range c.slots { // other models run while the items queue
+					slot <- struct{}{}
+				}
+				its := submitAll(t, b, context.Background(), 1, 1, 2, 3, 4, 5)
+				synctest.Wait()
+				for range c.slots {
+					<-slot
+				}
+				synctest.Wait()
+				got := f.got()
+				slices.SortFunc(got, func(a, b []int) int { return a[0] - b[0] })
+				if !slices.EqualFunc(got, c.want, slices.Equal) {
+					t.Fatalf("batches running %v, want %v", got, c.want)
+				}
+				close(f.gate)
+				for i, it := range its {
+					if out, err := b.await(context.Background(), it); err != nil || out != (i+1)*10 {
+						t.Fatalf("item %d: %v %v", i, out, err)
+					}
+				}
+			})
+		})
+	}
+}
+
 // TestWorkersPriority: a freed slot goes to a resuming request first,
 // then to new requests, then to background work.
 func TestWorkersPriority(t *testing.T) {

@@ -38,9 +38,13 @@
 //     runs × intra-op threads never exceed the cores (two sessions
 //     running at once on the same cores slow each other), so with the
 //     default intra-op threads (every core, up to 8) one run has the whole
-//     machine. Each GPU ("CUDA:0", "CUDA:1") has slots of its own
-//     (RunsOptions.Accelerator, 2 by default), so runs on one GPU never
-//     wait for another's.
+//     machine. With fewer intra-op threads than cores, several runs of
+//     one model fit at once, and a runner takes only its share of the
+//     queue when other runners of the model are free, so that they split
+//     the work instead of one running it all (on more than 8 cores this
+//     is the default). Each GPU ("CUDA:0", "CUDA:1") has slots of its
+//     own (RunsOptions.Accelerator, 2 by default), so runs on one GPU
+//     never wait for another's; a runner there takes the queue whole.
 //
 // Results are identical to unbatched runs where the graph computes each
 // row on its own with batch-independent kernels (see the tests for the
