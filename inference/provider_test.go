@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -213,4 +214,30 @@ func equalF32(a, b []float32) bool {
 		}
 	}
 	return true
+}
+
+// TestThroughputThreads: Options.Throughput makes CPU sessions
+// single-threaded unless IntraOpThreads is set; without it they get
+// DefaultIntraOpThreads.
+func TestThroughputThreads(t *testing.T) {
+	lib := testenv.ORTLibrary(t)
+	for _, c := range []struct {
+		opts inference.Options
+		want int
+	}{
+		{inference.Options{}, inference.DefaultIntraOpThreads(runtime.NumCPU())},
+		{inference.Options{Throughput: true}, 1},
+		{inference.Options{Throughput: true, IntraOpThreads: 3}, 3},
+		{inference.Options{IntraOpThreads: 3}, 3},
+	} {
+		c.opts.LibraryPath = lib
+		rt, err := inference.New(c.opts, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if intra, _ := rt.Threads(inference.CPU); intra != c.want {
+			t.Errorf("Throughput %v, IntraOpThreads %d: %d intra-op threads on the CPU, want %d", c.opts.Throughput, c.opts.IntraOpThreads, intra, c.want)
+		}
+		rt.Close()
+	}
 }

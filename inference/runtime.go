@@ -127,6 +127,12 @@ type Options struct {
 	// threads and 1 inter-op thread; on GPU providers 2 and 1 (the device
 	// does the work; see gpuThreads).
 	IntraOpThreads, InterOpThreads int
+	// Throughput, with IntraOpThreads zero, makes CPU sessions
+	// single-threaded instead of DefaultIntraOpThreads: for bulk work,
+	// where no input waits alone, one run per core at once does more per
+	// core than one run on every core (no threads waiting for each other
+	// inside a run), at the cost of a lone input's latency.
+	Throughput bool
 	// Spin lets idle intra-op threads busy-wait for the next parallel
 	// section (ONNX Runtime's default, session.intra_op.allow_spinning).
 	// Off by default: between and after runs the spinning threads burn the
@@ -635,6 +641,9 @@ func (r *Runtime) Threads(p string) (intra, inter int) { return r.threads(p) }
 func (r *Runtime) threads(p string) (intra, inter int) {
 	intra, inter = r.opts.IntraOpThreads, r.opts.InterOpThreads
 	if p == CPU {
+		if intra == 0 && r.opts.Throughput {
+			intra = 1
+		}
 		if intra == 0 {
 			intra = DefaultIntraOpThreads(runtime.NumCPU())
 		}

@@ -136,9 +136,12 @@ func openIndex(f dbFlags, cfg *config.Config, deferIndexes bool, logger *slog.Lo
 	return func(ctx context.Context) (search.Index, error) { return search.OpenIndex(ctx, opts, logger) }, paths, nil
 }
 
-// openEngine starts ONNX Runtime and the inference service, as serve does.
-func openEngine(cfg *config.Config, logger *slog.Logger) (*pool.Service, func(), error) {
-	rt, err := newRuntime(cfg, logger)
+// openEngine starts ONNX Runtime and the inference service, as serve
+// does; bulk (index, worker: no one waits for a lone image) runs one
+// single-threaded run per core at once on the CPU unless
+// MACHINE_LEARNING_MODEL_INTRA_OP_THREADS says otherwise.
+func openEngine(cfg *config.Config, bulk bool, logger *slog.Logger) (*pool.Service, func(), error) {
+	rt, err := newRuntimeFor(cfg, bulk, logger)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -195,7 +198,7 @@ func runIndex(ctx context.Context, o indexOptions, stdout io.Writer, cfg *config
 	} else {
 		// In-process: the models load (the Indexer loads them before it
 		// opens the database) on this process's engine.
-		svc, closeEngine, err := openEngine(cfg, logger)
+		svc, closeEngine, err := openEngine(cfg, true, logger)
 		if err != nil {
 			return err
 		}

@@ -88,7 +88,7 @@ func runSearch(ctx context.Context, o searchOptions, stdout io.Writer, cfg *conf
 	// The runtime and the model load before the database is touched
 	// (Immich mode without --model reads the model Immich is configured
 	// with first).
-	svc, closeEngine, err := openEngine(cfg, logger)
+	svc, closeEngine, err := openEngine(cfg, false, logger)
 	if err != nil {
 		return err
 	}

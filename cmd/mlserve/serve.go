@@ -95,6 +95,13 @@ func findLibrary(cfg *config.Config) inference.Library {
 // lacks. A library that cannot be found is explained: where it was looked
 // for, MLSERVE_ORT_LIBRARY and make setup.
 func newRuntime(cfg *config.Config, logger *slog.Logger) (*inference.Runtime, error) {
+	return newRuntimeFor(cfg, false, logger)
+}
+
+// newRuntimeFor starts ONNX Runtime; bulk arranges CPU threads for
+// throughput (inference.Options.Throughput) where the environment does
+// not set them.
+func newRuntimeFor(cfg *config.Config, bulk bool, logger *slog.Logger) (*inference.Runtime, error) {
 	lib := findLibrary(cfg)
 	logger.Debug("ONNX Runtime library", "path", lib.Path, "found", lib.From)
 	rt, err := inference.New(inference.Options{
@@ -104,6 +111,7 @@ func newRuntime(cfg *config.Config, logger *slog.Logger) (*inference.Runtime, er
 		DeviceIDs:         cfg.DeviceIDs,
 		IntraOpThreads:    cfg.IntraOpThreads,
 		InterOpThreads:    cfg.InterOpThreads,
+		Throughput:        bulk,
 		DisableArena:      !cfg.Arena,
 		ThreadNice:        cfg.InferenceNice,
 		OpenVINOPrecision: cfg.OpenVINOPrecision,

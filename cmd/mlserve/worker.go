@@ -81,7 +81,7 @@ func runWorker(ctx context.Context, o workerOptions, stdout io.Writer, cfg *conf
 	}
 	defer rc.Close()
 	// The Indexer loads the models before it opens the database.
-	svc, closeEngine, err := openEngine(cfg, logger)
+	svc, closeEngine, err := openEngine(cfg, true, logger)
 	if err != nil {
 		return err
 	}
