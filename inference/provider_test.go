@@ -226,7 +226,7 @@ func TestThroughputThreads(t *testing.T) {
 		want int
 	}{
 		{inference.Options{}, inference.DefaultIntraOpThreads(runtime.NumCPU())},
-		{inference.Options{Throughput: true}, 1},
+		{inference.Options{Throughput: true}, inference.ThroughputIntraOpThreads(runtime.NumCPU())},
 		{inference.Options{Throughput: true, IntraOpThreads: 3}, 3},
 		{inference.Options{IntraOpThreads: 3}, 3},
 	} {
@@ -239,5 +239,10 @@ func TestThroughputThreads(t *testing.T) {
 			t.Errorf("Throughput %v, IntraOpThreads %d: %d intra-op threads on the CPU, want %d", c.opts.Throughput, c.opts.IntraOpThreads, intra, c.want)
 		}
 		rt.Close()
+	}
+	for cores, want := range map[int]int{1: 1, 2: 1, 8: 1, 9: 2, 16: 2, 64: 8} {
+		if got := inference.ThroughputIntraOpThreads(cores); got != want {
+			t.Errorf("ThroughputIntraOpThreads(%d) = %d, want %d", cores, got, want)
+		}
 	}
 }

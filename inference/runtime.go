@@ -127,11 +127,11 @@ type Options struct {
 	// threads and 1 inter-op thread; on GPU providers 2 and 1 (the device
 	// does the work; see gpuThreads).
 	IntraOpThreads, InterOpThreads int
-	// Throughput, with IntraOpThreads zero, makes CPU sessions
-	// single-threaded instead of DefaultIntraOpThreads: for bulk work,
-	// where no input waits alone, one run per core at once does more per
-	// core than one run on every core (no threads waiting for each other
-	// inside a run), at the cost of a lone input's latency.
+	// Throughput, with IntraOpThreads zero, gives CPU sessions
+	// ThroughputIntraOpThreads instead of DefaultIntraOpThreads: for bulk
+	// work, where no input waits alone, one run per core at once does more
+	// per core than one run on every core (no threads waiting for each
+	// other inside a run), at the cost of a lone input's latency.
 	Throughput bool
 	// Spin lets idle intra-op threads busy-wait for the next parallel
 	// section (ONNX Runtime's default, session.intra_op.allow_spinning).
@@ -634,6 +634,19 @@ func DefaultIntraOpThreads(cores int) int {
 	return max(1, min(cores, 8))
 }
 
+// maxThroughputRuns bounds the runs of one model at once that
+// ThroughputIntraOpThreads makes room for: each run holds its own
+// activations, so a many-core machine runs a few threads each rather than
+// one each, and that memory stays at 8 runs' worth.
+const maxThroughputRuns = 8
+
+// ThroughputIntraOpThreads is the intra-op thread count of CPU sessions
+// under Options.Throughput: one, or on more than maxThroughputRuns cores
+// as few as keep the runs at once (cores ÷ threads) within it.
+func ThroughputIntraOpThreads(cores int) int {
+	return max(1, (cores+maxThroughputRuns-1)/maxThroughputRuns)
+}
+
 // Threads is the intra- and inter-op thread count of sessions on provider
 // p (0: ONNX Runtime's own default).
 func (r *Runtime) Threads(p string) (intra, inter int) { return r.threads(p) }
@@ -642,7 +655,7 @@ func (r *Runtime) threads(p string) (intra, inter int) {
 	intra, inter = r.opts.IntraOpThreads, r.opts.InterOpThreads
 	if p == CPU {
 		if intra == 0 && r.opts.Throughput {
-			intra = 1
+			intra = ThroughputIntraOpThreads(runtime.NumCPU())
 		}
 		if intra == 0 {
 			intra = DefaultIntraOpThreads(runtime.NumCPU())
