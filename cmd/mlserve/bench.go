@@ -1158,11 +1158,16 @@ func runFor(ctx context.Context, d time.Duration, n int, run func() error) (floa
 	return float64(n*len(lat)) / wall.Seconds(), lat[len(lat)/2], nil
 }
 
-func (v *visualBaseline) batch(ctx context.Context, d time.Duration, n int) (float64, time.Duration, error) {
-	per := 3 * v.size * v.size
+// input is the first n preprocessed images as one batch.
+func (v *visualBaseline) input(n int) inference.Tensor {
 	sz := int64(v.size)
+	return inference.F32(v.in[:n*3*v.size*v.size], int64(n), 3, sz, sz)
+}
+
+func (v *visualBaseline) batch(ctx context.Context, d time.Duration, n int) (float64, time.Duration, error) {
+	x := v.input(n)
 	return runFor(ctx, d, n, func() error {
-		_, err := v.s.Run(ctx, inference.F32(v.in[:n*per], int64(n), 3, sz, sz))
+		_, err := v.s.Run(ctx, x)
 		return err
 	})
 }
@@ -1170,10 +1175,9 @@ func (v *visualBaseline) batch(ctx context.Context, d time.Duration, n int) (flo
 // parallel runs batch n on the single-threaded session from v.par
 // goroutines at once.
 func (v *visualBaseline) parallel(ctx context.Context, d time.Duration, n int) (float64, time.Duration, error) {
-	per := 3 * v.size * v.size
-	sz := int64(v.size)
+	x := v.input(n)
 	tput, p50, _, err := parallelRuns(ctx, d, v.par, n, func() error {
-		_, err := v.one.Run(ctx, inference.F32(v.in[:n*per], int64(n), 3, sz, sz))
+		_, err := v.one.Run(ctx, x)
 		return err
 	})
 	return tput, p50, err
