@@ -20,6 +20,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY go.mod go.sum ./
 COPY third_party/gocv/go.mod third_party/gocv/
+COPY third_party/onnxruntime_go/go.mod third_party/onnxruntime_go/
 RUN go mod download
 COPY . .
 # ONNX Runtime 1.30 (CPU) from the pinned npm package, sha256-checked.

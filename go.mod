@@ -57,3 +57,5 @@ require (
 )
 
 replace gocv.io/x/gocv => ./third_party/gocv
+
+replace github.com/yalue/onnxruntime_go => ./third_party/onnxruntime_go
