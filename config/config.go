@@ -95,6 +95,9 @@ type Config struct {
 	BatchMax    int
 	BatchWait   time.Duration
 	BatchGather time.Duration
+	// SplitBatch lets CPU batches run as single-threaded runs at once
+	// (pool.BatchOptions.NoSplit when false).
+	SplitBatch bool
 	// Preprocess is "exact" (images decoded at full size: PIL's model
 	// inputs, bit for bit) or "fast" (JPEGs decoded smaller for CLIP with
 	// libjpeg's DCT scaling).
@@ -542,6 +545,7 @@ func load(lookup LookupFunc) (*Config, error) {
 	c.BatchMax = p.integer("MLSERVE_BATCH_MAX", 0, 0, "images or texts per cross-request batch (0: 8 on CPU, 32 on GPUs)")
 	c.BatchWait = time.Duration(p.integer("MLSERVE_BATCH_WAIT_MS", 0, 0, "milliseconds a batch may wait for more requests (0: runs at once with whatever queued)")) * time.Millisecond
 	c.BatchGather = time.Duration(p.integer("MLSERVE_BATCH_GATHER_MS", 100, 0, "milliseconds a batch about to run on the CPU may wait for the inputs other requests are decoding and resizing for the same model, and (a twentieth of its last run) for the requests it just answered to send again (0: never)")) * time.Millisecond
+	c.SplitBatch = p.boolean("MLSERVE_SPLIT_BATCH", true, "a CPU batch of several CLIP images runs as up to one single-threaded run per intra-op thread at once, on a twin session that shares the weights (a lone image keeps every thread); false runs each batch as one run on every thread")
 	c.Preprocess = p.choice("MLSERVE_PREPROCESS", "exact", "exact: model inputs bit for bit Immich's; fast: JPEGs decoded smaller for CLIP with libjpeg's DCT scaling (several times faster, inputs within about 1/255 of exact)", "exact", "fast")
 
 	c.Providers = p.list("MLSERVE_PROVIDERS", "CUDA,OpenVINO,CPU", "execution providers in order of preference: the first usable one runs every model (the CPU only when listed, or with MLSERVE_ALLOW_CPU_FALLBACK)")

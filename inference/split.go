@@ -58,6 +58,11 @@ func (t *twin) destroy() error {
 // single-threaded twin, sharing the weights. It fails where the weights
 // cannot be shared (the caller then opens a plain session).
 func (r *Runtime) openSplit(d *Device, path string, info *onnx.Info, so SessionOptions, intra int) (_ *ortBackend, err error) {
+	for _, v := range append(append([]onnx.ValueInfo{}, info.Inputs...), info.Outputs...) {
+		if len(v.Dims) > 0 && !v.Dims[0].Dynamic() {
+			return nil, fmt.Errorf("%s has a fixed batch (%s is %v)", path, v.Name, v.Dims)
+		}
+	}
 	w, err := mapWeights(path)
 	if err != nil {
 		return nil, err

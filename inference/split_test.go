@@ -133,3 +133,20 @@ func TestSplitBatchSharesWeights(t *testing.T) {
 		t.Errorf("a session with its twin grew RSS by %d MiB, a plain one by %d MiB: the weights (%d MiB) are not shared", split>>20, plain>>20, weights>>20)
 	}
 }
+
+// TestSplitBatchFixedBatch: a model whose batch dimension is fixed runs
+// whole, without a twin.
+func TestSplitBatchFixedBatch(t *testing.T) {
+	rt := testenv.Runtime(t)
+	s, err := rt.NewSession(writeModel(t, modelgen.ArcFace{Batch: 1}.Model()), inference.SessionOptions{IntraOpThreads: 2, SplitBatch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.SplitRuns(); got != 1 {
+		t.Errorf("fixed batch: SplitRuns = %d, want 1", got)
+	}
+	if _, err := s.Run(context.Background(), inference.F32(ramp(3*112*112, 1), 1, 3, 112, 112)); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/mlserve/mlserve/inference"
 	"github.com/mlserve/mlserve/inference/clip"
 )
 
@@ -20,7 +21,7 @@ func (s *Service) clipHandlers() []*handler {
 			options: func(map[string]json.RawMessage) (any, error) { return nil, nil },
 			sub:     "visual",
 			load: func(sessions Sessions, dir string, key Key) (Model, error) {
-				return clip.LoadVisual(dir, sessions, clip.VisualOptions{}, s.logger)
+				return clip.LoadVisual(dir, sessions, clip.VisualOptions{Session: inference.SessionOptions{SplitBatch: !s.opts.Batch.NoSplit}}, s.logger)
 			},
 			engine:  s.visualEngine,
 			minSide: func(m Model) int { return m.(*clip.Visual).Size() },

@@ -45,6 +45,15 @@
 //     is the default). Each GPU ("CUDA:0", "CUDA:1") has slots of its
 //     own (RunsOptions.Accelerator, 2 by default), so runs on one GPU
 //     never wait for another's; a runner there takes the queue whole.
+//   - A CPU batch of several CLIP images runs as up to one
+//     single-threaded run per intra-op thread at once, on a twin session
+//     that shares the model's weights (inference.SessionOptions.SplitBatch;
+//     MLSERVE_SPLIT_BATCH=false turns it off), while a lone image still
+//     runs on every thread. The same cores give more images a second that
+//     way (threads of one run wait for each other at every operator), at
+//     the cost of the twin's activations, not of a second copy of the
+//     weights. The slot the batch holds stands for those threads, so the
+//     rule above holds.
 //
 // Results are identical to unbatched runs where the graph computes each
 // row on its own with batch-independent kernels (see the tests for the

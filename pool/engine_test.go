@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mlserve/mlserve/inference"
+	"github.com/mlserve/mlserve/inference/clip"
 	"github.com/mlserve/mlserve/inference/face"
 	"github.com/mlserve/mlserve/inference/imaging"
 	"github.com/mlserve/mlserve/inference/imaging/imagingtest"
@@ -47,7 +48,9 @@ func engineCache(t testing.TB) string {
 		}
 	}
 	clip := "clip/ViT-B-32__openai/"
-	vit := modelgen.ViT{ImageSize: 64, Patch: 16, Width: 64, Layers: 2, Heads: 4, MLP: 128, Dim: 32, Seed: 5}
+	// Width 128: its weights are large enough (64 KiB) for a CPU session
+	// to share them with a single-threaded twin that runs split batches.
+	vit := modelgen.ViT{ImageSize: 64, Patch: 16, Width: 128, Layers: 2, Heads: 4, MLP: 512, Dim: 32, Seed: 5}
 	write(clip+"visual/model.onnx", vit.Model().Marshal())
 	write(clip+"visual/preprocess_cfg.json", []byte(`{"size":[64,64],"mean":[0.48145466,0.4578275,0.40821073],"std":[0.26862954,0.26130258,0.27577711]}`))
 	write(clip+"textual/model.onnx", modelgen.CLIPTextual{Context: 77, Vocab: modelgen.CLIPVocabSize, Dim: 32, Seed: 6}.Model().Marshal())
@@ -234,6 +237,14 @@ func TestBatchedEqualsUnbatched(t *testing.T) {
 		})
 		if st.Batches != 1 || st.Rows != int64(len(imgs)) {
 			t.Fatalf("batches %+v, want one of %d images", st, len(imgs))
+		}
+		if intra, _ := testenv.Runtime(t).Threads(inference.CPU); intra > 1 {
+			// The batch ran as single-threaded runs at once on the twin.
+			for _, m := range s.loadedModels() {
+				if v, ok := m.model.(*clip.Visual); ok && m.key == key && v.SplitRuns() != intra {
+					t.Errorf("visual model: SplitRuns %d, want %d (the intra-op threads)", v.SplitRuns(), intra)
+				}
+			}
 		}
 		for i := range imgs {
 			sameBits(t, fmt.Sprintf("image %d", i), together[i], alone[i])

@@ -217,6 +217,14 @@ type BatchOptions struct {
 	// lone request never waits. 0 means DefaultBatchGather; < 0 turns it
 	// off.
 	Gather time.Duration
+	// NoSplit runs every CPU batch as one run on all its intra-op threads
+	// (MLSERVE_SPLIT_BATCH=false). By default a CPU batch of several CLIP
+	// images runs as up to that many single-threaded runs at once, on a
+	// twin session that shares the model's weights
+	// (inference.SessionOptions.SplitBatch), while a lone image keeps
+	// every thread. Face recognition runs whole: its convolutions use two
+	// threads well, and splitting measured no gain.
+	NoSplit bool
 }
 
 // gather is Gather with its default applied, 0 when off.

@@ -378,8 +378,8 @@ func (b *bench) startServer(ctx context.Context) error {
 	intra, _ := b.rt.Threads(inference.CPU)
 	st := b.svc.Stats()
 	b.printf("mlserve bench: in-process server on %s, model cache %s\n", b.url, cache)
-	b.printf("service: %d CPUs, intra-op threads %d, CPU workers %d (queue %d), batch max %s, batch wait %v, gather %v, face batch %s, preprocess %s\n",
-		runtime.NumCPU(), intra, st.Workers, st.MaxQueue, orDefault(cfg.BatchMax), cfg.BatchWait, cfg.BatchGather, orDefault(cfg.MaxBatchFace), cfg.Preprocess)
+	b.printf("service: %d CPUs, intra-op threads %d, CPU workers %d (queue %d), batch max %s, batch wait %v, gather %v, face batch %s, preprocess %s, split CLIP batches %v\n",
+		runtime.NumCPU(), intra, st.Workers, st.MaxQueue, orDefault(cfg.BatchMax), cfg.BatchWait, cfg.BatchGather, orDefault(cfg.MaxBatchFace), cfg.Preprocess, cfg.SplitBatch)
 	return nil
 }
 

@@ -193,7 +193,7 @@ func newService(cfg *config.Config, rt *inference.Runtime, obs pool.Observer, lo
 	return pool.NewService(pool.ServiceOptions{
 		Cache:        pool.CacheOptions{TTL: cfg.ModelTTL, MaxLoaded: cfg.MaxLoadedModels},
 		Workers:      pool.WorkersOptions{Workers: cfg.RequestThreads, Queue: cfg.MaxQueue},
-		Batch:        pool.BatchOptions{Max: cfg.BatchMax, Wait: cfg.BatchWait, Gather: gatherOption(cfg.BatchGather), Nice: cfg.InferenceNice},
+		Batch:        pool.BatchOptions{Max: cfg.BatchMax, Wait: cfg.BatchWait, Gather: gatherOption(cfg.BatchGather), Nice: cfg.InferenceNice, NoSplit: !cfg.SplitBatch},
 		MaxBatchFace: cfg.MaxBatchFace,
 		MaxBatchOCR:  cfg.MaxBatchOCR,
 		Metrics:      obs,

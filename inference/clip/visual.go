@@ -125,6 +125,11 @@ func (v *Visual) Provider() string { return v.session.Provider() }
 // Close releases the session (after runs in progress).
 func (v *Visual) Close() error { return v.session.Close() }
 
+// SplitRuns is how many single-threaded runs at once a batch of several
+// images may run as (inference.SessionOptions.SplitBatch), 1 when
+// batches run whole.
+func (v *Visual) SplitRuns() int { return v.session.SplitRuns() }
+
 // Preprocess writes img's model input into dst (grown when it is too
 // small) and returns it: 3×Size×Size float32 values, CHW, the exact values
 // Immich computes with PIL and numpy (shortest side to Size with PIL's
