@@ -232,7 +232,7 @@ func (r *Runtime) newSession(path string, so SessionOptions, dev *Device, cause 
 	r.sessions[sess] = struct{}{}
 	r.mu.Unlock()
 	r.logger.Debug("session loaded", "model", path, "device", where.dev.name, "device_memory", mem,
-		"inputs", info.Inputs, "outputs", info.Outputs, "took", sess.loadTime)
+		"inputs", info.Inputs, "outputs", info.Outputs, "took", sess.loadTime, "split_runs", sess.SplitRuns())
 	return sess, nil
 }
 

@@ -209,8 +209,10 @@ func (s *Session) runSplit(ctx context.Context, t *twin, dev *Device, inputs []T
 		}
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	for _, err := range errs {
+		if err != nil {
+			return nil, err // the parts of a canceled run all say so: one is enough
+		}
 	}
 	res := make([]Tensor, len(s.info.Outputs))
 	for j := range res {

@@ -24,6 +24,9 @@ const minSharedWeight = 64 << 10
 // kernel that packed a weight never reads the original again, and one
 // that does reads it back from the file, so the process keeps about one
 // copy of the weights, the packed one, however many sessions share it.
+// The file must not be rewritten in place while the sessions live (the
+// model store writes a new file and renames it over the old one, which
+// leaves the mapping on the old file).
 type sharedWeights struct {
 	data      []byte
 	names     []string
