@@ -69,20 +69,30 @@ const maxSmallField = 64 << 20
 // Inspect reads a model file's interface, metadata and node list. It streams
 // the file, so memory use does not grow with the weights.
 func Inspect(path string) (*Info, error) {
-	f, err := os.Open(path)
+	f, size, err := openModel(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	info, err := Decode(bufio.NewReaderSize(f, 1<<20), st.Size())
+	info, err := Decode(bufio.NewReaderSize(f, 1<<20), size)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return info, nil
+}
+
+// openModel opens a model file and tells its size.
+func openModel(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
 }
 
 // Decode reads a model of size bytes from r; see [Inspect].

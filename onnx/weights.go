@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"os"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -33,19 +32,15 @@ const (
 // kept in external files, split in segments, or stored in typed fields
 // (float_data) are left out.
 func Weights(path string, minSize int64) ([]Weight, error) {
-	f, err := os.Open(path)
+	f, size, err := openModel(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
 	cr := &countingReader{r: f}
 	br := bufio.NewReaderSize(cr, 1<<20)
 	pos := func() int64 { return cr.n - int64(br.Buffered()) }
-	ws, err := decodeWeights(&msg{r: br, n: st.Size()}, pos, minSize)
+	ws, err := decodeWeights(&msg{r: br, n: size}, pos, minSize)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
