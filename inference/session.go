@@ -33,16 +33,17 @@ type SessionOptions struct {
 	// session (0: the runtime's).
 	IntraOpThreads int
 	// SplitBatch lets a CPU session with several intra-op threads run a
-	// batch of several rows as up to that many single-threaded runs at
-	// once, each on a part of the rows, on a twin session that shares the
-	// weights (it costs its activations, not a second copy of the
-	// weights); a batch of one row still runs on every thread. Threads of
-	// one run wait for each other at every operator; independent runs do
-	// not, which on two cores gave ViT-B/32 batches of 4 up to 20% more
-	// images a second (the more so when a neighbour takes a core part of
-	// the time). Every input and output must have the batch on axis 0.
-	// Where the weights cannot be shared (not Linux, no large initializers
-	// in the model file) or the batch dimension is fixed, the session runs
+	// batch of at least as many rows as threads as that many
+	// single-threaded runs at once, each on a part of the rows, on a twin
+	// session that shares the weights (it costs its activations, not a
+	// second copy of the weights). Smaller batches, and batches whose parts
+	// would come out uneven, run on every thread as before. Threads of one
+	// run wait for each other at every operator; independent runs do not,
+	// which on two cores gave ViT-B/32 batches of 4 up to 20% more images
+	// a second (the more so when a neighbour takes a core part of the
+	// time). Every input and output must have the batch on axis 0. Where
+	// the weights cannot be shared (not Linux, no large initializers in
+	// the model file) or the batch dimension is fixed, the session runs
 	// its batches whole.
 	SplitBatch bool
 }
@@ -401,7 +402,7 @@ func (s *Session) run(ctx context.Context, inputs []Tensor) ([]Tensor, error) {
 		ri.inputBytes += t.bytes()
 	}
 	if b, ok := s.backend.(*ortBackend); ok && b.twin != nil {
-		if n := batchRows(inputs); n > 1 {
+		if n := batchRows(inputs); splits(n, b.twin.runs) {
 			return s.runSplit(ctx, b.twin, dev, inputs, n)
 		}
 	}

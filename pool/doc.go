@@ -45,8 +45,9 @@
 //     is the default). Each GPU ("CUDA:0", "CUDA:1") has slots of its
 //     own (RunsOptions.Accelerator, 2 by default), so runs on one GPU
 //     never wait for another's; a runner there takes the queue whole.
-//   - A CPU batch of several CLIP images runs as up to one
-//     single-threaded run per intra-op thread at once, on a twin session
+//   - A CPU batch of at least one CLIP image per intra-op thread runs as
+//     one single-threaded run per thread at once (when the parts come out
+//     about even: every even batch on two cores), on a twin session
 //     that shares the model's weights (inference.SessionOptions.SplitBatch;
 //     MLSERVE_SPLIT_BATCH=false turns it off), while a lone image still
 //     runs on every thread. The same cores give more images a second that

@@ -218,9 +218,10 @@ type BatchOptions struct {
 	// off.
 	Gather time.Duration
 	// NoSplit runs every CPU batch as one run on all its intra-op threads
-	// (MLSERVE_SPLIT_BATCH=false). By default a CPU batch of several CLIP
-	// images runs as up to that many single-threaded runs at once, on a
-	// twin session that shares the model's weights
+	// (MLSERVE_SPLIT_BATCH=false). By default a CPU batch of at least one CLIP
+	// image per thread runs as that many single-threaded runs at once
+	// (when the parts come out about even: every even batch on two
+	// cores), on a twin session that shares the model's weights
 	// (inference.SessionOptions.SplitBatch), while a lone image keeps
 	// every thread. Face recognition runs whole: its convolutions use two
 	// threads well, and splitting measured no gain.
