@@ -129,14 +129,13 @@ type placement struct {
 // Session is a loaded model. Run is safe for concurrent use; Close waits
 // for runs in progress.
 type Session struct {
-	path       string
-	info       *onnx.Info
-	loadTime   time.Duration
-	rt         *Runtime
-	cacheDir   string
-	intra      int  // SessionOptions.IntraOpThreads
-	split      bool // SessionOptions.SplitBatch
-	noFallback bool
+	path     string
+	info     *onnx.Info
+	loadTime time.Duration
+	rt       *Runtime
+	// opts are the options the session was opened with, for its CPU
+	// fallback.
+	opts SessionOptions
 
 	where atomic.Pointer[placement]
 	// fallbackMu makes concurrent failing runs build one CPU session, not
@@ -204,7 +203,7 @@ func (r *Runtime) newSession(path string, so SessionOptions, dev *Device, cause 
 	if len(info.Inputs) == 0 || len(info.Outputs) == 0 {
 		return nil, fmt.Errorf("%w: %s has no inputs or no outputs", onnx.ErrInvalid, path)
 	}
-	sess := &Session{path: path, info: info, rt: r, cacheDir: so.CacheDir, intra: so.IntraOpThreads, split: so.SplitBatch, noFallback: so.NoFallback}
+	sess := &Session{path: path, info: info, rt: r, opts: so}
 	b, mem, err := r.open(dev, path, info, so)
 	where := &placement{dev: dev, mem: mem, fallback: cause}
 	if err != nil {
@@ -372,7 +371,7 @@ func (s *Session) LogValue() slog.Value {
 func (s *Session) Run(ctx context.Context, inputs ...Tensor) ([]Tensor, error) {
 	out, err := s.run(ctx, inputs)
 	var derr *DeviceError
-	if err == nil || s.noFallback || !s.rt.AllowCPUFallback() || !errors.As(err, &derr) || derr.Device == s.rt.cpu.name {
+	if err == nil || s.opts.NoFallback || !s.rt.AllowCPUFallback() || !errors.As(err, &derr) || derr.Device == s.rt.cpu.name {
 		return out, err
 	}
 	if ferr := s.FallBackToCPU(err); ferr != nil {
@@ -502,7 +501,7 @@ func (s *Session) FallBackToCPU(cause error) error {
 	if s.where.Load().dev == cpu {
 		return nil
 	}
-	b, mem, err := s.rt.open(cpu, s.path, s.info, SessionOptions{CacheDir: s.cacheDir, IntraOpThreads: s.intra, SplitBatch: s.split})
+	b, mem, err := s.rt.open(cpu, s.path, s.info, s.opts)
 	if err != nil {
 		return s.rt.failure("load", s.path, cpu, err)
 	}
